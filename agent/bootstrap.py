@@ -1,0 +1,220 @@
+"""Wiring helpers shared by the app factory and the CLI: store, tokens, services."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agent.config import Settings
+from agent.connectors import build_connector
+from agent.connectors.base import Connector
+from agent.notify.mail import SmtpMailer
+from agent.services.admin import SeatAdmin
+from agent.services.alerts import Alerts, EmailHandler, send_digest
+from agent.services.delivery import Handler, PushHandlers, deliver_due
+from agent.services.drift import DriftCheck
+from agent.services.outbox_notifier import EMAIL, OutboxNotifier
+from agent.services.policy import billing_terms, license_policy
+from agent.services.provisioning import Provisioning
+from agent.services.reductions import Reductions
+from agent.services.seats import SeatEngine
+from agent.storage.outbox import OutboxMessage
+from agent.storage.store import Store, StoreTx
+from agent.web.auth import TokenSet, digest
+from agent.web.ratelimit import RateLimiter
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Agent:
+    """Everything a request handler or job needs, built once per process."""
+
+    settings: Settings
+    store: Store
+    clock: Clock
+    seats: SeatEngine
+    provisioning: Provisioning
+    admin: SeatAdmin
+    scim_tokens: TokenSet
+    admin_tokens: TokenSet
+    rate_limiter: RateLimiter
+    # Optional parts (issue 4): downstream delivery, drift check, reductions, digest.
+    delivery: Callable[[], Any] | None = None
+    drift_check: Callable[[Any], None] | None = None
+    reductions: Any = None
+    digest: Callable[[], Any] | None = None
+
+
+def open_store(settings: Settings, clock: Clock = system_clock) -> Store:
+    """Open the database and apply migrations (also done at every start)."""
+    store = Store.from_url(settings.database.url)
+    store.upgrade(settings.license.seats, clock())
+    return store
+
+
+def ensure_tokens(settings: Settings, store: Store) -> dict[str, str]:
+    """Tokens for the embedded default: from config, the environment, or generated once.
+
+    A generated token is returned (to be printed once) and only its SHA-256 digest is kept.
+    """
+    generated = {}
+    for kind, configured in (
+        ("scim", settings.auth.resolved_scim_token() or settings.auth.scim_token_hashes),
+        ("admin", settings.auth.resolved_admin_token() or settings.auth.admin_token_hashes),
+    ):
+        if configured:
+            continue
+        key = f"{kind}_token_sha256"
+        with store.write() as tx:
+            if tx.get_state(key) is None:
+                token = secrets.token_urlsafe(32)
+                tx.put_state(key, digest(token))
+                generated[kind] = token
+    return generated
+
+
+def token_sets(settings: Settings, store: Store) -> tuple[TokenSet, TokenSet]:
+    """Accepted SCIM and admin tokens: configured (file or environment), extra rotation tokens,
+    configured digests, or the digest generated for the embedded default."""
+    auth = settings.auth
+    out = []
+    for kind, configured, extra, hashes in (
+        ("scim", auth.resolved_scim_token(), auth.scim_tokens, auth.scim_token_hashes),
+        ("admin", auth.resolved_admin_token(), [], auth.admin_token_hashes),
+    ):
+        digests = [digest(t) for t in [configured, *extra] if t]
+        digests += [h.removeprefix("sha256:") for h in hashes]
+        if not configured:
+            with store.read() as tx:
+                stored = tx.get_state(f"{kind}_token_sha256")
+            if stored:
+                digests.append(stored)
+        out.append(TokenSet(digests))
+    return out[0], out[1]
+
+
+def build_agent(
+    settings: Settings, store: Store | None = None, clock: Clock = system_clock
+) -> Agent:
+    """Wire the parts: seat engine with its outbox notifier, provisioning, admin, downstream
+    delivery, alerts, drift check and reductions."""
+    store = store or open_store(settings, clock)
+    lic = settings.license
+    terms = billing_terms(lic)
+    connector = build_connector(settings.downstream, clock)
+    alerts = (
+        Alerts(
+            settings.alerts,
+            lic.low_seats_threshold,
+            clock,
+            currency=lic.currency,
+            on_full=lic.on_full,
+        )
+        if settings.alerts.enabled
+        else None
+    )
+    notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock)
+    seats = SeatEngine(license_policy(lic), terms, clock, notifier)
+    scim_tokens, admin_tokens = token_sets(settings, store)
+    provisioning = Provisioning(store, seats, clock)
+    admin = SeatAdmin(store, seats, lic, terms, clock)
+
+    handlers: dict[str, Handler] = {}
+    if connector is not None:
+        handlers.update(PushHandlers(connector, store, lic.fallback_role).handlers())
+    if alerts is not None:
+        handlers[EMAIL] = EmailHandler(SmtpMailer.from_settings(settings.alerts))
+    ds = settings.downstream
+
+    def on_failing(tx: StoreTx, message: OutboxMessage, error: str) -> None:
+        if alerts is not None:
+            alerts.raise_alert(
+                tx,
+                f"delivery:{message.key}",
+                "failing",
+                f"Delivery failing: {message.kind} {message.key}",
+                [
+                    f"{message.kind} for {message.key} has failed {message.attempts + 1} times.",
+                    f"Last error: {error}",
+                    "It is retried with backoff and never dropped; see `seat-agent status`.",
+                ],
+            )
+
+    delivery = (
+        functools.partial(
+            deliver_due,
+            store,
+            handlers,
+            clock,
+            ds.backoff_base_seconds,
+            ds.backoff_max_seconds,
+            alert_after_attempts=ds.alert_after_attempts,
+            on_failing=on_failing,
+        )
+        if handlers
+        else None
+    )
+    drift = (
+        DriftCheck(store, connector, lic.fallback_role, clock, alerts)
+        if connector is not None
+        else None
+    )
+    last_login = _last_login(connector) if connector is not None else None
+    reductions = Reductions(
+        store,
+        provisioning,
+        admin,
+        settings.reductions,
+        lic,
+        clock,
+        alerts=alerts,
+        last_login=last_login,
+    )
+    digest = (
+        functools.partial(
+            _digest, store, alerts, clock, timedelta(hours=settings.scheduler.digest_hours)
+        )
+        if alerts is not None and settings.alerts.digest
+        else None
+    )
+    return Agent(
+        settings=settings,
+        store=store,
+        clock=clock,
+        seats=seats,
+        provisioning=provisioning,
+        admin=admin,
+        scim_tokens=scim_tokens,
+        admin_tokens=admin_tokens,
+        rate_limiter=RateLimiter(settings.server.rate_limit_per_minute),
+        delivery=delivery,
+        drift_check=drift,
+        reductions=reductions,
+        digest=digest,
+    )
+
+
+def _digest(store: Store, alerts: Alerts, clock: Clock, period: timedelta) -> bool:
+    return send_digest(store, alerts, clock(), period)
+
+
+def _last_login(connector: Connector) -> Callable[[], dict[str, datetime]]:
+    """The downstream's last-login per user, for ranking reduction candidates."""
+
+    def read() -> dict[str, datetime]:
+        return {
+            r.external_id: r.last_login
+            for r in connector.list_users()
+            if r.external_id and r.last_login is not None
+        }
+
+    return read

@@ -1,0 +1,334 @@
+"""The command line: ``seat-agent serve``, ``db upgrade``, and the operator's seat commands.
+
+The seat commands work on the database named by the configuration, through the same services
+as the admin API, so they give the same answers and the same refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    pass
+
+from agent.cli_support import (  # noqa: E402
+    CONFIG_OPTION,
+    JSON_OPTION,
+    _agent,
+    _emit,
+    _settings,
+    _table,
+)
+
+
+@click.group()
+def main() -> None:
+    """seat-agent: SCIM 2.0 provisioning with license seat enforcement."""
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--host", default=None, help="Bind address (overrides [server] host).")
+@click.option("--port", default=None, type=int, help="Port (overrides [server] port).")
+@click.option("--workers", default=None, type=int, help="gunicorn workers.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve SCIM, the admin API and health endpoints with gunicorn."""
+    from agent.bootstrap import ensure_tokens, open_store
+    from agent.web.server import run_gunicorn
+
+    settings = _settings(config_path)
+    store = open_store(settings)
+    generated = ensure_tokens(settings, store)
+    store.dispose()
+    for kind, token in generated.items():
+        click.echo(
+            f"Generated {kind} bearer token (shown once; set "
+            f"{getattr(settings.auth, kind + '_token_env')} to choose your own): {token}",
+            err=True,
+        )
+    run_gunicorn(
+        settings,
+        host or settings.server.host,
+        port or settings.server.port,
+        workers or settings.server.workers,
+        scheduler_args=(["--config", config_path] if config_path else [])
+        if settings.scheduler.embedded
+        else None,
+    )
+
+
+@main.command()
+@CONFIG_OPTION
+def scheduler(config_path: str | None) -> None:
+    """Run the scheduler (reconcile, queue, outbox, workflows, digests) in the foreground.
+
+    Any number may run: a database lease lets exactly one act at a time.
+    """
+    import logging
+    import logging.config
+    import signal
+
+    from agent.jobs.scheduler import build_scheduler
+    from agent.web.observability import logging_config
+
+    logging.config.dictConfig(logging_config(_settings(config_path).server.json_logs))
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+
+    with _agent(config_path) as agent:
+        sched, lease = build_scheduler(agent, blocking=True)
+
+        def stop(_signum: int, _frame: Any) -> None:
+            sched.shutdown(wait=False)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        click.echo(f"scheduler {lease.holder} started", err=True)
+        try:
+            sched.start()
+        finally:
+            lease.release()
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+@click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
+def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
+    """Recount seats, repair drift, and report what was found and done."""
+    from agent.jobs.tasks import Jobs
+
+    with _agent(config_path) as agent:
+        with agent.store.read() as tx:
+            total = tx.conn.execute(_count_users()).scalar_one()
+        with click.progressbar(length=total, label="users", file=sys.stderr, show_pos=True) as bar:
+            report = Jobs(agent).reconcile(dry_run=dry_run, progress=bar.update)
+    data = report.as_dict()
+    lines = [
+        f"users: {report.users}",
+        f"seats: {report.seats}",
+        f"consumed counter: {report.counter_before} -> {report.counter_after}"
+        + (" (repaired)" if report.counter_before != report.counter_after and not dry_run else ""),
+        f"seat states re-decided: {len(report.resettled)}"
+        + (f" ({', '.join(report.resettled[:20])})" if report.resettled else ""),
+        f"wanting a seat with none free: {len(report.unresolved)}",
+        f"downstream drift: {len(report.drift)}",
+    ]
+    for d in report.drift[:50]:
+        lines.append(
+            f"  {d.user_name or d.user_id}: {d.problem} (expected {d.expected}, found {d.found})"
+        )
+    if dry_run:
+        lines.append("dry run: nothing was changed")
+    _emit(data, as_json, "\n".join(lines))
+
+
+def _count_users() -> Any:
+    from sqlalchemy import func, select
+
+    from agent.storage.tables import users
+
+    return select(func.count()).select_from(users)
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+def status(config_path: str | None, as_json: bool) -> None:
+    """Scheduler, last reconcile, outbox delivery and seats at a glance."""
+    from agent.jobs.lease import SCHEDULER_LEASE
+    from agent.storage import outbox
+
+    with _agent(config_path) as agent:
+        report = agent.admin.report()
+        with agent.store.read() as tx:
+            holder = outbox.lease_holder(tx, SCHEDULER_LEASE, agent.clock())
+            last = tx.get_state("last_reconcile")
+            depth = outbox.depth(tx)
+            failing = outbox.failing(tx, agent.settings.downstream.alert_after_attempts)
+    last_data = json.loads(last) if last else None
+    data: dict[str, Any] = {
+        "scheduler": holder,
+        "last_reconcile": last_data.get("at") if last_data else None,
+        "outbox": depth,
+        "failing": [
+            {
+                "seq": m.seq,
+                "kind": m.kind,
+                "key": m.key,
+                "attempts": m.attempts,
+                "error": m.last_error,
+            }
+            for m in failing
+        ],
+        "seats": {k: report[k] for k in ("licensed", "consumed", "available", "queued")},
+    }
+    rows: list[list[Any]] = [
+        ["scheduler", holder or "none running"],
+        ["last reconcile", data["last_reconcile"] or "never"],
+        ["outbox pending", sum(depth.values())],
+        ["deliveries failing", len(failing)],
+        *[[f"seats {k}", v] for k, v in data["seats"].items()],
+    ]
+    human = _table(rows, ["", "value"])
+    for f in data["failing"][:20]:
+        human += (
+            f"\nFAILING {f['kind']} {f['key']}: {f['attempts']} attempts, last error: {f['error']}"
+        )
+    _emit(data, as_json, human)
+
+
+@main.command("hash-token")
+@click.argument("token", required=False)
+def hash_token(token: str | None) -> None:
+    """Print the 'sha256:<hex>' digest of a token for [auth] *_token_hashes (reads stdin
+    when no argument is given, so the token stays out of shell history)."""
+    from agent.web.auth import digest
+
+    value = token if token is not None else sys.stdin.readline().strip()
+    if not value:
+        raise click.BadParameter("empty token")
+    click.echo(f"sha256:{digest(value)}")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@CONFIG_OPTION
+def db_upgrade(config_path: str | None) -> None:
+    """Apply migrations up to the newest."""
+    from agent.bootstrap import open_store
+    from agent.storage import migrate
+
+    store = open_store(_settings(config_path))
+    click.echo(f"database at revision {migrate.current_revision(store.engine)}")
+    store.dispose()
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+def seats(config_path: str | None, as_json: bool) -> None:
+    """Seats held, consumed, available and queued."""
+    with _agent(config_path) as agent:
+        report = agent.admin.report()
+    rows = [[k, report[k]] for k in ("licensed", "consumed", "available", "queued")]
+    human = _table(rows, ["seats", "count"])
+    if report["by_status"]:
+        human += "\n\n" + _table(
+            [[s, v["users"], v["consuming"]] for s, v in sorted(report["by_status"].items())],
+            ["status", "users", "consuming"],
+        )
+    _emit(report, as_json, human)
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+def queue(config_path: str | None, as_json: bool) -> None:
+    """Users waiting for a seat, first come first served."""
+    from agent.web.admin import user_summary
+
+    with _agent(config_path) as agent:
+        users = [user_summary(u) for u in agent.admin.queue()]
+    human = (
+        _table(
+            [[u["queuePosition"], u["userName"], u["queuedAt"], u["id"]] for u in users],
+            ["#", "userName", "queued at", "id"],
+        )
+        if users
+        else "queue is empty"
+    )
+    _emit({"queued": users}, as_json, human)
+
+
+@main.group()
+def licenses() -> None:
+    """License count."""
+
+
+@licenses.command("set")
+@click.argument("count", type=int)
+@CONFIG_OPTION
+@JSON_OPTION
+def licenses_set(count: int, config_path: str | None, as_json: bool) -> None:
+    """Set the number of licenses held (never below consuming users)."""
+    from agent.domain.license import DecreaseRefused
+
+    if count < 0:
+        raise click.BadParameter("must not be negative", param_hint="COUNT")
+    try:
+        with _agent(config_path) as agent:
+            new, promoted = agent.admin.set_licenses(count)
+    except DecreaseRefused as err:
+        if as_json:
+            click.echo(json.dumps({"error": err.reason}))
+            sys.exit(1)
+        raise click.ClickException(err.reason) from None
+    names = [u.user_name for u in promoted]
+    data = {"seats": new, "promoted": names}
+    human = f"licenses: {new}" + (f"\npromoted from queue: {', '.join(names)}" if names else "")
+    _emit(data, as_json, human)
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+@click.option("--since", default=None, help="ISO 8601 date or time.")
+@click.option("--limit", default=100, type=int)
+def ledger(config_path: str | None, as_json: bool, since: str | None, limit: int) -> None:
+    """Seat ledger: every seat change with its cause."""
+    from agent.web.admin import ledger_entry
+
+    since_dt = None
+    if since:
+        try:
+            since_dt = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter("not an ISO 8601 date or time", param_hint="--since") from None
+        if since_dt.tzinfo is None:
+            since_dt = since_dt.replace(tzinfo=UTC)
+    with _agent(config_path) as agent:
+        entries = [ledger_entry(e) for e in agent.admin.ledger(since_dt, limit)]
+    human = _table(
+        [
+            [
+                e["at"],
+                e["kind"],
+                e["cause"],
+                e["userName"],
+                e["seatsAfter"],
+                e["consumedAfter"],
+                e["cost"],
+            ]
+            for e in entries
+        ],
+        ["at", "kind", "cause", "user", "seats", "consumed", "cost"],
+    )
+    _emit({"entries": entries}, as_json, human)
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+def billing(config_path: str | None, as_json: bool) -> None:
+    """Billing preview for the current period."""
+    with _agent(config_path) as agent:
+        data = agent.admin.billing_report()
+    human = _table([[k, v] for k, v in data.items() if v is not None], ["billing", "value"])
+    _emit(data, as_json, human)
+
+
+from agent.cli_reductions import register as _register_reductions  # noqa: E402
+
+_register_reductions(main)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

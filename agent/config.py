@@ -1,0 +1,311 @@
+"""One typed settings model: the single source of truth for the TOML configuration file.
+
+Every setting is documented once, here, by its ``Field(description=...)``; ``config.example.toml``
+is checked against this model by a test. Unknown keys and bad values are refused at start with a
+message that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or invalid; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the HTTP server.")
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted; larger -> 413."
+    )
+    json_logs: bool = Field(False, description="Log one JSON object per line.")
+    rate_limit_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Requests per minute per bearer token and worker process; over it -> 429"
+        " with Retry-After. 0 turns it off.",
+    )
+
+
+class DatabaseSettings(Section):
+    url: str = Field(
+        "sqlite:///seat-agent.db",
+        description="SQLAlchemy URL: sqlite:///path.db (default) or postgresql://user@host/db.",
+    )
+
+
+class AuthSettings(Section):
+    scim_token: str | None = Field(None, description="Bearer token for /scim/v2.")
+    scim_token_env: str = Field(
+        "SEAT_AGENT_SCIM_TOKEN", description="Environment variable read when scim_token is unset."
+    )
+    admin_token: str | None = Field(None, description="Bearer token for /admin.")
+    admin_token_env: str = Field(
+        "SEAT_AGENT_ADMIN_TOKEN",
+        description="Environment variable read when admin_token is unset.",
+    )
+
+    scim_tokens: list[str] = Field(
+        default_factory=list,
+        description="More accepted SCIM tokens (rotation without downtime: add the new one, "
+        "switch the IdP, remove the old one).",
+    )
+    scim_token_hashes: list[str] = Field(
+        default_factory=list,
+        description="Accepted SCIM tokens given only as 'sha256:<hex>' digests (never stored"
+        " in clear); `seat-agent hash-token` prints one.",
+    )
+    admin_token_hashes: list[str] = Field(
+        default_factory=list, description="Accepted admin tokens as 'sha256:<hex>' digests."
+    )
+
+    @model_validator(mode="after")
+    def _hash_format(self) -> AuthSettings:
+        for h in [*self.scim_token_hashes, *self.admin_token_hashes]:
+            hexpart = h.removeprefix("sha256:")
+            if (
+                not h.startswith("sha256:")
+                or len(hexpart) != 64
+                or not all(c in "0123456789abcdefABCDEF" for c in hexpart)
+            ):
+                raise ValueError("token hashes must look like 'sha256:<64 hex digits>'")
+        return self
+
+    def resolved_scim_token(self) -> str | None:
+        return self.scim_token or os.environ.get(self.scim_token_env) or None
+
+    def resolved_admin_token(self) -> str | None:
+        return self.admin_token or os.environ.get(self.admin_token_env) or None
+
+
+class StatusSettings(Section):
+    name: str = Field(description="Application account status name, e.g. Active, Locked, Room.")
+    consumes: bool = Field(description="Whether a user in this status consumes a license seat.")
+    pending: bool = Field(
+        False, description="An invitation-like status: consumes only when count_pending is true."
+    )
+
+
+class RuleSettings(Section):
+    status: str = Field(description="Status given when this rule matches; first match wins.")
+    active: bool | None = Field(None, description="Match only users with this SCIM active value.")
+    user_types: list[str] | None = Field(None, description="Match users whose userType is listed.")
+    roles_any: list[str] | None = Field(None, description="Match users holding any listed role.")
+
+
+OnFull = Literal["refuse", "queue", "fallback", "expand"]
+
+
+class LicenseSettings(Section):
+    seats: int = Field(10, ge=0, description="Licenses held (seats).")
+    on_full: OnFull = Field("refuse", description="What happens when no seat is free.")
+    max_seats: int | None = Field(None, ge=0, description="Ceiling for on_full = expand.")
+    fallback_role: str | None = Field(None, description="Free role given under on_full = fallback.")
+    free_roles: list[str] = Field(
+        default_factory=list, description="Roles that never consume a seat (seed 001)."
+    )
+    free_user_types: list[str] = Field(
+        default_factory=list, description="userTypes that never consume a seat (seed 004)."
+    )
+    inactive_consumes: bool = Field(
+        False, description="Maximum-number contracts (seed 003): deactivated users keep a seat."
+    )
+    count_pending: bool = Field(True, description="Pending (invited) statuses consume (seed 001).")
+    decrease: Literal["anytime", "renewal", "manual", "never"] = Field(
+        "anytime",
+        description="When licenses may be lowered: anytime, renewal (window), manual (at the"
+        " vendor, recorded by an admin), never (seed 003: the contracted count only rises).",
+    )
+    renewal_date: date | None = Field(None, description="Next contract renewal date.")
+    renewal_window_days: int = Field(
+        30,
+        ge=0,
+        description="With decrease = renewal: days before renewal_date a decrease is allowed.",
+    )
+    price_per_seat: Decimal = Field(Decimal("0"), ge=0, description="Price of one seat per period.")
+    billing_period: Literal["monthly", "annual"] = Field("monthly", description="Billing period.")
+    currency: str = Field("USD", description="Currency for billing figures.")
+    metered: bool = Field(
+        False, description="Metered plan (seed 002): users active within the last month are billed."
+    )
+    statuses: list[StatusSettings] = Field(
+        default_factory=list,
+        description="Extra or overriding account statuses (defaults: Active, Inactive, Queued,"
+        " Suspended).",
+    )
+    rules: list[RuleSettings] = Field(
+        default_factory=list, description="Ordered rules from directory state to status."
+    )
+    group_roles: dict[str, str] = Field(
+        default_factory=dict, description="Directory group displayName -> role."
+    )
+    low_seats_threshold: int = Field(
+        1, ge=0, description="Alert when available seats drop to this."
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> LicenseSettings:
+        if self.on_full == "expand" and self.max_seats is None:
+            raise ValueError("on_full = 'expand' needs max_seats")
+        if self.max_seats is not None and self.max_seats < self.seats:
+            raise ValueError("max_seats must be at least seats")
+        if self.on_full == "fallback" and not self.fallback_role:
+            raise ValueError("on_full = 'fallback' needs fallback_role")
+        return self
+
+
+class ScimSettings(Section):
+    max_page_size: int = Field(1000, ge=1, description="Largest count served in one list page.")
+    default_page_size: int = Field(100, ge=1, description="count used when the client sends none.")
+
+
+class DownstreamSettings(Section):
+    type: Literal["none", "scim", "webhook"] = Field(
+        "none", description="The downstream application: none, a SCIM 2.0 server, or a webhook."
+    )
+    url: str | None = Field(None, description="Base URL (SCIM: ending in /scim/v2).")
+    token: str | None = Field(None, description="Bearer token for the downstream application.")
+    token_env: str = Field(
+        "SEAT_AGENT_DOWNSTREAM_TOKEN", description="Environment variable read when token is unset."
+    )
+    timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one downstream request.")
+    backoff_base_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles.")
+    backoff_max_seconds: float = Field(600.0, gt=0, description="Longest retry delay.")
+    alert_after_attempts: int = Field(
+        5, ge=1, description="Failed attempts of one change before a delivery-failing alert."
+    )
+
+    def resolved_token(self) -> str | None:
+        return self.token or os.environ.get(self.token_env) or None
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> DownstreamSettings:
+        if self.type != "none" and not self.url:
+            raise ValueError(f"downstream type '{self.type}' needs url")
+        return self
+
+
+class SchedulerSettings(Section):
+    embedded: bool = Field(
+        True, description="Run the scheduler inside `seat-agent serve` (single-host default)."
+    )
+    reconcile_minutes: float = Field(15, gt=0, description="Reconcile interval.")
+    queue_drain_seconds: float = Field(60, gt=0, description="Queue safety-net interval.")
+    outbox_seconds: float = Field(5, gt=0, description="Outbox delivery interval.")
+    workflow_seconds: float = Field(60, gt=0, description="Reduction workflow interval.")
+    digest_hours: float = Field(24, gt=0, description="Alert digest interval.")
+    renewal_check_hours: float = Field(12, gt=0, description="Renewal window check interval.")
+    lease_seconds: float = Field(
+        60, ge=5, description="Scheduler lease length; another host takes over after it lapses."
+    )
+
+
+class AlertSettings(Section):
+    enabled: bool = Field(False, description="Send admin alert emails.")
+    smtp_host: str = Field("localhost", description="SMTP server.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
+    sender: str = Field("seat-agent@localhost", description="From address.")
+    recipients: list[str] = Field(default_factory=list, description="Admin addresses.")
+    starttls: bool = Field(False, description="Upgrade the connection with STARTTLS.")
+    ssl: bool = Field(False, description="Connect with implicit TLS (SMTPS).")
+    username: str | None = Field(None, description="SMTP login user.")
+    password_env: str = Field(
+        "SEAT_AGENT_SMTP_PASSWORD", description="Environment variable holding the SMTP password."
+    )
+    subject_prefix: str = Field("[seat-agent]", description="Prefix of every subject.")
+    digest: bool = Field(False, description="Also send a periodic digest of seats and queue.")
+    html: bool = Field(False, description="Add an HTML part to each mail.")
+
+    @model_validator(mode="after")
+    def _needs_recipients(self) -> AlertSettings:
+        if self.enabled and not self.recipients:
+            raise ValueError("alerts enabled without recipients")
+        return self
+
+
+class ReductionSettings(Section):
+    grace_days: int = Field(
+        14, ge=0, description="Users created within this many days are never chosen."
+    )
+    protected_roles: list[str] = Field(
+        default_factory=lambda: ["Owner"], description="Roles never chosen for deactivation."
+    )
+    break_glass: list[str] = Field(
+        default_factory=list, description="userNames never chosen (break-glass accounts)."
+    )
+    auto_approve: bool = Field(False, description="Proposals start without approval.")
+    cleanup: bool = Field(
+        False, description="Delete deactivated users after cleanup_after_days (seed 000 warns)."
+    )
+    cleanup_after_days: int = Field(30, ge=0, description="Grace period before cleanup.")
+    propose_unused_above: int | None = Field(
+        None, ge=1, description="Propose a reduction when this many seats stay unused ..."
+    )
+    propose_after_days: float = Field(7, gt=0, description="... for this long.")
+    propose_at_renewal: bool = Field(
+        False, description="Propose matching licenses to consumption when the window opens."
+    )
+
+
+class Settings(Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    license: LicenseSettings = Field(default_factory=LicenseSettings)  # type: ignore[arg-type]
+    scim: ScimSettings = Field(default_factory=ScimSettings)  # type: ignore[arg-type]
+    downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)  # type: ignore[arg-type]
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)  # type: ignore[arg-type]
+    alerts: AlertSettings = Field(default_factory=AlertSettings)  # type: ignore[arg-type]
+    reductions: ReductionSettings = Field(default_factory=ReductionSettings)  # type: ignore[arg-type]
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{key}: {msg}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def settings_from_mapping(data: dict) -> Settings:
+    """Validate a parsed TOML document; raise ConfigError naming each bad key."""
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+    from agent.domain.license import PolicyError
+    from agent.services.policy import license_policy
+
+    try:
+        license_policy(settings.license)
+    except PolicyError as err:
+        raise ConfigError(f"invalid configuration: license: {err}") from None
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str] | None) -> Settings:
+    """Read the TOML file at ``path``; ``None`` gives the embedded default."""
+    if path is None:
+        return Settings()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return settings_from_mapping(data)

@@ -1,0 +1,37 @@
+"""Downstream applications (requests). ``build_connector`` turns ``[downstream]`` into one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from agent.config import ConfigError, DownstreamSettings
+from agent.connectors.base import Connector, DeliveryError, EffectiveUser, RemoteUser
+
+__all__ = [
+    "Connector",
+    "DeliveryError",
+    "EffectiveUser",
+    "RemoteUser",
+    "build_connector",
+]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_connector(
+    settings: DownstreamSettings, clock: Callable[[], datetime] = _utcnow
+) -> Connector | None:
+    """The connector ``[downstream]`` describes; None for ``type = "none"``."""
+    if settings.type == "none":
+        return None
+    if settings.type == "scim":
+        from agent.connectors.scim import ScimConnector
+
+        assert settings.url is not None  # DownstreamSettings refuses a scim type without url
+        return ScimConnector(
+            settings.url, settings.resolved_token(), settings.timeout_seconds, clock=clock
+        )
+    raise ConfigError(f"downstream: type {settings.type!r} is not supported yet")

@@ -1,0 +1,103 @@
+"""Render stored records as SCIM resources (RFC 7643 §3.1 meta, §4.1.2 groups)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from agent.scim.resources import (
+    ENTERPRISE,
+    GROUP_SCHEMA,
+    LIST_RESPONSE,
+    SEAT_EXT,
+    USER_SCHEMA,
+    etag,
+)
+from agent.storage.records import GroupRecord, UserRecord
+
+
+def _ts(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def _meta(kind: str, location: str, created: datetime, modified: datetime, version: int) -> dict:
+    return {
+        "resourceType": kind,
+        "created": _ts(created),
+        "lastModified": _ts(modified),
+        "location": location,
+        "version": etag(version),
+    }
+
+
+def render_user(
+    record: UserRecord, base_url: str, fallback_role: str | None = None
+) -> dict[str, Any]:
+    resource = record.resource
+    schemas = [USER_SCHEMA]
+    if ENTERPRISE in resource:
+        schemas.append(ENTERPRISE)
+    schemas.append(SEAT_EXT)
+    out: dict[str, Any] = {"schemas": schemas, "id": record.id}
+    out.update(resource)
+    manager = (resource.get(ENTERPRISE) or {}).get("manager")
+    if manager and manager.get("value"):
+        # RFC 7643 §4.3: manager.$ref is the URI of the manager's User, derived from its id.
+        ref = {**manager, "$ref": f"{base_url}/Users/{manager['value']}"}
+        out[ENTERPRISE] = {**resource[ENTERPRISE], "manager": ref}
+    if record.groups:
+        out["groups"] = [
+            {
+                "value": gid,
+                "$ref": f"{base_url}/Groups/{gid}",
+                "display": name,
+                "type": "direct",
+            }
+            for gid, name in record.groups
+        ]
+    seat: dict[str, Any] = {
+        "licenseState": record.seat.license_state,
+        "appStatus": record.seat.app_status,
+    }
+    if record.queue_position is not None:
+        seat["queuePosition"] = record.queue_position
+    if record.seat.on_fallback:
+        seat["fallbackRole"] = fallback_role
+    out[SEAT_EXT] = seat
+    out["meta"] = _meta(
+        "User",
+        f"{base_url}/Users/{record.id}",
+        record.created,
+        record.last_modified,
+        record.version,
+    )
+    return out
+
+
+def render_group(record: GroupRecord, base_url: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"schemas": [GROUP_SCHEMA], "id": record.id}
+    out.update(record.resource)
+    if record.members is not None:
+        out["members"] = [
+            {"value": uid, "$ref": f"{base_url}/Users/{uid}", "display": display, "type": "User"}
+            for uid, display in record.members
+        ]
+    out["meta"] = _meta(
+        "Group",
+        f"{base_url}/Groups/{record.id}",
+        record.created,
+        record.last_modified,
+        record.version,
+    )
+    return out
+
+
+def list_response(resources: list[dict], total: int, start_index: int) -> dict[str, Any]:
+    """RFC 7644 §3.4.2: ListResponse with 1-based startIndex and integer totalResults."""
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }

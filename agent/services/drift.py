@@ -1,0 +1,119 @@
+"""Compare the agent's view of each user with the downstream application's, and repair drift
+by re-pushing (through the outbox) what the agent decided. Never deletes a downstream user it
+does not know: those are reported only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select
+
+from agent.connectors.base import Connector, effective_user
+from agent.services.outbox_notifier import PUSH_USER
+from agent.services.reconcile import Drift, ReconcileReport, iter_users
+from agent.storage import outbox
+from agent.storage.store import Store, StoreTx
+from agent.storage.tables import alert_state
+
+DRIFT_KEY = "drift"
+
+
+class DriftCheck:
+    def __init__(
+        self,
+        store: Store,
+        connector: Connector,
+        fallback_role: str | None,
+        clock: Callable[[], datetime],
+        alerts=None,  # type: ignore[no-untyped-def]
+    ):
+        self.store = store
+        self.connector = connector
+        self.fallback_role = fallback_role
+        self.clock = clock
+        self.alerts = alerts
+
+    def __call__(self, report: ReconcileReport) -> None:
+        remote = {r.external_id: r for r in self.connector.list_users() if r.external_id}
+        seen: set[str] = set()
+        drifted: list[str] = []
+        for batch in iter_users(self.store):
+            for record in batch:
+                seen.add(record.id)
+                want = effective_user(record, self.fallback_role)
+                found = remote.get(record.id)
+                if found is None:
+                    report.drift.append(
+                        Drift(
+                            record.id, record.user_name, "missing downstream", "present", "absent"
+                        )
+                    )
+                elif found.active != want.active:
+                    report.drift.append(
+                        Drift(
+                            record.id,
+                            record.user_name,
+                            "active differs",
+                            str(want.active).lower(),
+                            str(found.active).lower(),
+                        )
+                    )
+                elif found.app_status is not None and found.app_status != want.app_status:
+                    report.drift.append(
+                        Drift(
+                            record.id,
+                            record.user_name,
+                            "status differs",
+                            want.app_status,
+                            found.app_status,
+                        )
+                    )
+                else:
+                    continue
+                drifted.append(record.id)
+        for external_id, r in remote.items():
+            if external_id not in seen:
+                report.drift.append(
+                    Drift(external_id, r.user_name, "unknown downstream user", "absent", "present")
+                )
+        with self.store.write() as tx:
+            if drifted and not report.dry_run:
+                now = self.clock()
+                for user_id in drifted:
+                    outbox.enqueue(tx, PUSH_USER, user_id, {"user_id": user_id}, now)
+                report.repaired = True
+            if self.alerts is not None and not report.dry_run:
+                self._alert(tx, report)
+
+    def _alert(self, tx: StoreTx, report: ReconcileReport) -> None:
+        """One mail per reconcile that finds drift not reported before; each difference is
+        remembered (alert_state ``drift:<id>:<problem>``) until it is gone."""
+        now = self.clock()
+        current = {f"{DRIFT_KEY}:{d.user_id}:{d.problem}": d for d in report.drift}
+        known = {
+            row[0]
+            for row in tx.conn.execute(
+                select(alert_state.c.key).where(
+                    alert_state.c.key.like(f"{DRIFT_KEY}:%"), alert_state.c.state == "open"
+                )
+            )
+        }
+        for gone in known - set(current):
+            outbox.alert_changed(tx, gone, "closed", now)
+        new = [d for key, d in current.items() if outbox.alert_changed(tx, key, "open", now)]
+        if not new:
+            return
+        rows = [[d.user_name or d.user_id, d.problem, d.expected, d.found] for d in new[:50]]
+        self.alerts.raise_alert(
+            tx,
+            DRIFT_KEY,
+            f"found:{now.isoformat()}",
+            f"Drift with the application: {len(new)} new differences",
+            [
+                f"Reconcile found {len(report.drift)} differences, {len(new)} of them new.",
+                "Users seat-agent manages were re-pushed through the outbox; downstream users"
+                " unknown to seat-agent are reported, never deleted.",
+            ],
+            (["user", "problem", "expected", "found"], rows),
+        )

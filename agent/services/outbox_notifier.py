@@ -1,0 +1,45 @@
+"""The Notifier that writes into the outbox, in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from agent.services.events import SeatEvent
+from agent.storage import outbox
+from agent.storage.store import StoreTx
+
+PUSH_USER = "push_user"
+DELETE_USER = "delete_user"
+EMAIL = "email"
+
+
+class SeatAlerts(Protocol):
+    def on_seat_event(self, tx: StoreTx, event: SeatEvent) -> None: ...
+
+
+class OutboxNotifier:
+    """Downstream pushes (when a downstream is configured) and seat alerts (when enabled)."""
+
+    def __init__(
+        self,
+        push: bool,
+        alerts: SeatAlerts | None,
+        clock: Callable[[], datetime],
+    ):
+        self.push = push
+        self.alerts = alerts
+        self.clock = clock
+
+    def user_changed(self, tx: StoreTx, user_id: str) -> None:
+        if self.push:
+            outbox.enqueue(tx, PUSH_USER, user_id, {"user_id": user_id}, self.clock())
+
+    def user_deleted(self, tx: StoreTx, user_id: str) -> None:
+        if self.push:
+            outbox.enqueue(tx, DELETE_USER, user_id, {"user_id": user_id}, self.clock())
+
+    def seat_event(self, tx: StoreTx, event: SeatEvent) -> None:
+        if self.alerts is not None:
+            self.alerts.on_seat_event(tx, event)

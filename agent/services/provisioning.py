@@ -1,0 +1,350 @@
+"""Provisioning use cases for SCIM Users and Groups: one write transaction each.
+
+Every change that can move a seat goes through ``SeatEngine.settle`` inside the same
+transaction as the write; seats it frees are handed to queued users before commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import ParamSpec, TypeVar
+
+from agent.scim import patch as scim_patch
+from agent.scim.errors import ScimError
+from agent.scim.filter import parse_filter
+from agent.scim.resources import etag, normalize_group, normalize_user, sanitize_user
+from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
+from agent.storage import filter_sql
+from agent.storage.records import GroupRecord, Page, UserRecord
+from agent.storage.store import Conflict, Store, StoreTx, UnknownMembers
+
+SCIM = Cause("scim")
+ADMIN = Cause("admin")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """RFC 7644 §3.4.2 query parameters, already parsed."""
+
+    filter: str | None = None
+    start_index: int = 1
+    count: int = 100
+    sort_by: str | None = None
+    descending: bool = False
+    with_members: bool = True
+
+
+def _announces_refusals(method: Callable[P, R]) -> Callable[P, R]:
+    """After a refused activation rolled back, record it (alerts) in a transaction of its own."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except SeatRefusedError as err:
+            self = args[0]
+            with self.store.write() as tx:  # type: ignore[attr-defined]
+                self.seats.record_refusal(tx, err.refusal)  # type: ignore[attr-defined]
+            raise
+
+    return wrapper
+
+
+class Provisioning:
+    def __init__(
+        self,
+        store: Store,
+        seats: SeatEngine,
+        clock: Callable[[], datetime],
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ):
+        self.store = store
+        self.seats = seats
+        self.clock = clock
+        self.new_id = new_id
+
+    # -- users -----------------------------------------------------------------------------
+
+    @_announces_refusals
+    def create_user(self, body: object, cause: Cause = SCIM) -> UserRecord:
+        """RFC 7644 §3.3: create; the seat decision and the insert are one transaction."""
+        resource = normalize_user(body)
+        user_id = self.new_id()
+        with self.store.write() as tx, _mapped_errors():
+            if tx.user_name_taken(resource["userName"]):
+                raise ScimError(
+                    409, f"userName '{resource['userName']}' is already in use", "uniqueness"
+                )
+            seat = self.seats.settle(
+                tx,
+                user_id=user_id,
+                user_name=resource["userName"],
+                state=directory_state(resource, ()),
+                previous=None,
+                cause=cause,
+            )
+            record = tx.insert_user(user_id, resource, seat, self.clock())
+            self.seats.notifier.user_changed(tx, record.id)
+            return _reread_user(tx, record.id)
+
+    def get_user(self, user_id: str) -> UserRecord:
+        with self.store.read() as tx:
+            return _require_user(tx, user_id)
+
+    def list_users(self, query: ListQuery) -> Page:
+        where = filter_sql.user_where(parse_filter(query.filter, "User")) if query.filter else None
+        order = []
+        if query.sort_by:
+            col = filter_sql.user_sort_column(query.sort_by)
+            order.append(_ordered(col, query.descending))
+        with self.store.read() as tx:
+            return tx.list_users(where, order, query.start_index, query.count)
+
+    @_announces_refusals
+    def replace_user(
+        self, user_id: str, body: object, if_match: str | None, cause: Cause = SCIM
+    ) -> UserRecord:
+        """RFC 7644 §3.5.1: PUT replaces every writable attribute."""
+        resource = normalize_user(body)
+        return self._update_user(user_id, lambda _old: resource, if_match, cause)
+
+    @_announces_refusals
+    def patch_user(
+        self, user_id: str, body: object, if_match: str | None, cause: Cause = SCIM
+    ) -> UserRecord:
+        """RFC 7644 §3.5.2 PATCH, with every Okta and Entra form (agent.scim.patch)."""
+        operations = scim_patch.parse_patch_request(body)
+
+        def change(old: dict) -> dict:
+            return sanitize_user(scim_patch.apply_user_patch(old, operations))
+
+        return self._update_user(user_id, change, if_match, cause)
+
+    def _update_user(
+        self,
+        user_id: str,
+        change: Callable[[dict], dict],
+        if_match: str | None,
+        cause: Cause,
+    ) -> UserRecord:
+        with self.store.write() as tx, _mapped_errors():
+            record = _require_user(tx, user_id)
+            _check_etag(if_match, record.version)
+            resource = change(record.resource)
+            if resource == record.resource:
+                return record
+            seat = self.seats.settle(
+                tx,
+                user_id=user_id,
+                user_name=resource["userName"],
+                state=directory_state(resource, [g[1] for g in record.groups]),
+                previous=record.seat,
+                cause=cause,
+            )
+            tx.update_user(record, resource, seat, self.clock())
+            self.seats.notifier.user_changed(tx, user_id)
+            if record.seat.holds_seat and not seat.holds_seat:
+                self.seats.promote_queue(tx, cause)
+            return _reread_user(tx, user_id)
+
+    @_announces_refusals
+    def reevaluate_user(self, user_id: str, cause: Cause = ADMIN) -> UserRecord:
+        """Admin path to a seat: decide again for a user (a fallback user asking for a real
+        seat, a refused one after seats were added). Same decision, same outcome at the limit."""
+        with self.store.write() as tx, _mapped_errors():
+            record = _require_user(tx, user_id)
+            previous = replace(record.seat, on_fallback=False)
+            seat = self.seats.settle(
+                tx,
+                user_id=user_id,
+                user_name=record.user_name,
+                state=directory_state(record.resource, [g[1] for g in record.groups]),
+                previous=previous,
+                cause=cause,
+            )
+            if seat != record.seat:
+                tx.set_seat(user_id, seat, self.clock())
+                self.seats.notifier.user_changed(tx, user_id)
+            return _reread_user(tx, user_id)
+
+    def delete_user(self, user_id: str, if_match: str | None = None, cause: Cause = SCIM) -> None:
+        """RFC 7644 §3.6: delete; a held seat is freed and handed to the queue."""
+        with self.store.write() as tx, _mapped_errors():
+            record = _require_user(tx, user_id)
+            _check_etag(if_match, record.version)
+            self.seats.release_deleted(tx, record, cause)
+            tx.delete_user(user_id)
+            self.seats.notifier.user_deleted(tx, user_id)
+            self.seats.promote_queue(tx, cause)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    @_announces_refusals
+    def create_group(self, body: object, cause: Cause = SCIM) -> GroupRecord:
+        resource, members = normalize_group(body)
+        group_id = self.new_id()
+        with self.store.write() as tx, _mapped_errors():
+            tx.insert_group(group_id, resource, self.clock())
+            if members:
+                added = tx.add_members(group_id, members)
+                self._resettle(tx, added, cause)
+            return _require_group(tx, group_id, with_members=True)
+
+    def get_group(self, group_id: str, with_members: bool = True) -> GroupRecord:
+        with self.store.read() as tx:
+            return _require_group(tx, group_id, with_members)
+
+    def list_groups(self, query: ListQuery) -> Page:
+        where = (
+            filter_sql.group_where(parse_filter(query.filter, "Group")) if query.filter else None
+        )
+        order = []
+        if query.sort_by:
+            col = filter_sql.group_sort_column(query.sort_by)
+            order.append(_ordered(col, query.descending))
+        with self.store.read() as tx:
+            return tx.list_groups(where, order, query.start_index, query.count, query.with_members)
+
+    @_announces_refusals
+    def replace_group(
+        self, group_id: str, body: object, if_match: str | None, cause: Cause = SCIM
+    ) -> GroupRecord:
+        """RFC 7644 §3.5.1: PUT replaces displayName, externalId and the member list."""
+        resource, members = normalize_group(body)
+        with self.store.write() as tx, _mapped_errors():
+            record = _require_group(tx, group_id, with_members=False)
+            _check_etag(if_match, record.version)
+            renamed = record.resource.get("displayName") != resource["displayName"]
+            tx.update_group(record, resource, self.clock())
+            new = list(members or [])
+            old = set(tx.member_ids(group_id))
+            removed = tx.remove_members(group_id, [m for m in old if m not in set(new)])
+            added = tx.add_members(group_id, [m for m in new if m not in old])
+            affected = tx.member_ids(group_id) if renamed else [*added]
+            self._resettle(tx, [*affected, *removed], cause)
+            return _require_group(tx, group_id, with_members=True)
+
+    @_announces_refusals
+    def patch_group(
+        self, group_id: str, body: object, if_match: str | None, cause: Cause = SCIM
+    ) -> GroupRecord:
+        """RFC 7644 §3.5.2 on a Group; member changes cost O(changed members), not group size."""
+        operations = scim_patch.parse_patch_request(body)
+        with self.store.write() as tx, _mapped_errors():
+            record = _require_group(tx, group_id, with_members=False)
+            _check_etag(if_match, record.version)
+            resource, delta = scim_patch.apply_group_patch(record.resource, operations)
+            resource, _ = normalize_group(resource)
+            renamed = record.resource.get("displayName") != resource["displayName"]
+            now = self.clock()
+            if resource != record.resource:
+                record = tx.update_group(record, resource, now)
+            removed: list[str] = []
+            if delta.remove_all:
+                removed = tx.remove_all_members(group_id)
+            elif delta.remove:
+                removed = tx.remove_members(group_id, delta.remove)
+            added = tx.add_members(group_id, delta.add) if delta.add else []
+            if (removed or added) and not renamed:
+                tx.touch_group(group_id, now)
+            affected = tx.member_ids(group_id) if renamed else added
+            self._resettle(tx, [*affected, *removed], cause)
+            return _require_group(tx, group_id, with_members=False)
+
+    @_announces_refusals
+    def delete_group(self, group_id: str, if_match: str | None = None, cause: Cause = SCIM) -> None:
+        with self.store.write() as tx, _mapped_errors():
+            record = _require_group(tx, group_id, with_members=False)
+            _check_etag(if_match, record.version)
+            former = tx.delete_group(group_id)
+            self._resettle(tx, former, cause)
+
+    def _resettle(self, tx: StoreTx, user_ids: Iterable[str], cause: Cause) -> None:
+        """Group membership maps to roles (``[license] group_roles``): re-decide those users."""
+        if not self.seats.policy.group_roles:
+            return
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return
+        freed = False
+        names = tx.groups_of(ids)
+        for user in tx.get_users(ids):
+            seat = self.seats.settle(
+                tx,
+                user_id=user.id,
+                user_name=user.user_name,
+                state=directory_state(user.resource, names.get(user.id, [])),
+                previous=user.seat,
+                cause=cause,
+            )
+            if seat != user.seat:
+                tx.set_seat(user.id, seat, self.clock())
+                self.seats.notifier.user_changed(tx, user.id)
+                freed = freed or (user.seat.holds_seat and not seat.holds_seat)
+        if freed:
+            self.seats.promote_queue(tx, cause)
+
+
+def _ordered(col, descending: bool):
+    """RFC 7644 §3.4.2.3: missing values sort last ascending and first descending, on both
+    databases (SQLite and PostgreSQL place NULLs differently by default)."""
+    return col.desc().nulls_first() if descending else col.asc().nulls_last()
+
+
+def _require_user(tx: StoreTx, user_id: str) -> UserRecord:
+    record = tx.get_user(user_id)
+    if record is None:
+        raise ScimError(404, f"User {user_id} not found")
+    return record
+
+
+def _reread_user(tx: StoreTx, user_id: str) -> UserRecord:
+    return _require_user(tx, user_id)
+
+
+def _require_group(tx: StoreTx, group_id: str, with_members: bool) -> GroupRecord:
+    record = tx.get_group(group_id, with_members=with_members)
+    if record is None:
+        raise ScimError(404, f"Group {group_id} not found")
+    return record
+
+
+def _check_etag(if_match: str | None, version: int) -> None:
+    """RFC 7644 §3.14: a stale If-Match is 412 and changes nothing."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    tags = [t.strip() for t in if_match.split(",")]
+    current = etag(version)
+    if current not in tags and current.removeprefix("W/") not in tags:
+        raise ScimError(412, f"Resource version is {current}, not {if_match}")
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Store and seat exceptions become SCIM errors here, inside the transaction (so it rolls
+    back and nothing changes)."""
+    try:
+        yield
+    except Conflict as exc:
+        raise ScimError(409, str(exc), "uniqueness") from None
+    except UnknownMembers as exc:
+        raise ScimError(
+            400, f"Unknown member id(s): {', '.join(exc.ids[:10])}", "invalidValue"
+        ) from None
+    except SeatRefused as exc:
+        raise SeatRefusedError(exc) from None
+
+
+class SeatRefusedError(ScimError):
+    """HTTP 403 whose detail reads well in Okta's task list and Entra's provisioning log."""
+
+    def __init__(self, refusal: SeatRefused):
+        super().__init__(403, refusal.detail)
+        self.refusal = refusal

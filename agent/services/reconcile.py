@@ -1,0 +1,245 @@
+"""Reconciliation: recount seats from the users table, re-decide users whose seat state no
+longer matches the policy, and compare with the downstream application's users.
+
+A plain function the scheduler job and ``seat-agent reconcile`` call. It streams users in
+batches (keyset on ``seq``) so memory stays flat as users grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from agent.domain import license as lic
+from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
+from agent.storage.records import UserRecord
+from agent.storage.store import Store, StoreTx, _user_from_row
+from agent.storage.tables import user_values, users
+
+BATCH = 1000
+RECONCILE = Cause("reconcile")
+
+
+@dataclass
+class Drift:
+    user_id: str | None
+    user_name: str | None
+    problem: str  # e.g. "missing downstream", "active differs", "unknown downstream user"
+    expected: str = ""
+    found: str = ""
+
+
+@dataclass
+class ReconcileReport:
+    users: int = 0
+    counter_before: int = 0
+    counter_after: int = 0
+    seats: int = 0
+    resettled: list[str] = field(default_factory=list)  # userNames whose seat state changed
+    unresolved: list[str] = field(default_factory=list)  # wanted a seat, none to give
+    drift: list[Drift] = field(default_factory=list)
+    repaired: bool = False
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "seats": self.seats,
+            "counter_before": self.counter_before,
+            "counter_after": self.counter_after,
+            "resettled": self.resettled,
+            "unresolved": self.unresolved,
+            "drift": [d.__dict__ for d in self.drift],
+            "repaired": self.repaired,
+            "dry_run": self.dry_run,
+        }
+
+
+def iter_users(store: Store, batch: int = BATCH) -> Iterator[list[UserRecord]]:
+    """All users in batches, with group names attached, in stable ``seq`` order."""
+    last = 0
+    while True:
+        with store.read() as tx:
+            rows = tx.conn.execute(
+                select(users).where(users.c.seq > last).order_by(users.c.seq).limit(batch)
+            ).all()
+            if not rows:
+                return
+            last = rows[-1].seq
+            records = [_user_from_row(r) for r in rows]
+            names = tx.groups_of([r.id for r in records])
+        for r in records:
+            r.groups = [("", n) for n in names.get(r.id, [])]
+        yield records
+
+
+@dataclass(frozen=True)
+class SeatRow:
+    """What reconcile needs to judge one user, read without decoding its resource."""
+
+    id: str
+    user_name: str
+    state: lic.DirectoryState
+    app_status: str
+    license_state: str
+    holds_seat: bool
+    on_fallback: bool
+
+
+def iter_seat_rows(store: Store, batch: int = BATCH) -> Iterator[list[SeatRow]]:
+    """Every user's directory state and seat state, in batches (keyset on ``seq``): columns,
+    role rows and group names only, so memory and time stay flat per user."""
+    last = 0
+    cols = (
+        users.c.seq,
+        users.c.id,
+        users.c.user_name,
+        users.c.active,
+        users.c.user_type,
+        users.c.app_status,
+        users.c.license_state,
+        users.c.holds_seat,
+        users.c.on_fallback,
+    )
+    while True:
+        with store.read() as tx:
+            rows = tx.conn.execute(
+                select(*cols).where(users.c.seq > last).order_by(users.c.seq).limit(batch)
+            ).all()
+            if not rows:
+                return
+            last = rows[-1].seq
+            ids = [r.id for r in rows]
+            roles: dict[str, set[str]] = {}
+            # By user id only (its index), not by attr: SQLite would pick the (attr, value)
+            # index for ``attr = 'roles'`` and scan every role row for every batch.
+            for user_id, attr, value in tx.conn.execute(
+                select(user_values.c.user_id, user_values.c.attr, user_values.c.value_ci).where(
+                    user_values.c.user_id.in_(ids)
+                )
+            ):
+                if attr == "roles":
+                    roles.setdefault(user_id, set()).add(value)
+            groups = tx.groups_of(ids)
+        yield [
+            SeatRow(
+                id=r.id,
+                user_name=r.user_name,
+                state=lic.DirectoryState(
+                    active=bool(r.active),
+                    roles=frozenset(roles.get(r.id, ())),
+                    groups=frozenset(groups.get(r.id, ())),
+                    user_type=r.user_type,
+                ),
+                app_status=r.app_status,
+                license_state=r.license_state,
+                holds_seat=bool(r.holds_seat),
+                on_fallback=bool(r.on_fallback),
+            )
+            for r in rows
+        ]
+
+
+def _needs_settling(seats: SeatEngine, row: SeatRow) -> bool:
+    """Whether the stored seat state disagrees with what the policy says now. (Role values
+    are compared lower-cased; the policy compares roles case-insensitively.)"""
+    policy = seats.policy
+    state = row.state
+    fallback = row.on_fallback and state.active
+    wants = lic.wants_seat(policy, state, fallback=fallback)
+    if row.holds_seat != wants and not (wants and row.license_state == "queued"):
+        return True
+    if row.holds_seat and lic.app_status(policy, state).lower() != row.app_status.lower():
+        return True
+    return False
+
+
+def reconcile(
+    store: Store,
+    seats: SeatEngine,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+    compare_downstream: Callable[[ReconcileReport], None] | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> ReconcileReport:
+    """Recount and repair. Counter repair and re-decisions happen in write transactions that
+    hold the seat-pool lock; nothing changes with ``dry_run``."""
+    report = ReconcileReport(dry_run=dry_run)
+    mismatched: list[str] = []
+    for batch in iter_seat_rows(store):
+        report.users += len(batch)
+        mismatched.extend(r.id for r in batch if _needs_settling(seats, r))
+        if progress:
+            progress(len(batch))
+    if not dry_run:
+        for start in range(0, len(mismatched), BATCH):
+            _resettle(store, seats, mismatched[start : start + BATCH], report)
+    elif mismatched:
+        with store.read() as tx:
+            report.resettled = [u.user_name for u in tx.get_users(mismatched)]
+    with store.write() if not dry_run else store.read() as tx:
+        pool = tx.pool()
+        counted = tx.count_holding_seats()
+        report.counter_before = pool.consumed
+        report.counter_after = counted
+        report.seats = pool.seats
+        if counted != pool.consumed and not dry_run:
+            clock = now or seats.clock
+            at = clock()
+            tx.set_pool(pool.seats, counted, at)
+            tx.append_ledger(
+                at=at,
+                kind="reconcile",
+                cause="reconcile",
+                detail=f"consumed counter {pool.consumed} -> {counted} (recounted)",
+                seats_after=pool.seats,
+                consumed_after=counted,
+            )
+            report.repaired = True
+        if not dry_run:
+            seats.promote_queue(tx, RECONCILE)
+    if compare_downstream is not None:
+        compare_downstream(report)
+    return report
+
+
+def _resettle(
+    store: Store, seats: SeatEngine, user_ids: list[str], report: ReconcileReport
+) -> None:
+    """Re-decide a batch of users in one write transaction (the seat-pool lock is held once)."""
+    with store.write() as tx:
+        names = tx.groups_of(user_ids)
+        for record in tx.get_users(user_ids):
+            try:
+                seat = seats.settle(
+                    tx,
+                    user_id=record.id,
+                    user_name=record.user_name,
+                    state=directory_state(record.resource, names.get(record.id, [])),
+                    previous=record.seat,
+                    cause=RECONCILE,
+                )
+            except SeatRefused:  # raised before anything was written for this user
+                report.unresolved.append(record.user_name)
+                continue
+            if seat != record.seat:
+                tx.set_seat(record.id, seat, seats.clock())
+                seats.notifier.user_changed(tx, record.id)
+                report.resettled.append(record.user_name)
+                report.repaired = True
+        seats.promote_queue(tx, RECONCILE)
+
+
+def drain_queue(store: Store, seats: SeatEngine) -> list[str]:
+    """Safety net: give any free seat to the head of the queue."""
+    with store.write() as tx:
+        return [u.user_name for u in seats.promote_queue(tx, Cause("queue"))]
+
+
+def last_reconcile(tx: StoreTx) -> str | None:
+    return tx.get_state("last_reconcile")

@@ -1,0 +1,379 @@
+"""The seat engine: one decision for every path to a seat, applied inside the caller's
+write transaction (which already holds the seat-pool lock).
+
+Paths that reach ``settle``: SCIM create with ``active: true``, PATCH/PUT to ``active: true``,
+a role change, a group join that maps to a role, a userType change, and the admin API. Every
+one gets the same outcome at the limit (refuse, queue, fallback or expand, per
+``[license] on_full``). Seats freed by any path go to queued users first come first served, in
+the same transaction that frees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+
+from agent.domain import license as lic
+from agent.domain.billing import BillingTerms, prorated_cost
+from agent.services.events import Notifier, NullNotifier, SeatEvent
+from agent.storage.records import SeatState, UserRecord
+from agent.storage.store import StoreTx
+
+
+class SeatRefused(Exception):
+    """No seat could be given; ``detail`` is written for Okta's task list and Entra's log."""
+
+    def __init__(self, detail: str, user_id: str | None = None, user_name: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.user_id = user_id
+        self.user_name = user_name
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who or what caused a seat change, for the ledger."""
+
+    kind: str  # "scim" | "admin" | "reconcile" | "queue"
+    request: str | None = None
+
+
+def directory_state(resource: dict, group_names: Iterable[str]) -> lic.DirectoryState:
+    """The IdP's view of a user, from its SCIM resource and group memberships."""
+    roles = frozenset(
+        str(r.get("value")) for r in resource.get("roles") or [] if r.get("value") is not None
+    )
+    return lic.DirectoryState(
+        active=bool(resource.get("active", True)),
+        roles=roles,
+        groups=frozenset(group_names),
+        user_type=resource.get("userType"),
+    )
+
+
+class SeatEngine:
+    def __init__(
+        self,
+        policy: lic.LicensePolicy,
+        terms: BillingTerms,
+        clock: Callable[[], datetime],
+        notifier: Notifier | None = None,
+    ):
+        self.policy = policy
+        self.terms = terms
+        self.clock = clock
+        self.notifier: Notifier = notifier or NullNotifier()
+
+    def _announce(
+        self,
+        tx: StoreTx,
+        kind: str,
+        user_id: str | None,
+        user_name: str | None,
+        detail: str = "",
+        cost: Decimal | None = None,
+        after: tuple[int, int] | None = None,
+    ) -> None:
+        """Tell the notifier; ``after`` is (seats, consumed) after the change when the caller
+        knows it (saves a read on the hot path)."""
+        if after is None:
+            pool = tx.pool()
+            after = (pool.seats, pool.consumed)
+        self.notifier.seat_event(
+            tx,
+            SeatEvent(
+                kind=kind,
+                seats=after[0],
+                consumed=after[1],
+                user_id=user_id,
+                user_name=user_name,
+                detail=detail,
+                cost=cost,
+            ),
+        )
+
+    def _policy(self, seats: int) -> lic.LicensePolicy:
+        return replace(self.policy, seats=seats)
+
+    def settle(
+        self,
+        tx: StoreTx,
+        *,
+        user_id: str,
+        user_name: str,
+        state: lic.DirectoryState,
+        previous: SeatState | None,
+        cause: Cause,
+    ) -> SeatState:
+        """Decide the user's seat state for ``state``; update the pool and ledger.
+
+        Raises SeatRefused (and the caller's transaction rolls back, changing nothing) when the
+        user needs a seat, holds none, and on_full is refuse or expand at max_seats.
+        """
+        now = self.clock()
+        pool = tx.pool()
+        prev = previous or SeatState(holds_seat=False)
+        status = lic.app_status(self.policy, state)
+        # A user kept on the fallback role stays there while active (it was never given a seat).
+        fallback = prev.on_fallback and state.active
+        # Seed 002 metered billing: a user is active up to the moment it is deactivated.
+        was_active = previous is not None and prev.deactivated_at is None
+        last_active = now if state.active or was_active else prev.last_active_at
+        deactivated_at = self._deactivated_at(prev, state, now)
+        if not lic.wants_seat(self.policy, state, fallback=fallback):
+            if prev.holds_seat:
+                self._release(tx, user_id, user_name, pool, cause, now)
+            return SeatState(
+                app_status=status,
+                license_state=self._free_state(state, status),
+                holds_seat=False,
+                on_fallback=fallback,
+                last_active_at=last_active,
+                deactivated_at=deactivated_at,
+            )
+        if prev.holds_seat:
+            return SeatState(
+                app_status=status,
+                license_state="licensed",
+                holds_seat=True,
+                last_active_at=last_active,
+                deactivated_at=deactivated_at,
+            )
+        if prev.license_state == "queued" and prev.queued_at is not None:
+            # Still waiting: keep its place in line (first come, first served).
+            return replace(prev, last_active_at=last_active, deactivated_at=deactivated_at)
+        outcome = lic.decide(self._policy(pool.seats), lic.SeatPool(pool.seats, pool.consumed))
+        if outcome is lic.Outcome.REFUSE:
+            raise SeatRefused(
+                lic.refusal_detail(
+                    lic.SeatPool(pool.seats, pool.consumed), self._policy(pool.seats)
+                ),
+                user_id,
+                user_name,
+            )
+        if outcome is lic.Outcome.QUEUE:
+            tx.append_ledger(
+                at=now,
+                kind="queue",
+                cause=cause.kind,
+                user_id=user_id,
+                user_name=user_name,
+                detail=f"no seat free ({pool.consumed} of {pool.seats} in use); queued",
+                seats_after=pool.seats,
+                consumed_after=pool.consumed,
+            )
+            self._announce(tx, "queued", user_id, user_name, after=(pool.seats, pool.consumed))
+            return SeatState(
+                app_status=self.policy.queued_status,
+                license_state="queued",
+                holds_seat=False,
+                queued_at=now,
+                last_active_at=prev.last_active_at,
+            )
+        if outcome is lic.Outcome.FALLBACK:
+            self._announce(
+                tx,
+                "fallback",
+                user_id,
+                user_name,
+                str(self.policy.fallback_role),
+                after=(pool.seats, pool.consumed),
+            )
+            return SeatState(
+                app_status=status,
+                license_state="free",
+                holds_seat=False,
+                on_fallback=True,
+                last_active_at=last_active,
+            )
+        seats = pool.seats
+        if outcome is lic.Outcome.EXPAND:
+            seats = pool.seats + 1
+            cost = prorated_cost(self.terms, 1, now.date())
+            tx.set_pool(seats, pool.consumed, now)
+            tx.append_ledger(
+                at=now,
+                kind="expand",
+                cause=cause.kind,
+                user_id=user_id,
+                user_name=user_name,
+                detail=(
+                    f"licenses {pool.seats} -> {seats} "
+                    f"(on_full=expand, max {self.policy.max_seats})"
+                ),
+                seats_after=seats,
+                consumed_after=pool.consumed,
+                cost=cost,
+            )
+            self._announce(
+                tx,
+                "expanded",
+                user_id,
+                user_name,
+                f"{pool.seats} -> {seats}",
+                cost,
+                after=(seats, pool.consumed),
+            )
+        tx.set_pool(seats, pool.consumed + 1, now)
+        tx.append_ledger(
+            at=now,
+            kind="grant",
+            cause=cause.kind,
+            user_id=user_id,
+            user_name=user_name,
+            detail=f"status {status}",
+            seats_after=seats,
+            consumed_after=pool.consumed + 1,
+        )
+        self._announce(tx, "granted", user_id, user_name, after=(seats, pool.consumed + 1))
+        return SeatState(
+            app_status=status,
+            license_state="licensed",
+            holds_seat=True,
+            last_active_at=last_active,
+            deactivated_at=deactivated_at,
+        )
+
+    def _free_state(self, state: lic.DirectoryState, status: str) -> str:
+        if lic.status_consumes(self.policy, status):
+            return "free"  # consuming status, but a free role or userType
+        return "free" if state.active else "inactive"
+
+    @staticmethod
+    def _deactivated_at(prev: SeatState, state: lic.DirectoryState, now: datetime):
+        if state.active:
+            return None
+        return prev.deactivated_at or now
+
+    def _release(
+        self, tx: StoreTx, user_id: str, user_name: str, pool, cause: Cause, now: datetime
+    ) -> None:
+        consumed = max(pool.consumed - 1, 0)
+        tx.set_pool(pool.seats, consumed, now)
+        tx.append_ledger(
+            at=now,
+            kind="release",
+            cause=cause.kind,
+            user_id=user_id,
+            user_name=user_name,
+            seats_after=pool.seats,
+            consumed_after=consumed,
+        )
+        self._announce(tx, "released", user_id, user_name, after=(pool.seats, consumed))
+
+    def record_refusal(self, tx: StoreTx, refusal: SeatRefused) -> None:
+        """A refused activation rolled back; announce it from a transaction of its own."""
+        self._announce(tx, "refused", refusal.user_id, refusal.user_name, refusal.detail)
+
+    def release_deleted(self, tx: StoreTx, record: UserRecord, cause: Cause) -> None:
+        """A deleted user gives back its seat (seed 003: only deletion frees a suspended one)."""
+        if record.seat.holds_seat:
+            self._release(tx, record.id, record.user_name, tx.pool(), cause, self.clock())
+
+    def promote_queue(self, tx: StoreTx, cause: Cause) -> list[UserRecord]:
+        """Give free seats to queued users, first come first served, in this transaction."""
+        promoted: list[UserRecord] = []
+        while True:
+            pool = tx.pool()
+            if pool.seats - pool.consumed <= 0:
+                return promoted
+            head = tx.queued_users(limit=1)
+            if not head:
+                return promoted
+            user = head[0]
+            state = directory_state(user.resource, tx.user_group_names(user.id))
+            now = self.clock()
+            if not lic.wants_seat(self.policy, state):
+                # Its directory state no longer needs a seat: leave the queue without one.
+                tx.set_seat(
+                    user.id,
+                    SeatState(
+                        app_status=lic.app_status(self.policy, state),
+                        license_state=self._free_state(state, lic.app_status(self.policy, state)),
+                    ),
+                    now,
+                )
+                continue
+            seat = SeatState(
+                app_status=lic.app_status(self.policy, state),
+                license_state="licensed",
+                holds_seat=True,
+                last_active_at=now,
+            )
+            tx.set_seat(user.id, seat, now)
+            tx.set_pool(pool.seats, pool.consumed + 1, now)
+            tx.append_ledger(
+                at=now,
+                kind="promote",
+                cause=cause.kind,
+                user_id=user.id,
+                user_name=user.user_name,
+                detail=f"queued since {user.seat.queued_at}",
+                seats_after=pool.seats,
+                consumed_after=pool.consumed + 1,
+            )
+            user.seat = seat
+            promoted.append(user)
+            self.notifier.user_changed(tx, user.id)
+            self._announce(
+                tx, "promoted", user.id, user.user_name, after=(pool.seats, pool.consumed + 1)
+            )
+
+    def set_licenses(
+        self,
+        tx: StoreTx,
+        new: int,
+        *,
+        decrease_mode: str,
+        renewal_date: date | None,
+        window_days: int,
+        recorded_by_admin: bool,
+        cause: Cause,
+    ) -> tuple[int, list[UserRecord]]:
+        """Change the license count (seed 000: never below consuming users), then serve the
+        queue."""
+        pool = tx.pool()
+        now = self.clock()
+        if decrease_mode == "never" and new < pool.seats:
+            raise lic.DecreaseRefused(
+                f"Cannot lower licenses from {pool.seats} to {new}: this contract's count only "
+                "rises (decrease = 'never', seed 003 maximum-number system)."
+            )
+        lic.check_license_change(
+            "manual" if decrease_mode == "never" else decrease_mode,
+            pool.seats,
+            new,
+            pool.consumed,
+            now.date(),
+            renewal_date,
+            window_days,
+            recorded_by_admin=recorded_by_admin,
+        )
+        if new != pool.seats:
+            cost = (
+                prorated_cost(self.terms, new - pool.seats, now.date())
+                if new > pool.seats
+                else None
+            )
+            tx.set_pool(new, pool.consumed, now)
+            tx.append_ledger(
+                at=now,
+                kind="licenses",
+                cause=cause.kind,
+                detail=f"licenses {pool.seats} -> {new}",
+                seats_after=new,
+                consumed_after=pool.consumed,
+                cost=cost,
+            )
+            self._announce(
+                tx,
+                "licenses",
+                None,
+                None,
+                f"{pool.seats} -> {new}",
+                cost,
+                after=(new, pool.consumed),
+            )
+        return new, self.promote_queue(tx, cause)

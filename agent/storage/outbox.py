@@ -1,0 +1,202 @@
+"""Outbox, alert-state, downstream-link, reduction and lease rows: plain functions on a StoreTx.
+
+Outbox rows are written in the same transaction as the change they announce, so an accepted
+change is never lost; a worker delivers them later (agent.services.delivery).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+
+from agent.storage.store import StoreTx, utc
+from agent.storage.tables import alert_state, downstream_links, leases, outbox
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    seq: int
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    created: datetime
+    available_at: datetime
+    attempts: int
+    last_error: str | None
+
+
+def enqueue(tx: StoreTx, kind: str, key: str, payload: dict[str, Any], now: datetime) -> None:
+    tx.conn.execute(
+        insert(outbox).values(
+            kind=kind,
+            key=key,
+            payload=json.dumps(payload, default=str),
+            created=now,
+            available_at=now,
+            attempts=0,
+        )
+    )
+
+
+def _message(row: Any) -> OutboxMessage:
+    return OutboxMessage(
+        seq=row.seq,
+        kind=row.kind,
+        key=row.key,
+        payload=json.loads(row.payload),
+        created=utc(row.created),  # type: ignore[arg-type]
+        available_at=utc(row.available_at),  # type: ignore[arg-type]
+        attempts=row.attempts,
+        last_error=row.last_error,
+    )
+
+
+def due(tx: StoreTx, now: datetime, limit: int = 100, kinds: tuple[str, ...] | None = None):
+    """Undelivered messages whose time has come, oldest first, at most one per key (the
+    oldest undelivered of that key: messages for one user are delivered in order)."""
+    older = outbox.alias("older")
+    blocked = (
+        select(older.c.seq)
+        .where(
+            older.c.key == outbox.c.key,
+            older.c.seq < outbox.c.seq,
+            older.c.delivered_at.is_(None),
+        )
+        .exists()
+    )
+    q = (
+        select(outbox)
+        .where(outbox.c.delivered_at.is_(None), outbox.c.available_at <= now, ~blocked)
+        .order_by(outbox.c.seq)
+        .limit(limit)
+    )
+    if kinds is not None:
+        q = q.where(outbox.c.kind.in_(list(kinds)))
+    return [_message(r) for r in tx.conn.execute(q)]
+
+
+def mark_delivered(tx: StoreTx, seq: int, now: datetime) -> None:
+    tx.conn.execute(
+        update(outbox)
+        .where(outbox.c.seq == seq, outbox.c.delivered_at.is_(None))
+        .values(delivered_at=now)
+    )
+
+
+def mark_failed(tx: StoreTx, seq: int, error: str, retry_at: datetime) -> None:
+    tx.conn.execute(
+        update(outbox)
+        .where(outbox.c.seq == seq)
+        .values(attempts=outbox.c.attempts + 1, last_error=error[:2000], available_at=retry_at)
+    )
+
+
+def depth(tx: StoreTx) -> dict[str, int]:
+    q = (
+        select(outbox.c.kind, func.count())
+        .where(outbox.c.delivered_at.is_(None))
+        .group_by(outbox.c.kind)
+    )
+    return {r[0]: int(r[1]) for r in tx.conn.execute(q)}
+
+
+def failing(tx: StoreTx, min_attempts: int) -> list[OutboxMessage]:
+    q = (
+        select(outbox)
+        .where(outbox.c.delivered_at.is_(None), outbox.c.attempts >= min_attempts)
+        .order_by(outbox.c.seq)
+        .limit(100)
+    )
+    return [_message(r) for r in tx.conn.execute(q)]
+
+
+def purge_delivered(tx: StoreTx, before: datetime) -> int:
+    result = tx.conn.execute(
+        delete(outbox).where(outbox.c.delivered_at.is_not(None), outbox.c.delivered_at < before)
+    )
+    return int(result.rowcount or 0)
+
+
+# -- alert deduplication ---------------------------------------------------------------------
+
+
+def alert_changed(tx: StoreTx, key: str, state: str, now: datetime) -> bool:
+    """Record ``state`` for ``key``; True when it differs from the last one (alert once)."""
+    current = tx.conn.execute(select(alert_state.c.state).where(alert_state.c.key == key)).scalar()
+    if current == state:
+        return False
+    if current is None:
+        tx.conn.execute(insert(alert_state).values(key=key, state=state, sent_at=now))
+    else:
+        tx.conn.execute(
+            update(alert_state).where(alert_state.c.key == key).values(state=state, sent_at=now)
+        )
+    return True
+
+
+# -- downstream links ------------------------------------------------------------------------
+
+
+def remote_id(tx: StoreTx, user_id: str) -> str | None:
+    return tx.conn.execute(
+        select(downstream_links.c.remote_id).where(downstream_links.c.user_id == user_id)
+    ).scalar()
+
+
+def link(tx: StoreTx, user_id: str, remote: str, now: datetime) -> None:
+    if remote_id(tx, user_id) is None:
+        tx.conn.execute(
+            insert(downstream_links).values(user_id=user_id, remote_id=remote, pushed_at=now)
+        )
+    else:
+        tx.conn.execute(
+            update(downstream_links)
+            .where(downstream_links.c.user_id == user_id)
+            .values(remote_id=remote, pushed_at=now)
+        )
+
+
+def unlink(tx: StoreTx, user_id: str) -> None:
+    tx.conn.execute(delete(downstream_links).where(downstream_links.c.user_id == user_id))
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+
+def acquire_lease(tx: StoreTx, name: str, holder: str, now: datetime, until: datetime) -> bool:
+    """Take or renew the lease ``name``; True when ``holder`` holds it until ``until``.
+
+    Runs inside a write transaction (which serialises writers), so two contenders never both
+    see the lease free.
+    """
+    row = tx.conn.execute(select(leases).where(leases.c.name == name)).first()
+    if row is None:
+        tx.conn.execute(insert(leases).values(name=name, holder=holder, expires_at=until))
+        return True
+    expires = utc(row.expires_at)
+    if row.holder == holder or expires is None or expires <= now:
+        tx.conn.execute(
+            update(leases)
+            .where(
+                leases.c.name == name,
+                or_(leases.c.holder == holder, leases.c.expires_at <= now),
+            )
+            .values(holder=holder, expires_at=until)
+        )
+        return True
+    return False
+
+
+def release_lease(tx: StoreTx, name: str, holder: str) -> None:
+    tx.conn.execute(delete(leases).where(and_(leases.c.name == name, leases.c.holder == holder)))
+
+
+def lease_holder(tx: StoreTx, name: str, now: datetime) -> str | None:
+    row = tx.conn.execute(select(leases).where(leases.c.name == name)).first()
+    if row is None or utc(row.expires_at) <= now:  # type: ignore[operator]
+        return None
+    return str(row.holder)

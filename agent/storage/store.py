@@ -1,0 +1,778 @@
+"""The store: one class over SQLAlchemy Core for SQLite and PostgreSQL.
+
+``Store.write()`` opens a write transaction that first takes the seat-pool lock
+(BEGIN IMMEDIATE on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so every seat decision
+and the write it guards are one atomic step across workers and hosts. Methods return plain
+dataclasses (agent.storage.records).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from agent.scim.resources import MULTI_VALUED
+from agent.storage import migrate
+from agent.storage.engine import WRITE, make_engine
+from agent.storage.records import (
+    GroupRecord,
+    LedgerEntry,
+    Page,
+    PoolRow,
+    SeatState,
+    UserRecord,
+)
+from agent.storage.tables import (
+    agent_state,
+    group_members,
+    groups,
+    seat_ledger,
+    seat_pool,
+    user_values,
+    users,
+)
+
+
+class Conflict(Exception):
+    """A uniqueness constraint would be violated (SCIM 409 uniqueness)."""
+
+
+class UnknownMembers(Exception):
+    """Group members that name no existing user."""
+
+    def __init__(self, ids: Sequence[str]):
+        super().__init__(", ".join(ids))
+        self.ids = list(ids)
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything we write is UTC."""
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _dump(resource: dict) -> str:
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+_MULTI = MULTI_VALUED
+
+
+def user_columns(resource: dict) -> dict[str, Any]:
+    """The filterable columns of a user, extracted from its resource."""
+    name = resource.get("name") or {}
+    ent = resource.get(ENTERPRISE) or {}
+    manager = ent.get("manager") or {}
+    return {
+        "user_name": resource["userName"],
+        "user_name_ci": resource["userName"].lower(),
+        "external_id": resource.get("externalId"),
+        "display_name": resource.get("displayName"),
+        "nick_name": resource.get("nickName"),
+        "title": resource.get("title"),
+        "user_type": resource.get("userType"),
+        "locale": resource.get("locale"),
+        "timezone": resource.get("timezone"),
+        "preferred_language": resource.get("preferredLanguage"),
+        "profile_url": resource.get("profileUrl"),
+        "given_name": name.get("givenName"),
+        "family_name": name.get("familyName"),
+        "formatted_name": name.get("formatted"),
+        "active": bool(resource.get("active", True)),
+        "employee_number": ent.get("employeeNumber"),
+        "department": ent.get("department"),
+        "organization": ent.get("organization"),
+        "division": ent.get("division"),
+        "cost_center": ent.get("costCenter"),
+        "manager_id": manager.get("value"),
+    }
+
+
+def user_value_rows(user_id: str, resource: dict) -> list[dict[str, Any]]:
+    rows = []
+    for attr in _MULTI:
+        for item in resource.get(attr) or []:
+            value = item.get("value")
+            if attr == "addresses" and value is None:
+                value = item.get("formatted")
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "attr": attr,
+                    "type": item.get("type"),
+                    "value_ci": str(value).lower() if value is not None else None,
+                    "is_primary": bool(item.get("primary", False)),
+                }
+            )
+    return rows
+
+
+def _seat_columns(seat: SeatState) -> dict[str, Any]:
+    return {
+        "app_status": seat.app_status,
+        "license_state": seat.license_state,
+        "holds_seat": seat.holds_seat,
+        "on_fallback": seat.on_fallback,
+        "queued_at": seat.queued_at,
+        "last_active_at": seat.last_active_at,
+        "deactivated_at": seat.deactivated_at,
+    }
+
+
+def _seat_from_row(row: Any) -> SeatState:
+    return SeatState(
+        app_status=row.app_status,
+        license_state=row.license_state,
+        holds_seat=bool(row.holds_seat),
+        on_fallback=bool(row.on_fallback),
+        queued_at=utc(row.queued_at),
+        last_active_at=utc(row.last_active_at),
+        deactivated_at=utc(row.deactivated_at),
+    )
+
+
+def _user_from_row(row: Any) -> UserRecord:
+    return UserRecord(
+        id=row.id,
+        resource=json.loads(row.resource),
+        created=utc(row.created),  # type: ignore[arg-type]
+        last_modified=utc(row.last_modified),  # type: ignore[arg-type]
+        version=row.version,
+        seat=_seat_from_row(row),
+    )
+
+
+def _group_from_row(row: Any) -> GroupRecord:
+    return GroupRecord(
+        id=row.id,
+        resource=json.loads(row.resource),
+        created=utc(row.created),  # type: ignore[arg-type]
+        last_modified=utc(row.last_modified),  # type: ignore[arg-type]
+        version=row.version,
+    )
+
+
+# Hot statements built once: SQLAlchemy memoises a statement's cache key per object, so the
+# seat decision does not pay for building and keying its statements on every call.
+_POOL = select(seat_pool.c.seats, seat_pool.c.consumed).where(seat_pool.c.id == 1)
+_POOL_FOR_UPDATE = _POOL.with_for_update()
+_SET_POOL = (
+    update(seat_pool)
+    .where(seat_pool.c.id == 1)
+    .values(
+        seats=bindparam("p_seats"), consumed=bindparam("p_consumed"), updated=bindparam("p_updated")
+    )
+)
+_LEDGER_INSERT = insert(seat_ledger)
+_SEAT_FIELDS = (
+    "app_status",
+    "license_state",
+    "holds_seat",
+    "on_fallback",
+    "queued_at",
+    "last_active_at",
+    "deactivated_at",
+)
+_SET_SEAT = (
+    update(users)
+    .where(users.c.id == bindparam("s_uid"))
+    .values(
+        **{f: bindparam(f"s_{f}") for f in _SEAT_FIELDS},
+        last_modified=bindparam("s_now"),
+        version=users.c.version + 1,
+    )
+)
+
+
+class StoreTx:
+    """Operations inside one transaction."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.is_postgres = conn.dialect.name == "postgresql"
+
+    # -- seat pool -------------------------------------------------------------------------
+
+    def lock_pool(self) -> PoolRow:
+        q = _POOL_FOR_UPDATE if self.is_postgres else _POOL
+        row = self.conn.execute(q).one()
+        return PoolRow(seats=row.seats, consumed=row.consumed)
+
+    def pool(self) -> PoolRow:
+        row = self.conn.execute(_POOL).one()
+        return PoolRow(seats=row.seats, consumed=row.consumed)
+
+    def set_pool(self, seats: int, consumed: int, now: datetime) -> None:
+        self.conn.execute(_SET_POOL, {"p_seats": seats, "p_consumed": consumed, "p_updated": now})
+
+    def append_ledger(
+        self,
+        *,
+        at: datetime,
+        kind: str,
+        cause: str,
+        seats_after: int,
+        consumed_after: int,
+        user_id: str | None = None,
+        user_name: str | None = None,
+        detail: str | None = None,
+        cost: Decimal | None = None,
+    ) -> None:
+        self.conn.execute(
+            _LEDGER_INSERT,
+            {
+                "at": at,
+                "kind": kind,
+                "cause": cause,
+                "user_id": user_id,
+                "user_name": user_name,
+                "detail": detail,
+                "seats_after": seats_after,
+                "consumed_after": consumed_after,
+                "cost": cost,
+            },
+        )
+
+    def ledger(
+        self,
+        since: datetime | None = None,
+        limit: int = 1000,
+        kinds: Sequence[str] | None = None,
+    ) -> list[LedgerEntry]:
+        q = select(seat_ledger).order_by(seat_ledger.c.seq)
+        if since is not None:
+            q = q.where(seat_ledger.c.at >= since)
+        if kinds is not None:
+            q = q.where(seat_ledger.c.kind.in_(list(kinds)))
+        rows = self.conn.execute(q.limit(limit)).all()
+        return [
+            LedgerEntry(
+                seq=r.seq,
+                at=utc(r.at),  # type: ignore[arg-type]
+                kind=r.kind,
+                user_id=r.user_id,
+                user_name=r.user_name,
+                cause=r.cause,
+                detail=r.detail,
+                seats_after=r.seats_after,
+                consumed_after=r.consumed_after,
+                cost=Decimal(r.cost) if r.cost is not None else None,
+            )
+            for r in rows
+        ]
+
+    # -- users -----------------------------------------------------------------------------
+
+    def user_name_taken(self, user_name: str, except_id: str | None = None) -> bool:
+        q = select(users.c.id).where(users.c.user_name_ci == user_name.lower())
+        found = self.conn.execute(q).scalar()
+        return found is not None and found != except_id
+
+    def insert_user(
+        self, user_id: str, resource: dict, seat: SeatState, now: datetime
+    ) -> UserRecord:
+        if self.user_name_taken(resource["userName"]):
+            raise Conflict(f"userName '{resource['userName']}' is already in use")
+        values = {
+            "id": user_id,
+            **user_columns(resource),
+            "created": now,
+            "last_modified": now,
+            "version": 1,
+            "resource": _dump(resource),
+            **_seat_columns(seat),
+        }
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(users).values(**values))
+        except IntegrityError:
+            raise Conflict(f"userName '{resource['userName']}' is already in use") from None
+        rows = user_value_rows(user_id, resource)
+        if rows:
+            self.conn.execute(insert(user_values), rows)
+        return UserRecord(user_id, resource, now, now, 1, seat)
+
+    def update_user(
+        self, record: UserRecord, resource: dict, seat: SeatState, now: datetime
+    ) -> UserRecord:
+        if resource["userName"].lower() != record.user_name.lower() and self.user_name_taken(
+            resource["userName"], except_id=record.id
+        ):
+            raise Conflict(f"userName '{resource['userName']}' is already in use")
+        version = record.version + 1
+        self.conn.execute(
+            update(users)
+            .where(users.c.id == record.id)
+            .values(
+                **user_columns(resource),
+                last_modified=now,
+                version=version,
+                resource=_dump(resource),
+                **_seat_columns(seat),
+            )
+        )
+        if _multi_changed(record.resource, resource):
+            self.conn.execute(delete(user_values).where(user_values.c.user_id == record.id))
+            rows = user_value_rows(record.id, resource)
+            if rows:
+                self.conn.execute(insert(user_values), rows)
+        return UserRecord(record.id, resource, record.created, now, version, seat, record.groups)
+
+    def set_seat(self, user_id: str, seat: SeatState, now: datetime) -> None:
+        """Change only a user's seat state (queue promotion, reconcile): not a directory edit."""
+        self.conn.execute(
+            _SET_SEAT,
+            {
+                **{f"s_{k}": v for k, v in _seat_columns(seat).items()},
+                "s_uid": user_id,
+                "s_now": now,
+            },
+        )
+
+    def delete_user(self, user_id: str) -> None:
+        self.conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
+        self.conn.execute(delete(user_values).where(user_values.c.user_id == user_id))
+        self.conn.execute(delete(users).where(users.c.id == user_id))
+
+    def get_user(self, user_id: str, with_groups: bool = True) -> UserRecord | None:
+        row = self.conn.execute(select(users).where(users.c.id == user_id)).first()
+        if row is None:
+            return None
+        record = _user_from_row(row)
+        if with_groups:
+            self._attach_groups([record])
+        self._attach_queue_positions([record])
+        return record
+
+    def get_users(self, ids: Iterable[str]) -> list[UserRecord]:
+        ids = list(ids)
+        out: list[UserRecord] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.conn.execute(select(users).where(users.c.id.in_(chunk))).all()
+            out.extend(_user_from_row(r) for r in rows)
+        return out
+
+    def list_users(
+        self,
+        where: ColumnElement[bool] | None,
+        order: Sequence[ColumnElement[Any]],
+        start_index: int,
+        count: int,
+    ) -> Page:
+        """One page in (order, seq) order, and the number of matches (RFC 7644 §3.4.2.4).
+
+        The page's keys come from a narrow subquery (an index-only walk, however deep the
+        offset), so only the page's own rows are read. COUNT(*) is skipped when the page
+        itself shows where the results end (a filter lookup, the last page).
+        """
+        records: list[UserRecord] = []
+        if count > 0:
+            keys = select(users.c.seq)
+            if where is not None:
+                keys = keys.where(where)
+            keys = keys.order_by(*order, users.c.seq).offset(start_index - 1).limit(count)
+            q = select(users).where(users.c.seq.in_(keys.correlate(None).scalar_subquery()))
+            q = q.order_by(*order, users.c.seq)
+            records = [_user_from_row(r) for r in self.conn.execute(q)]
+        if len(records) < count and (records or start_index == 1):
+            total = start_index - 1 + len(records)
+        else:
+            total_q = select(func.count()).select_from(users)
+            if where is not None:
+                total_q = total_q.where(where)
+            total = int(self.conn.execute(total_q).scalar_one())
+        self._attach_groups(records)
+        self._attach_queue_positions(records)
+        return Page(total, records)
+
+    def _attach_groups(self, records: list[UserRecord]) -> None:
+        if not records:
+            return
+        by_id = {r.id: r for r in records}
+        q = (
+            select(group_members.c.user_id, groups.c.id, groups.c.display_name)
+            .join(groups, groups.c.id == group_members.c.group_id)
+            .where(group_members.c.user_id.in_(list(by_id)))
+            .order_by(groups.c.display_name_ci)
+        )
+        for row in self.conn.execute(q):
+            by_id[row.user_id].groups.append((row.id, row.display_name))
+
+    def _attach_queue_positions(self, records: list[UserRecord]) -> None:
+        for r in records:
+            if r.seat.license_state == "queued" and r.seat.queued_at is not None:
+                ahead = self.conn.execute(
+                    select(func.count())
+                    .select_from(users)
+                    .where(
+                        users.c.license_state == "queued",
+                        (users.c.queued_at < r.seat.queued_at)
+                        | and_(users.c.queued_at == r.seat.queued_at, users.c.id < r.id),
+                    )
+                ).scalar_one()
+                r.queue_position = int(ahead) + 1
+
+    def queued_users(self, limit: int | None = None) -> list[UserRecord]:
+        """Queued users, first come first served (queued_at, then id)."""
+        q = (
+            select(users)
+            .where(users.c.license_state == "queued")
+            .order_by(users.c.queued_at, users.c.id)
+        )
+        if limit is not None:
+            q = q.limit(limit)
+        records = [_user_from_row(r) for r in self.conn.execute(q)]
+        for pos, r in enumerate(records, start=1):
+            r.queue_position = pos
+        return records
+
+    def ledger_peak(self, start: datetime, end: datetime) -> tuple[int, int] | None:
+        """Highest seats held and seats consumed recorded in [start, end), with the state in
+        force at ``start`` (the last entry before it) counted too."""
+        before = self.ledger_at(start)
+        row = self.conn.execute(
+            select(
+                func.max(seat_ledger.c.seats_after), func.max(seat_ledger.c.consumed_after)
+            ).where(seat_ledger.c.at >= start, seat_ledger.c.at < end)
+        ).one()
+        peaks = [p for p in (before, (row[0], row[1]) if row[0] is not None else None) if p]
+        if not peaks:
+            return None
+        return max(p[0] for p in peaks), max(p[1] for p in peaks)
+
+    def ledger_at(self, moment: datetime) -> tuple[int, int] | None:
+        """(seats, consumed) in force at ``moment``, from the last ledger entry at or before it."""
+        row = self.conn.execute(
+            select(seat_ledger.c.seats_after, seat_ledger.c.consumed_after)
+            .where(seat_ledger.c.at <= moment)
+            .order_by(seat_ledger.c.seq.desc())
+            .limit(1)
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    def deactivated_last_active(self) -> list[datetime | None]:
+        """Last activity of each deactivated user (seed 002 metered billing)."""
+        q = select(users.c.last_active_at).where(users.c.active.is_(False))
+        return [utc(r[0]) for r in self.conn.execute(q)]
+
+    def queued_count(self) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(users).where(users.c.license_state == "queued")
+            ).scalar_one()
+        )
+
+    def count_holding_seats(self) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(users).where(users.c.holds_seat.is_(True))
+            ).scalar_one()
+        )
+
+    def seat_breakdown(self) -> list[tuple[str, str, bool, int]]:
+        """(app_status, license_state, holds_seat, count) groups for reporting."""
+        q = select(
+            users.c.app_status, users.c.license_state, users.c.holds_seat, func.count()
+        ).group_by(users.c.app_status, users.c.license_state, users.c.holds_seat)
+        return [(r[0], r[1], bool(r[2]), int(r[3])) for r in self.conn.execute(q)]
+
+    def role_values(self, user_ids_holding: bool = True) -> list[tuple[str, int]]:
+        """Role value -> number of seat-holding users with it."""
+        q = (
+            select(user_values.c.value_ci, func.count())
+            .join(users, users.c.id == user_values.c.user_id)
+            .where(user_values.c.attr == "roles", users.c.holds_seat.is_(user_ids_holding))
+            .group_by(user_values.c.value_ci)
+        )
+        return [(r[0], int(r[1])) for r in self.conn.execute(q)]
+
+    def user_group_names(self, user_id: str) -> list[str]:
+        q = (
+            select(groups.c.display_name)
+            .join(group_members, groups.c.id == group_members.c.group_id)
+            .where(group_members.c.user_id == user_id)
+        )
+        return [r[0] for r in self.conn.execute(q)]
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def _display_name_taken(self, name: str, except_id: str | None = None) -> bool:
+        found = self.conn.execute(
+            select(groups.c.id).where(groups.c.display_name_ci == name.lower())
+        ).scalar()
+        return found is not None and found != except_id
+
+    def insert_group(self, group_id: str, resource: dict, now: datetime) -> GroupRecord:
+        name = resource["displayName"]
+        if self._display_name_taken(name):
+            raise Conflict(f"Group displayName '{name}' is already in use")
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    insert(groups).values(
+                        id=group_id,
+                        display_name=name,
+                        display_name_ci=name.lower(),
+                        external_id=resource.get("externalId"),
+                        created=now,
+                        last_modified=now,
+                        version=1,
+                        resource=_dump(resource),
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"Group displayName '{name}' is already in use") from None
+        return GroupRecord(group_id, resource, now, now, 1, members=[])
+
+    def update_group(self, record: GroupRecord, resource: dict, now: datetime) -> GroupRecord:
+        name = resource["displayName"]
+        if self._display_name_taken(name, except_id=record.id):
+            raise Conflict(f"Group displayName '{name}' is already in use")
+        version = record.version + 1
+        self.conn.execute(
+            update(groups)
+            .where(groups.c.id == record.id)
+            .values(
+                display_name=name,
+                display_name_ci=name.lower(),
+                external_id=resource.get("externalId"),
+                last_modified=now,
+                version=version,
+                resource=_dump(resource),
+            )
+        )
+        return GroupRecord(record.id, resource, record.created, now, version, record.members)
+
+    def touch_group(self, group_id: str, now: datetime) -> None:
+        self.conn.execute(
+            update(groups)
+            .where(groups.c.id == group_id)
+            .values(last_modified=now, version=groups.c.version + 1)
+        )
+
+    def delete_group(self, group_id: str) -> list[str]:
+        """Delete a group; return the ids of its former members."""
+        members = self.member_ids(group_id)
+        self.conn.execute(delete(group_members).where(group_members.c.group_id == group_id))
+        self.conn.execute(delete(groups).where(groups.c.id == group_id))
+        return members
+
+    def get_group(self, group_id: str, with_members: bool = True) -> GroupRecord | None:
+        row = self.conn.execute(select(groups).where(groups.c.id == group_id)).first()
+        if row is None:
+            return None
+        record = _group_from_row(row)
+        if with_members:
+            self._attach_members([record])
+        return record
+
+    def list_groups(
+        self,
+        where: ColumnElement[bool] | None,
+        order: Sequence[ColumnElement[Any]],
+        start_index: int,
+        count: int,
+        with_members: bool,
+    ) -> Page:
+        total_q = select(func.count()).select_from(groups)
+        if where is not None:
+            total_q = total_q.where(where)
+        total = int(self.conn.execute(total_q).scalar_one())
+        if count <= 0 or start_index > total:
+            return Page(total, [])
+        q = select(groups)
+        if where is not None:
+            q = q.where(where)
+        q = q.order_by(*order, groups.c.seq).offset(start_index - 1).limit(count)
+        records = [_group_from_row(r) for r in self.conn.execute(q)]
+        if with_members:
+            self._attach_members(records)
+        return Page(total, records)
+
+    def _attach_members(self, records: list[GroupRecord]) -> None:
+        by_id = {r.id: r for r in records}
+        for r in records:
+            r.members = []
+        if not by_id:
+            return
+        q = (
+            select(
+                group_members.c.group_id,
+                users.c.id,
+                func.coalesce(users.c.display_name, users.c.user_name),
+            )
+            .join(users, users.c.id == group_members.c.user_id)
+            .where(group_members.c.group_id.in_(list(by_id)))
+            .order_by(users.c.seq)
+        )
+        for row in self.conn.execute(q):
+            by_id[row[0]].members.append((row[1], row[2]))  # type: ignore[union-attr]
+
+    def member_ids(self, group_id: str) -> list[str]:
+        q = select(group_members.c.user_id).where(group_members.c.group_id == group_id)
+        return [r[0] for r in self.conn.execute(q)]
+
+    def groups_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {u: [] for u in user_ids}
+        for start in range(0, len(user_ids), 500):
+            chunk = list(user_ids[start : start + 500])
+            q = (
+                select(group_members.c.user_id, groups.c.display_name)
+                .join(groups, groups.c.id == group_members.c.group_id)
+                .where(group_members.c.user_id.in_(chunk))
+            )
+            for row in self.conn.execute(q):
+                out[row[0]].append(row[1])
+        return out
+
+    def add_members(self, group_id: str, user_ids: Sequence[str]) -> list[str]:
+        """Add members; return those actually added. Cost depends on len(user_ids) only.
+
+        Existing members are skipped by ON CONFLICT DO NOTHING, i.e. by probing the primary
+        key: a ``group_id = ? AND user_id IN (...)`` lookup is planned by PostgreSQL from
+        statistics that lag a growing group, and then reads every member of it.
+        """
+        if not user_ids:
+            return []
+        known: set[str] = set()
+        for start in range(0, len(user_ids), 500):
+            chunk = list(user_ids[start : start + 500])
+            known.update(
+                r[0] for r in self.conn.execute(select(users.c.id).where(users.c.id.in_(chunk)))
+            )
+        unknown = [u for u in user_ids if u not in known]
+        if unknown:
+            raise UnknownMembers(unknown)
+        wanted = list(dict.fromkeys(user_ids))
+        upsert = pg_insert if self.is_postgres else sqlite_insert
+        stmt = upsert(group_members).on_conflict_do_nothing().returning(group_members.c.user_id)
+        rows = [{"group_id": group_id, "user_id": u} for u in wanted]
+        inserted = {r[0] for r in self.conn.execute(stmt, rows)}
+        return [u for u in wanted if u in inserted]
+
+    def remove_members(self, group_id: str, user_ids: Sequence[str]) -> list[str]:
+        """Remove exactly these members; return those that were members."""
+        removed: list[str] = []
+        for start in range(0, len(user_ids), 500):
+            chunk = list(user_ids[start : start + 500])
+            present = [
+                r[0]
+                for r in self.conn.execute(
+                    select(group_members.c.user_id).where(
+                        group_members.c.group_id == group_id,
+                        group_members.c.user_id.in_(chunk),
+                    )
+                )
+            ]
+            if present:
+                self.conn.execute(
+                    delete(group_members).where(
+                        group_members.c.group_id == group_id,
+                        group_members.c.user_id.in_(present),
+                    )
+                )
+            removed.extend(present)
+        return removed
+
+    def remove_all_members(self, group_id: str) -> list[str]:
+        members = self.member_ids(group_id)
+        self.conn.execute(delete(group_members).where(group_members.c.group_id == group_id))
+        return members
+
+    # -- agent state -----------------------------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        return self.conn.execute(
+            select(agent_state.c.value).where(agent_state.c.key == key)
+        ).scalar()
+
+    def put_state(self, key: str, value: str) -> None:
+        if self.get_state(key) is None:
+            self.conn.execute(insert(agent_state).values(key=key, value=value))
+        else:
+            self.conn.execute(
+                update(agent_state).where(agent_state.c.key == key).values(value=value)
+            )
+
+
+def _multi_changed(old: dict, new: dict) -> bool:
+    return any(old.get(a) != new.get(a) for a in _MULTI)
+
+
+class Store:
+    """Entry point to the database: migrations, transactions."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(make_engine(url))
+
+    def upgrade(self, initial_seats: int, now: datetime) -> None:
+        """Apply migrations and make sure the seat pool row exists."""
+        migrate.upgrade(self.engine)
+        with self.engine.connect().execution_options(**{WRITE: True}) as conn:
+            with conn.begin():
+                exists = conn.execute(select(seat_pool.c.id).where(seat_pool.c.id == 1)).first()
+                if exists is None and conn.dialect.name == "postgresql":
+                    # Hosts starting together: the first to lock creates the pool row.
+                    conn.execute(text("LOCK TABLE seat_pool IN EXCLUSIVE MODE"))
+                    exists = conn.execute(select(seat_pool.c.id).where(seat_pool.c.id == 1)).first()
+                if exists is None:
+                    conn.execute(
+                        insert(seat_pool).values(id=1, seats=initial_seats, consumed=0, updated=now)
+                    )
+                    StoreTx(conn).append_ledger(
+                        at=now,
+                        kind="licenses",
+                        cause="config",
+                        detail="initial license count from [license] seats",
+                        seats_after=initial_seats,
+                        consumed_after=0,
+                    )
+
+    def is_ready(self) -> bool:
+        return migrate.is_current(self.engine)
+
+    @contextmanager
+    def write(self) -> Iterator[StoreTx]:
+        """A write transaction holding the seat-pool lock for its whole life."""
+        with self.engine.connect().execution_options(**{WRITE: True}) as conn:
+            with conn.begin():
+                tx = StoreTx(conn)
+                tx.lock_pool()
+                yield tx
+
+    @contextmanager
+    def read(self) -> Iterator[StoreTx]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield StoreTx(conn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,192 @@
+"""The admin API (/admin, bearer admin_token, JSON): thin over agent.services.admin."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from agent.domain.license import DecreaseRefused
+from agent.scim.errors import ScimError
+from agent.services.admin import SeatAdmin
+from agent.storage.records import LedgerEntry, UserRecord
+from agent.web.auth import TokenSet, bearer_digest
+from agent.web.ratelimit import retry_after_header
+from agent.web.status_page import session_is_admin
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, error: str, **extra: Any):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.extra = extra
+
+
+def _admin() -> SeatAdmin:
+    return current_app.extensions["seat_agent"].admin
+
+
+def _error(status: int, error: str, **extra: Any) -> Response:
+    resp = jsonify({"error": error, **extra})
+    resp.status_code = status
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="seat-agent-admin"'
+    return resp
+
+
+@bp.errorhandler(AdminError)
+def _admin_error(err: AdminError) -> Response:
+    return _error(err.status, err.error, **err.extra)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(err: HTTPException) -> Response:
+    return _error(err.code or 500, err.description or err.name)
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(InterfaceError)
+def _database_unavailable(_err: Exception) -> Response:
+    resp = _error(503, "database temporarily unavailable; retry later")
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    agent = current_app.extensions["seat_agent"]
+    tokens: TokenSet = agent.admin_tokens
+    authorization = request.headers.get("Authorization")
+    if not tokens.accepts(authorization) and not session_is_admin():
+        return _error(401, "missing or invalid admin bearer token")
+    wait = agent.rate_limiter.take(bearer_digest(authorization) or "")
+    if wait > 0:
+        resp = _error(429, "too many requests for this token; retry later")
+        resp.headers["Retry-After"] = retry_after_header(wait)
+        return resp
+    return None
+
+
+def _json_object(allowed: set[str]) -> dict[str, Any]:
+    try:
+        body = json.loads(request.get_data(cache=False) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise AdminError(400, "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise AdminError(400, "request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise AdminError(400, f"unknown field(s): {', '.join(unknown)}")
+    return body
+
+
+def user_summary(u: UserRecord) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "userName": u.user_name,
+        "licenseState": u.seat.license_state,
+        "appStatus": u.seat.app_status,
+        "queuedAt": u.seat.queued_at.isoformat() if u.seat.queued_at else None,
+        "queuePosition": u.queue_position,
+    }
+
+
+def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "at": e.at.isoformat(),
+        "kind": e.kind,
+        "cause": e.cause,
+        "userId": e.user_id,
+        "userName": e.user_name,
+        "detail": e.detail,
+        "seatsAfter": e.seats_after,
+        "consumedAfter": e.consumed_after,
+        "cost": str(e.cost) if e.cost is not None else None,
+    }
+
+
+@bp.get("/seats")
+def seats() -> Response:
+    """Current seats; with ``?at=ISO`` the seats held and consumed at that past moment."""
+    if request.args.get("at"):
+        moment = _iso_param("at")
+        found = _admin().seats_at(moment)
+        if found is None:
+            raise AdminError(404, "no ledger entry at or before that moment")
+        return jsonify({"at": moment.isoformat(), "licensed": found[0], "consumed": found[1]})
+    return jsonify(_admin().report())
+
+
+def _iso_param(name: str) -> datetime:
+    raw = request.args.get(name, "")
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise AdminError(400, f"'{name}' must be an ISO 8601 date or time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@bp.put("/licenses")
+def set_licenses() -> Response:
+    body = _json_object({"seats"})
+    seats = body.get("seats")
+    if isinstance(seats, bool) or not isinstance(seats, int):
+        raise AdminError(400, "'seats' must be an integer")
+    if seats < 0:
+        raise AdminError(400, "'seats' must not be negative")
+    try:
+        new, promoted = _admin().set_licenses(seats)
+    except DecreaseRefused as err:
+        allowed = err.allowed_from.isoformat() if err.allowed_from else None
+        raise AdminError(409, err.reason, allowed_from=allowed) from None
+    report = _admin().report()
+    return jsonify(
+        {
+            "seats": new,
+            "consumed": report["consumed"],
+            "available": report["available"],
+            "promoted": [user_summary(u) for u in promoted],
+        }
+    )
+
+
+@bp.post("/users/<user_id>/reevaluate")
+def reevaluate_user(user_id: str) -> Response:
+    """Decide a user's seat again (e.g. a fallback user once seats are free); at the limit the
+    same outcome as any other path: 403 under refuse."""
+    provisioning = current_app.extensions["seat_agent"].provisioning
+    try:
+        record = provisioning.reevaluate_user(user_id)
+    except ScimError as err:
+        raise AdminError(err.status, err.detail) from None
+    return jsonify(user_summary(record))
+
+
+@bp.get("/queue")
+def queue() -> Response:
+    return jsonify({"queued": [user_summary(u) for u in _admin().queue()]})
+
+
+@bp.get("/ledger")
+def ledger() -> Response:
+    since = _iso_param("since") if request.args.get("since") else None
+    try:
+        limit = int(request.args.get("limit", "1000"))
+    except ValueError:
+        raise AdminError(400, "'limit' must be an integer") from None
+    if limit < 1:
+        raise AdminError(400, "'limit' must be positive")
+    return jsonify({"entries": [ledger_entry(e) for e in _admin().ledger(since, limit)]})
+
+
+@bp.get("/billing")
+def billing() -> Response:
+    return jsonify(_admin().billing_report())

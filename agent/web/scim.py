@@ -1,0 +1,370 @@
+"""The SCIM 2.0 blueprint (/scim/v2): thin HTTP over agent.services.provisioning."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from agent.scim import discovery
+from agent.scim.errors import ScimError
+from agent.scim.render import list_response, render_group, render_user
+from agent.scim.resources import ERROR_SCHEMA, etag, parse_attr_list, project
+from agent.services.provisioning import ListQuery, Provisioning
+from agent.web.auth import TokenSet, bearer_digest
+from agent.web.ratelimit import retry_after_header
+
+SCIM_JSON = "application/scim+json"
+log = logging.getLogger("seat_agent.scim")
+
+bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+
+
+def _provisioning() -> Provisioning:
+    return current_app.extensions["seat_agent"].provisioning
+
+
+def _base_url() -> str:
+    return request.host_url.rstrip("/") + "/scim/v2"
+
+
+def scim_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    resp = Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        mimetype=SCIM_JSON,
+    )
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def error_response(err: ScimError) -> Response:
+    """The one place a ScimError becomes HTTP (RFC 7644 §3.12)."""
+    body: dict[str, Any] = {"schemas": [ERROR_SCHEMA], "status": str(err.status)}
+    if err.scim_type:
+        body["scimType"] = err.scim_type
+    body["detail"] = err.detail
+    headers = {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="seat-agent"'
+    g.scim_error = err
+    return scim_response(body, err.status, headers)
+
+
+@bp.errorhandler(ScimError)
+def _scim_error(err: ScimError) -> Response:
+    return error_response(err)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(err: HTTPException) -> Response:
+    status = err.code or 500
+    detail = {
+        404: "Unknown SCIM endpoint",
+        405: "Method not allowed on this endpoint",
+        413: "Request body too large",
+    }.get(status, err.description or err.name)
+    scim_type = "invalidSyntax" if status in (400, 413) else None
+    return error_response(ScimError(status, detail, scim_type))
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(InterfaceError)
+def _database_unavailable(err: Exception) -> Response:
+    """The database is down or restarting: a clean 503 the IdP retries, never a half write (the
+    transaction rolled back)."""
+    log.warning("database unavailable: %s", type(err).__name__)
+    resp = error_response(ScimError(503, "Database temporarily unavailable; retry later"))
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+def _unrouted(err: HTTPException) -> Response | HTTPException:
+    """A path under /scim/v2 that no route matches is still answered with a SCIM error body
+    (RFC 7644 §3.12); blueprint handlers never see unrouted requests."""
+    if request.path != bp.url_prefix and not request.path.startswith(f"{bp.url_prefix}/"):
+        return err
+    resp = _http_error(err)
+    if err.code == 405 and getattr(err, "valid_methods", None):
+        resp.headers["Allow"] = ", ".join(err.valid_methods)  # type: ignore[attr-defined]
+    return resp
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    agent = current_app.extensions["seat_agent"]
+    tokens: TokenSet = agent.scim_tokens
+    authorization = request.headers.get("Authorization")
+    if not tokens.accepts(authorization):
+        return error_response(ScimError(401, "Missing or invalid bearer token"))
+    wait = agent.rate_limiter.take(bearer_digest(authorization) or "")
+    if wait > 0:
+        resp = error_response(ScimError(429, "Too many requests for this token; retry later"))
+        resp.headers["Retry-After"] = retry_after_header(wait)
+        return resp
+    return None
+
+
+def _json_body() -> Any:
+    ctype = (request.mimetype or "").lower()
+    if ctype and "json" not in ctype:
+        raise ScimError(415, f"Unsupported content type {ctype}; use {SCIM_JSON}", "invalidSyntax")
+    max_len = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > max_len:
+        raise ScimError(413, f"Request body larger than {max_len} bytes", "invalidSyntax")
+    raw = request.get_data(cache=False)
+    if len(raw) > max_len:
+        raise ScimError(413, f"Request body larger than {max_len} bytes", "invalidSyntax")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ScimError(400, "Request body is not valid JSON", "invalidSyntax") from None
+
+
+def _int_param(args: Any, name: str, default: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ScimError(400, f"'{name}' must be an integer", "invalidValue") from None
+
+
+def _list_query(args: Any) -> tuple[ListQuery, list[str] | None, list[str] | None]:
+    """RFC 7644 §3.4.2.4: 1-based startIndex (values < 1 mean 1); count < 0 means 0."""
+    settings = current_app.extensions["seat_agent"].settings.scim
+    start = max(_int_param(args, "startIndex", 1), 1)
+    count = _int_param(args, "count", settings.default_page_size)
+    count = min(max(count, 0), settings.max_page_size)
+    order = (args.get("sortOrder") or "ascending").lower()
+    if order not in ("ascending", "descending"):
+        raise ScimError(400, "sortOrder must be 'ascending' or 'descending'", "invalidValue")
+    attributes = _attr_list(args.get("attributes"))
+    excluded = _attr_list(args.get("excludedAttributes"))
+    with_members = not _mentions(excluded, "members") and (
+        attributes is None or _mentions(attributes, "members")
+    )
+    query = ListQuery(
+        filter=args.get("filter") or None,
+        start_index=start,
+        count=count,
+        sort_by=args.get("sortBy") or None,
+        descending=order == "descending",
+        with_members=with_members,
+    )
+    return query, attributes, excluded
+
+
+def _attr_list(raw: Any) -> list[str] | None:
+    if isinstance(raw, list):
+        return [str(a) for a in raw] or None
+    return parse_attr_list(raw)
+
+
+def _mentions(attrs: list[str] | None, name: str) -> bool:
+    return any(a.lower().split(":")[-1].split(".")[0] == name for a in attrs or [])
+
+
+def _projection() -> tuple[list[str] | None, list[str] | None]:
+    return _attr_list(request.args.get("attributes")), _attr_list(
+        request.args.get("excludedAttributes")
+    )
+
+
+def _user_out(record: Any, status: int = 200, location: bool = False) -> Response:
+    fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
+    body = render_user(record, _base_url(), fallback_role)
+    headers = {"ETag": etag(record.version)}
+    if location:
+        headers["Location"] = body["meta"]["location"]
+    attrs, excluded = _projection()
+    return scim_response(project(body, attrs, excluded), status, headers)
+
+
+def _group_out(record: Any, status: int = 200, location: bool = False) -> Response:
+    body = render_group(record, _base_url())
+    headers = {"ETag": etag(record.version)}
+    if location:
+        headers["Location"] = body["meta"]["location"]
+    attrs, excluded = _projection()
+    return scim_response(project(body, attrs, excluded), status, headers)
+
+
+# -- Users ---------------------------------------------------------------------------------
+
+
+@bp.post("/Users")
+def create_user() -> Response:
+    return _user_out(_provisioning().create_user(_json_body()), 201, location=True)
+
+
+@bp.get("/Users")
+def list_users() -> Response:
+    return _list_users(request.args)
+
+
+def _list_users(args: Any) -> Response:
+    query, attrs, excluded = _list_query(args)
+    page = _provisioning().list_users(query)
+    base = _base_url()
+    fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
+    resources = [project(render_user(r, base, fallback_role), attrs, excluded) for r in page.items]
+    return scim_response(list_response(resources, page.total, query.start_index))
+
+
+@bp.get("/Users/<user_id>")
+def get_user(user_id: str) -> Response:
+    return _user_out(_provisioning().get_user(user_id))
+
+
+@bp.put("/Users/<user_id>")
+def replace_user(user_id: str) -> Response:
+    body = _json_body()
+    return _user_out(_provisioning().replace_user(user_id, body, request.headers.get("If-Match")))
+
+
+@bp.patch("/Users/<user_id>")
+def patch_user(user_id: str) -> Response:
+    body = _json_body()
+    return _user_out(_provisioning().patch_user(user_id, body, request.headers.get("If-Match")))
+
+
+@bp.delete("/Users/<user_id>")
+def delete_user(user_id: str) -> Response:
+    _provisioning().delete_user(user_id, request.headers.get("If-Match"))
+    return Response(status=204)
+
+
+# -- Groups --------------------------------------------------------------------------------
+
+
+@bp.post("/Groups")
+def create_group() -> Response:
+    return _group_out(_provisioning().create_group(_json_body()), 201, location=True)
+
+
+@bp.get("/Groups")
+def list_groups() -> Response:
+    return _list_groups(request.args)
+
+
+def _list_groups(args: Any) -> Response:
+    query, attrs, excluded = _list_query(args)
+    page = _provisioning().list_groups(query)
+    base = _base_url()
+    resources = [project(render_group(r, base), attrs, excluded) for r in page.items]
+    return scim_response(list_response(resources, page.total, query.start_index))
+
+
+@bp.get("/Groups/<group_id>")
+def get_group(group_id: str) -> Response:
+    attrs, excluded = _projection()
+    with_members = not _mentions(excluded, "members") and (
+        attrs is None or _mentions(attrs, "members")
+    )
+    return _group_out(_provisioning().get_group(group_id, with_members))
+
+
+@bp.put("/Groups/<group_id>")
+def replace_group(group_id: str) -> Response:
+    body = _json_body()
+    return _group_out(
+        _provisioning().replace_group(group_id, body, request.headers.get("If-Match"))
+    )
+
+
+@bp.patch("/Groups/<group_id>")
+def patch_group(group_id: str) -> Response:
+    """PATCH on a Group answers 204 with the new ETag: RFC 7644 §3.5.2 allows it, and a 200
+    would have to carry the entire resource, members included (they can be 50,000)."""
+    body = _json_body()
+    record = _provisioning().patch_group(group_id, body, request.headers.get("If-Match"))
+    return Response(status=204, headers={"ETag": etag(record.version)})
+
+
+@bp.delete("/Groups/<group_id>")
+def delete_group(group_id: str) -> Response:
+    _provisioning().delete_group(group_id, request.headers.get("If-Match"))
+    return Response(status=204)
+
+
+# -- POST /.search (RFC 7644 §3.4.3) -------------------------------------------------------
+
+
+@bp.post("/Users/.search")
+def search_users() -> Response:
+    return _list_users(_search_args())
+
+
+@bp.post("/Groups/.search")
+def search_groups() -> Response:
+    return _list_groups(_search_args())
+
+
+@bp.post("/.search")
+def search_root() -> Response:
+    """RFC 7644 §3.4.3 root-level search across resource types is not offered (§3.12: 501)."""
+    raise ScimError(501, "Search across resource types is not supported; use /Users/.search")
+
+
+def _search_args() -> dict[str, Any]:
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise ScimError(400, "SearchRequest must be a JSON object", "invalidSyntax")
+    args: dict[str, Any] = {}
+    for key in ("filter", "startIndex", "count", "sortBy", "sortOrder"):
+        if body.get(key) is not None:
+            args[key] = str(body[key])
+    for key in ("attributes", "excludedAttributes"):
+        if body.get(key) is not None:
+            args[key] = body[key]
+    return args
+
+
+# -- discovery (RFC 7644 §4) ---------------------------------------------------------------
+
+
+@bp.get("/ServiceProviderConfig")
+def service_provider_config() -> Response:
+    settings = current_app.extensions["seat_agent"].settings
+    return scim_response(
+        discovery.service_provider_config(
+            _base_url(), settings.scim.max_page_size, settings.server.max_body_bytes
+        )
+    )
+
+
+@bp.get("/ResourceTypes")
+def resource_types() -> Response:
+    items = discovery.resource_types(_base_url())
+    return scim_response(list_response(items, len(items), 1))
+
+
+@bp.get("/ResourceTypes/<name>")
+def resource_type(name: str) -> Response:
+    found = discovery.resource_type_by_id(_base_url(), name)
+    if found is None:
+        raise ScimError(404, f"ResourceType {name} not found")
+    return scim_response(found)
+
+
+@bp.get("/Schemas")
+def schemas() -> Response:
+    items = discovery.schemas(_base_url())
+    return scim_response(list_response(items, len(items), 1))
+
+
+@bp.get("/Schemas/<schema_id>")
+def schema(schema_id: str) -> Response:
+    found = discovery.schema_by_id(_base_url(), schema_id)
+    if found is None:
+        raise ScimError(404, f"Schema {schema_id} not found")
+    return scim_response(found)

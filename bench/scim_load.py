@@ -1,0 +1,653 @@
+"""SCIM load benchmark for seat-agent: seed N users, then time each SCIM operation over HTTP.
+
+By default it starts its own server (``seat-agent serve`` with a temporary TOML file) on
+loopback, on SQLite (a temporary file) or PostgreSQL (a fresh schema in database ``test``,
+dropped afterwards); ``--url``/``--token`` target a running server instead. Every measured
+request goes over HTTP; latency is measured client side (time.perf_counter) per request.
+
+    python bench/scim_load.py --db sqlite --users 10000
+    python bench/scim_load.py --db postgres --users 100000 --seed store --group-members 50000
+
+Seeding uses concurrent POST /Users unless ``--seed store``, which writes users straight
+through the store (same seat engine and rows as a SCIM create, 1,000 users per transaction);
+the output says which. The run is bounded by ``--time-limit`` and stops the server itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+SCIM_TOKEN = "bench-scim-token"
+ADMIN_TOKEN = "bench-admin-token"
+
+
+class OutOfTime(Exception):
+    """The run reached --time-limit."""
+
+
+# -- payloads ----------------------------------------------------------------------------------
+
+
+def user_body(name: str, title: str = "Engineer") -> dict[str, Any]:
+    """An Okta-like user with the attributes most IdPs send."""
+    given, _, rest = name.partition(".")
+    family = rest.split("@")[0]
+    return {
+        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "userName": name,
+        "externalId": "ext-" + name,
+        "name": {"givenName": given, "familyName": family},
+        "displayName": f"{given} {family}",
+        "title": title,
+        "active": True,
+        "emails": [{"value": name, "type": "work", "primary": True}],
+        ENTERPRISE: {"department": f"Dept {len(name) % 40}", "employeeNumber": name[:12]},
+    }
+
+
+def seed_name(i: int) -> str:
+    return f"seed{i:07d}.user@bench.example"
+
+
+# -- measurement -------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    op: str
+    latencies: list[float] = field(default_factory=list)  # seconds
+    errors: int = 0
+    wall: float = 0.0
+    server_cpu: float | None = None  # seconds of gunicorn CPU (user + system) during the op
+
+    def row(self) -> list[str]:
+        n = len(self.latencies)
+        lat = sorted(self.latencies)
+        return [
+            self.op,
+            str(n),
+            f"{n / self.wall:.0f}" if self.wall else "-",
+            f"{pct(lat, 50) * 1000:.1f}" if lat else "-",
+            f"{pct(lat, 99) * 1000:.1f}" if lat else "-",
+            f"{self.server_cpu / n * 1000:.1f}" if self.server_cpu is not None and n else "-",
+            str(self.errors),
+        ]
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    cells = [headers, *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+class Client:
+    """A pool of threads, each with its own requests.Session, against one SCIM base URL."""
+
+    def __init__(
+        self,
+        base: str,
+        token: str,
+        concurrency: int,
+        deadline: float,
+        server_cpu: Callable[[], float] | None = None,
+    ):
+        self.base = base.rstrip("/")
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/scim+json",
+            "Accept": "application/scim+json",
+        }
+        self.concurrency = concurrency
+        self.deadline = deadline
+        self.server_cpu = server_cpu
+        self.local = threading.local()
+
+    def session(self) -> requests.Session:
+        s = getattr(self.local, "session", None)
+        if s is None:
+            s = requests.Session()
+            s.headers.update(self.headers)
+            self.local.session = s
+        return s
+
+    def call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return self.session().request(method, self.base + path, timeout=30, **kw)
+
+    def run(
+        self,
+        op: str,
+        items: Iterable[Any],
+        send: Callable[[Any], tuple[str, str, dict[str, Any]]],
+        ok: Callable[[requests.Response], bool] = lambda r: r.ok,
+        concurrency: int | None = None,
+    ) -> Result:
+        """Send one request per item; record client-side latency of each."""
+        result = Result(op)
+        lock = threading.Lock()
+
+        def one(item: Any) -> None:
+            if time.monotonic() > self.deadline:
+                raise OutOfTime(op)
+            method, path, kw = send(item)
+            t0 = time.perf_counter()
+            try:
+                resp = self.call(method, path, **kw)
+                good = ok(resp)
+            except requests.RequestException:
+                good = False
+            dt = time.perf_counter() - t0
+            with lock:
+                result.latencies.append(dt)
+                if not good:
+                    result.errors += 1
+
+        cpu0 = self.server_cpu() if self.server_cpu else None
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency or self.concurrency) as pool:
+            for f in [pool.submit(one, it) for it in items]:
+                f.result()
+        result.wall = time.perf_counter() - t0
+        if self.server_cpu and cpu0 is not None:
+            result.server_cpu = self.server_cpu() - cpu0
+        return result
+
+
+# -- server ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``seat-agent serve`` in its own process group, with a temporary config and database."""
+
+    def __init__(self, db: str, seats: int, workers: int, pg_base: str, workdir: Path):
+        self.workdir = workdir
+        self.schema: str | None = None
+        self.pg_base = pg_base
+        if db == "postgres":
+            self.schema = "bench_" + uuid.uuid4().hex[:10]
+            self._pg(f"CREATE SCHEMA {self.schema}")
+            self.db_url = f"{pg_base}?options=-csearch_path%3D{self.schema}"
+        else:
+            self.db_url = f"sqlite:///{workdir / 'bench.db'}"
+        self.port = free_port()
+        self.workers = workers
+        self.config = workdir / "seat-agent.toml"
+        self.config.write_text(
+            "\n".join(
+                [
+                    "[server]",
+                    f"workers = {workers}",
+                    "max_body_bytes = 4194304",
+                    "[database]",
+                    f'url = "{self.db_url}"',
+                    "[auth]",
+                    f'scim_token = "{SCIM_TOKEN}"',
+                    f'admin_token = "{ADMIN_TOKEN}"',
+                    "[license]",
+                    f"seats = {seats}",
+                    'on_full = "refuse"',
+                    "[scim]",
+                    "max_page_size = 1000",
+                    "",
+                ]
+            )
+        )
+        self.log = workdir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _pg(self, *statements: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.pg_base, autocommit=True) as conn:
+            for sql in statements:
+                conn.execute(sql)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/scim/v2"
+
+    def start(self) -> None:
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "seat-agent",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        headers = {"Authorization": f"Bearer {SCIM_TOKEN}"}
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                r = requests.get(self.base + "/ServiceProviderConfig", headers=headers, timeout=2)
+                if r.ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start in 60 s")
+
+    def rss(self) -> list[tuple[int, str, int]]:
+        """(pid, role, VmRSS kB) of the gunicorn master and its child processes."""
+        if self.proc is None:
+            return []
+        out = []
+        pids = [self.proc.pid, *children(self.proc.pid)]
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            kb = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:"))
+            out.append((pid, "master" if pid == self.proc.pid else "child", kb))
+        return out
+
+    def log_summary(self) -> str:
+        """Worker (re)starts and problems gunicorn logged: a timed-out worker is restarted."""
+        text = self.log.read_text(errors="replace")
+        boots = text.count("Booting worker")
+        timeouts = text.count("WORKER TIMEOUT")
+        tracebacks = text.count("Traceback")
+        return (
+            f"gunicorn log: {boots} worker boots, {timeouts} worker timeouts, "
+            f"{tracebacks} tracebacks"
+        )
+
+    def vacuum(self) -> None:
+        """After bulk seeding, what autovacuum reaches within a minute or two: fresh planner
+        statistics and a visibility map (index-only scans), so runs are repeatable."""
+        if self.schema:
+            tables = "users, user_values, groups, group_members, seat_ledger, seat_pool"
+            self._pg(f"SET search_path = {self.schema}", f"VACUUM ANALYZE {tables}")
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) used so far by the gunicorn master and its children:
+        the server's own work per request, which other load on the machine does not inflate
+        the way it inflates latency. PostgreSQL's backends are not included."""
+        if self.proc is None:
+            return 0.0
+        total = 0
+        for pid in [self.proc.pid, *children(self.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def drop(self) -> None:
+        if self.schema:
+            self._pg(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        out.extend(int(p) for p in task.read_text().split())
+    return out
+
+
+# -- seeding -----------------------------------------------------------------------------------
+
+
+def seed_http(client: Client, n: int, concurrency: int) -> tuple[list[str], list[str]]:
+    ids: list[str | None] = [None] * n
+
+    def one(i: int) -> None:
+        if time.monotonic() > client.deadline:
+            raise OutOfTime("seed")
+        r = client.call("POST", "/Users", json=user_body(seed_name(i)))
+        if r.status_code != 201:
+            raise RuntimeError(f"seed POST {i}: {r.status_code} {r.text[:300]}")
+        ids[i] = r.json()["id"]
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(one, i) for i in range(n)]:
+            f.result()
+    return [i for i in ids if i], [seed_name(i) for i in range(n)]
+
+
+def seed_store(db_url: str, seats: int, n: int, deadline: float) -> tuple[list[str], list[str]]:
+    """Write users through the store and seat engine, 1,000 per transaction (not over HTTP)."""
+    from agent.bootstrap import build_agent
+    from agent.config import settings_from_mapping
+    from agent.scim.resources import normalize_user
+    from agent.services.seats import Cause, directory_state
+
+    settings = settings_from_mapping(
+        {"database": {"url": db_url}, "license": {"seats": seats, "on_full": "refuse"}}
+    )
+    agent = build_agent(settings)
+    cause = Cause("bench-seed")
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    names = [seed_name(i) for i in range(n)]
+    for start in range(0, n, 1000):
+        if time.monotonic() > deadline:
+            raise OutOfTime("seed")
+        with agent.store.write() as tx:
+            for i in range(start, min(n, start + 1000)):
+                resource = normalize_user(user_body(names[i]))
+                seat = agent.seats.settle(
+                    tx,
+                    user_id=ids[i],
+                    user_name=names[i],
+                    state=directory_state(resource, ()),
+                    previous=None,
+                    cause=cause,
+                )
+                tx.insert_user(ids[i], resource, seat, agent.clock())
+    agent.store.dispose()
+    return ids, names
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def measure(client: Client, ids: list[str], names: list[str], args: argparse.Namespace) -> list:
+    rng = random.Random(args.random_seed)
+    r = args.requests
+    n = len(ids)
+    results: list[Result] = []
+
+    def created(resp: requests.Response) -> bool:
+        return resp.status_code == 201
+
+    new_names = [f"new{i:06d}.{uuid.uuid4().hex[:6]}@bench.example" for i in range(r)]
+    new_ids: list[str] = []
+    new_lock = threading.Lock()
+
+    def record_create(resp: requests.Response) -> bool:
+        if resp.status_code == 201:
+            with new_lock:
+                new_ids.append(resp.json()["id"])
+            return True
+        return False
+
+    results.append(
+        client.run(
+            "POST /Users",
+            new_names,
+            lambda nm: ("POST", "/Users", {"json": user_body(nm)}),
+            record_create,
+        )
+    )
+
+    def one_hit(resp: requests.Response) -> bool:
+        return resp.ok and resp.json()["totalResults"] == 1
+
+    results.append(
+        client.run(
+            'GET filter userName eq "..."',
+            [names[rng.randrange(n)] for _ in range(r)],
+            lambda nm: ("GET", "/Users", {"params": {"filter": f'userName eq "{nm}"'}}),
+            one_hit,
+        )
+    )
+
+    total = n + len(new_ids)
+
+    def full_page(resp: requests.Response) -> bool:
+        return resp.ok and len(resp.json()["Resources"]) == 100
+
+    starts = [rng.randrange(1, total - 99) for _ in range(r)]
+    results.append(
+        client.run(
+            "GET page count=100 (random offset)",
+            starts,
+            lambda k: ("GET", "/Users", {"params": {"startIndex": k, "count": 100}}),
+            full_page,
+        )
+    )
+    deep = [rng.randrange(int(total * 0.9), total - 99) for _ in range(max(1, r // 4))]
+    results.append(
+        client.run(
+            "GET page count=100 (last 10%)",
+            deep,
+            lambda k: ("GET", "/Users", {"params": {"startIndex": k, "count": 100}}),
+            full_page,
+        )
+    )
+
+    picked = rng.sample(range(n), min(n, 3 * r))
+    okta, entra, put = picked[:r], picked[r : 2 * r], picked[2 * r : 3 * r]
+
+    def inactive(resp: requests.Response) -> bool:
+        return resp.ok and resp.json().get("active") is False
+
+    results.append(
+        client.run(
+            "PATCH active (Okta form)",
+            okta,
+            lambda i: (
+                "PATCH",
+                f"/Users/{ids[i]}",
+                {
+                    "json": {
+                        "schemas": [PATCH_SCHEMA],
+                        "Operations": [{"op": "replace", "value": {"active": False}}],
+                    }
+                },
+            ),
+            inactive,
+        )
+    )
+    results.append(
+        client.run(
+            "PATCH active (Entra form)",
+            entra,
+            lambda i: (
+                "PATCH",
+                f"/Users/{ids[i]}",
+                {
+                    "json": {
+                        "schemas": [PATCH_SCHEMA],
+                        "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
+                    }
+                },
+            ),
+            inactive,
+        )
+    )
+    results.append(
+        client.run(
+            "PUT /Users/{id}",
+            put,
+            lambda i: ("PUT", f"/Users/{ids[i]}", {"json": user_body(names[i], "Staff Engineer")}),
+        )
+    )
+
+    # One large group, filled 100 members per PATCH; first and last tenth compared.
+    resp = client.call(
+        "POST", "/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": "Bench Everyone"}
+    )
+    resp.raise_for_status()
+    group_id = resp.json()["id"]
+    size = min(args.group_members, n)
+    members = rng.sample(ids, size)
+    batches = [members[s : s + 100] for s in range(0, size, 100)]
+
+    def add_batch(batch: list[str]) -> tuple[str, str, dict[str, Any]]:
+        body = {
+            "schemas": [PATCH_SCHEMA],
+            "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": u} for u in batch]}
+            ],
+        }
+        return "PATCH", f"/Groups/{group_id}", {"json": body}
+
+    # Sequential, in order, so "first" and "last" really are the group at its smallest/largest.
+    group = client.run(f"PATCH group +100 members (to {size})", batches, add_batch, concurrency=1)
+    tenth = max(1, len(batches) // 10)
+    first = Result("  first 10% of batches", group.latencies[:tenth], 0, 0.0)
+    last = Result("  last 10% of batches", group.latencies[-tenth:], 0, 0.0)
+    results.extend([group, first, last])
+    check = client.call("GET", f'/Users?filter=groups.value eq "{group_id}"&count=0')
+    group_total = check.json().get("totalResults") if check.ok else None
+    if group_total != size:
+        print(f"WARNING: group holds {group_total} members, expected {size}", file=sys.stderr)
+
+    results.append(
+        client.run(
+            "DELETE /Users/{id}",
+            new_ids,
+            lambda uid: ("DELETE", f"/Users/{uid}", {}),
+            lambda resp: resp.status_code == 204,
+        )
+    )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument("--pg", default=PG_BASE, help="PostgreSQL base URL (a schema is created)")
+    p.add_argument("--url", help="target a running server (SCIM base URL, .../scim/v2)")
+    p.add_argument("--token", help="SCIM bearer token for --url")
+    p.add_argument("--users", type=int, default=10_000, help="users seeded before measuring")
+    p.add_argument("--requests", type=int, default=2_000, help="requests per measured operation")
+    p.add_argument("--group-members", type=int, default=10_000, help="size the big group reaches")
+    p.add_argument("--seed", choices=["http", "store"], default="http")
+    p.add_argument("--seed-concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=2, help="client threads while measuring")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (own server)")
+    p.add_argument("--time-limit", type=float, default=1800, help="seconds; the run stops")
+    p.add_argument("--random-seed", type=int, default=7)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (server log, db)")
+    args = p.parse_args(argv)
+    if args.url and args.seed == "store":
+        p.error("--seed store needs the bench's own server")
+    if args.url and not args.token:
+        p.error("--url needs --token")
+
+    deadline = time.monotonic() + args.time_limit
+    workdir = Path(tempfile.mkdtemp(prefix="seat-bench-"))
+    server = None
+    seats = args.users + 2 * args.requests + 1000
+    try:
+        if args.url:
+            base, token = args.url, args.token
+        else:
+            server = Server(args.db, seats, args.workers, args.pg, workdir)
+            server.start()
+            base, token = server.base, SCIM_TOKEN
+        client = Client(
+            base, token, args.concurrency, deadline, server.cpu if server is not None else None
+        )
+        target = args.url or f"own server, {args.db}, {args.workers} gunicorn workers x 4 threads"
+        print(f"seat-agent SCIM load: {target}")
+        print(
+            f"cpus={os.cpu_count()} users={args.users} requests/op={args.requests} "
+            f"concurrency={args.concurrency} group_members={min(args.group_members, args.users)}"
+        )
+        t0 = time.perf_counter()
+        if args.seed == "store":
+            assert server is not None
+            ids, names = seed_store(server.db_url, seats, args.users, deadline)
+            how = "direct through the store (1,000 users per transaction; not HTTP)"
+        else:
+            ids, names = seed_http(client, args.users, args.seed_concurrency)
+            how = f"HTTP POST /Users, {args.seed_concurrency} threads"
+        seed_s = time.perf_counter() - t0
+        if server is not None and server.schema:
+            server.vacuum()
+            how += "; then VACUUM ANALYZE"
+        print(f"seeded {len(ids)} users in {seed_s:.1f} s ({len(ids) / seed_s:.0f}/s) via {how}")
+        load_before = Path("/proc/loadavg").read_text().split()[:3]
+        results = measure(client, ids, names, args)
+        load_after = Path("/proc/loadavg").read_text().split()[:3]
+        print()
+        print(
+            table(
+                [r.row() for r in results],
+                ["op", "requests", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"],
+            )
+        )
+        if server is not None:
+            rss = server.rss()
+            print()
+            print(
+                "server RSS: "
+                + ", ".join(f"{role} {pid} {kb / 1024:.0f} MiB" for pid, role, kb in rss)
+                + f"; total {sum(kb for *_, kb in rss) / 1024:.0f} MiB"
+            )
+            print(server.log_summary())
+        print(
+            f"load average (1/5/15 min) before measuring {' '.join(load_before)}, "
+            f"after {' '.join(load_after)} (other processes on the machine count too)"
+        )
+        print(f"total run {time.monotonic() - (deadline - args.time_limit):.0f} s")
+        return 1 if any(r.errors for r in results) else 0
+    except OutOfTime as exc:
+        print(f"stopped: --time-limit reached during {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if server is not None:
+            server.stop()
+            server.drop()
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            for f in sorted(workdir.glob("*"), reverse=True):
+                f.unlink()
+            workdir.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

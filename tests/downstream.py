@@ -1,0 +1,133 @@
+"""A real downstream SCIM server for tests: a second seat-agent on loopback.
+
+It has its own SQLite file and tokens and plenty of seats, and speaks real SCIM (filters on
+``externalId`` and ``userName``, 409 on a taken userName, 404 on a missing user). ``stop()``
+takes it off the network (connections are refused) and ``start()`` brings it back on the same
+port with the same data, to test delivery while the downstream is down.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from agent.app import create_app
+from agent.config import settings_from_mapping
+
+DOWNSTREAM_TOKEN = "downstream-scim-token"
+
+
+class _OneRequestPerConnection(WSGIRequestHandler):
+    # Without keep-alive a stopped server is really gone: no handler thread lingers on an
+    # open connection that could still answer the next request.
+    protocol_version = "HTTP/1.0"
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class Downstream:
+    def __init__(self, directory: Path, token: str = DOWNSTREAM_TOKEN):
+        self.token = token
+        settings = settings_from_mapping(
+            {
+                "database": {"url": f"sqlite:///{directory}/downstream.db"},
+                "auth": {"scim_token": token, "admin_token": token + "-admin"},
+                "license": {"seats": 100_000},
+            }
+        )
+        self.app = create_app(settings)
+        self.port = 0
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/scim/v2"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        assert self._server is None, "already running"
+        self._server = make_server(
+            "127.0.0.1",
+            self.port,
+            self.app,
+            threaded=True,
+            request_handler=_OneRequestPerConnection,
+        )
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        assert self._thread is not None
+        self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self.app.extensions["seat_agent"].store.dispose()
+
+    # -- inspection (through the app itself: works while the server is stopped) ---------------
+
+    def _get(self, path: str, **params: Any) -> dict:
+        client = self.app.test_client()
+        response = client.get(
+            "/scim/v2" + path,
+            query_string=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
+    def users(self) -> list[dict]:
+        """Every user the downstream holds."""
+        return self._get("/Users", count=1000)["Resources"]
+
+    def users_named(self, user_name: str) -> list[dict]:
+        return [u for u in self.users() if u["userName"].lower() == user_name.lower()]
+
+    def create(self, body: dict) -> dict:
+        """Create a user directly downstream (as an admin of the application would)."""
+        client = self.app.test_client()
+        response = client.post(
+            "/scim/v2/Users",
+            json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], **body},
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return response.get_json()
+
+    def delete(self, remote_id: str) -> None:
+        client = self.app.test_client()
+        response = client.delete(
+            f"/scim/v2/Users/{remote_id}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        assert response.status_code == 204, response.get_data(as_text=True)
+
+
+@contextmanager
+def running_downstream(directory: Path, token: str = DOWNSTREAM_TOKEN) -> Iterator[Downstream]:
+    """A started Downstream in ``directory``; stopped and closed on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    server = Downstream(directory, token)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

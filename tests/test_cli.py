@@ -1,0 +1,158 @@
+"""The command line: operator commands mirror the admin API; serve runs the embedded default."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from click.testing import CliRunner
+from conftest import ADMIN_TOKEN, SCIM_TOKEN, free_port, write_config
+
+from agent.cli import main
+
+
+class Cli:
+    def __init__(self, config):
+        self.config = config
+
+    def __call__(self, *args: str):
+        return CliRunner().invoke(main, [*args, "--config", str(self.config)])
+
+    def create_users(self, names):
+        from agent.bootstrap import build_agent
+        from agent.config import load_settings
+
+        agent = build_agent(load_settings(self.config))
+        for n in names:
+            agent.provisioning.create_user({"userName": n, "active": True})
+        agent.store.dispose()
+
+
+@pytest.fixture
+def cli(db_url, tmp_path) -> Cli:
+    config = tmp_path / "agent.toml"
+    write_config(config, db_url, 8080, seats=2, on_full="queue")
+    return Cli(config)
+
+
+def test_seats_queue_licenses_ledger_billing(cli):
+    assert cli("db", "upgrade").exit_code == 0
+    cli.create_users(["a", "b", "c"])
+    r = cli("seats")
+    assert r.exit_code == 0, r.output
+    assert "licensed" in r.output and "queued" in r.output
+    data = json.loads(cli("seats", "--json").output)
+    assert (data["licensed"], data["consumed"], data["queued"]) == (2, 2, 1)
+
+    r = cli("queue")
+    assert "c" in r.output.split() and "userName" in r.output
+    assert json.loads(cli("queue", "--json").output)["queued"][0]["userName"] == "c"
+
+    r = cli("licenses", "set", "1")
+    assert r.exit_code == 1
+    assert "consume" in r.output
+    r = cli("licenses", "set", "3")
+    assert r.exit_code == 0, r.output
+    assert "promoted from queue: c" in r.output
+    assert json.loads(cli("seats", "--json").output)["queued"] == 0
+
+    entries = json.loads(cli("ledger", "--json").output)["entries"]
+    assert [e["kind"] for e in entries].count("promote") == 1
+    assert "kind" in cli("ledger").output
+    billing = json.loads(cli("billing", "--json").output)
+    assert billing["seats_held"] == 3
+
+
+def test_cli_refuses_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[license]\non_full = 'panic'\n")
+    r = CliRunner().invoke(main, ["seats", "--config", str(bad)])
+    assert r.exit_code != 0
+    assert "license.on_full" in r.output
+
+
+@pytest.mark.slow
+def test_serve_embedded_default_generates_tokens_once(tmp_path):
+    """No --config: SQLite in the working directory, tokens generated and printed once."""
+    port = free_port()
+
+    def start():
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        )
+
+    def wait_ready(proc):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        proc.kill()
+        raise AssertionError(proc.stdout.read().decode())
+
+    proc = start()
+    wait_ready(proc)
+    proc.terminate()
+    out = proc.communicate(timeout=20)[0].decode()
+    assert (tmp_path / "seat-agent.db").exists()
+    token = next(
+        line.rsplit(" ", 1)[1] for line in out.splitlines() if "Generated scim bearer token" in line
+    )
+    assert SCIM_TOKEN not in out and ADMIN_TOKEN not in out
+
+    proc = start()
+    wait_ready(proc)
+    r = requests.get(
+        f"http://127.0.0.1:{port}/scim/v2/Users", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 200
+    assert r.json()["totalResults"] == 0
+    proc.terminate()
+    out = proc.communicate(timeout=20)[0].decode()
+    assert "Generated" not in out
+    assert token not in out  # never logged
+
+
+def test_reconcile_and_status_commands(cli):
+    from sqlalchemy import update
+
+    from agent.bootstrap import build_agent
+    from agent.config import load_settings
+    from agent.storage.tables import seat_pool
+
+    cli.create_users(["a", "b"])
+    agent = build_agent(load_settings(cli.config))
+    with agent.store.write() as tx:
+        tx.conn.execute(update(seat_pool).values(consumed=5))
+    agent.store.dispose()
+
+    r = cli("reconcile", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "consumed counter: 5 -> 2" in r.output
+    assert "dry run: nothing was changed" in r.output
+    assert json.loads(cli("seats", "--json").output)["consumed"] == 5
+
+    data = json.loads(_json_tail(cli("reconcile", "--json").output))
+    assert data["counter_before"] == 5 and data["counter_after"] == 2
+    assert json.loads(cli("seats", "--json").output)["consumed"] == 2
+
+    status = json.loads(cli("status", "--json").output)
+    assert status["last_reconcile"] is not None
+    assert status["seats"]["consumed"] == 2
+    assert status["scheduler"] is None  # none running
+    assert "none running" in cli("status").output
+
+
+def _json_tail(output: str) -> str:
+    """The JSON document printed after the progress bar (which goes to stderr)."""
+    return output[output.index("{") :]

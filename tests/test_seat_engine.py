@@ -1,0 +1,355 @@
+"""The seat engine through real SCIM and admin requests: every path to a seat, every outcome."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from agent.storage.tables import users
+
+SEAT = "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def user(name: str, active: bool = True, **extra):
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "active": active,
+        **extra,
+    }
+
+
+def patch(*ops):
+    return {"schemas": [PATCH], "Operations": list(ops)}
+
+
+def create(api, name: str, active: bool = True, **extra) -> dict:
+    r = api.scim("POST", "/Users", user(name, active, **extra))
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()
+
+
+def seat_of(api, user_id: str) -> dict:
+    return api.scim("GET", f"/Users/{user_id}").get_json()[SEAT]
+
+
+def seats(api) -> dict:
+    return api.admin("GET", "/seats").get_json()
+
+
+def user_count(api) -> int:
+    with api.agent.store.read() as tx:
+        return tx.conn.execute(select(func.count()).select_from(users)).scalar_one()
+
+
+def deactivate(api, user_id: str, entra: bool = False):
+    op = (
+        {"op": "Replace", "path": "active", "value": "False"}
+        if entra
+        else {"op": "replace", "value": {"active": False}}
+    )
+    r = api.scim("PATCH", f"/Users/{user_id}", patch(op))
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()
+
+
+# -- refuse -------------------------------------------------------------------------------
+
+
+def test_refuse_create_at_limit_creates_nothing(make_api):
+    api = make_api(seats=2)
+    create(api, "a")
+    create(api, "b")
+    r = api.scim("POST", "/Users", user("c"))
+    assert r.status_code == 403
+    body = r.get_json()
+    assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert body["detail"].startswith("Seat limit reached: 2 of 2 seats in use")
+    assert user_count(api) == 2
+    assert seats(api)["consumed"] == 2
+
+
+def test_every_path_to_a_seat_is_refused_the_same_way(make_api):
+    """create active, PATCH active (both IdP forms), PUT active, role change, group join,
+    userType change: at the limit each gets the same 403 and nothing changes."""
+    api = make_api(
+        seats=1,
+        free_roles=["Assistant"],
+        free_user_types=["Room"],
+        group_roles={"App Members": "Member", "App Assistants": "Assistant"},
+    )
+    create(api, "holder")
+    inactive = create(api, "inactive", active=False)
+    assistant = create(api, "assistant", roles=[{"value": "Assistant"}])
+    room = create(api, "room", userType="Room")
+    assert seat_of(api, assistant["id"])["licenseState"] == "free"
+    assert seat_of(api, room["id"])["licenseState"] == "free"
+
+    attempts = [
+        ("POST", "/Users", user("new")),
+        ("PATCH", f"/Users/{inactive['id']}", patch({"op": "replace", "value": {"active": True}})),
+        (
+            "PATCH",
+            f"/Users/{inactive['id']}",
+            patch({"op": "Replace", "path": "active", "value": "True"}),
+        ),
+        ("PUT", f"/Users/{inactive['id']}", user("inactive", True)),
+        (
+            "PATCH",
+            f"/Users/{assistant['id']}",
+            patch({"op": "replace", "path": "roles", "value": [{"value": "Member"}]}),
+        ),
+        (
+            "PATCH",
+            f"/Users/{room['id']}",
+            patch({"op": "replace", "path": "userType", "value": "Employee"}),
+        ),
+    ]
+    details = set()
+    for method, path, body in attempts:
+        before = user_count(api)
+        r = api.scim(method, path, body)
+        assert r.status_code == 403, (method, path, r.get_json())
+        details.add(r.get_json()["detail"])
+        assert user_count(api) == before
+    assert len(details) == 1
+    assert seat_of(api, inactive["id"])["licenseState"] == "inactive"
+    assert seat_of(api, assistant["id"])["licenseState"] == "free"
+    assert seat_of(api, room["id"])["licenseState"] == "free"
+    assert seats(api)["consumed"] == 1
+
+
+def test_group_join_mapping_to_consuming_role_is_refused_at_limit(make_api):
+    api = make_api(seats=1, free_roles=["Assistant"], group_roles={"App Members": "Member"})
+    create(api, "holder")
+    helper = create(api, "helper", roles=[{"value": "Assistant"}])
+    group = api.scim("POST", "/Groups", {"displayName": "App Members"}).get_json()
+    r = api.scim(
+        "PATCH",
+        f"/Groups/{group['id']}",
+        patch({"op": "add", "path": "members", "value": [{"value": helper["id"]}]}),
+    )
+    assert r.status_code == 403
+    assert "Seat limit reached" in r.get_json()["detail"]
+    members = api.scim("GET", f"/Groups/{group['id']}").get_json().get("members", [])
+    assert members == []
+
+
+# -- queue --------------------------------------------------------------------------------
+
+
+def test_queue_first_come_first_served_on_every_freeing_path(make_api):
+    api = make_api(seats=2, on_full="queue", free_roles=["Assistant"])
+    a = create(api, "a")
+    b = create(api, "b")
+    q1 = create(api, "q1")
+    q2 = create(api, "q2")
+    q3 = create(api, "q3")
+    q4 = create(api, "q4")
+    assert q1["active"] is True  # the IdP's view is kept
+    assert q1[SEAT] == {"licenseState": "queued", "appStatus": "Queued", "queuePosition": 1}
+    assert seat_of(api, q3["id"])["queuePosition"] == 3
+    queue = api.admin("GET", "/queue").get_json()["queued"]
+    assert [u["userName"] for u in queue] == ["q1", "q2", "q3", "q4"]
+
+    deactivate(api, a["id"])  # deactivation frees a seat -> q1
+    assert seat_of(api, q1["id"])["licenseState"] == "licensed"
+    assert seat_of(api, q2["id"])["queuePosition"] == 1
+
+    assert api.scim("DELETE", f"/Users/{b['id']}").status_code == 204  # deletion -> q2
+    assert seat_of(api, q2["id"])["licenseState"] == "licensed"
+
+    r = api.scim(  # role change to a free role -> q3
+        "PATCH",
+        f"/Users/{q1['id']}",
+        patch({"op": "add", "path": "roles", "value": [{"value": "Assistant"}]}),
+    )
+    assert r.get_json()[SEAT]["licenseState"] == "free"
+    assert seat_of(api, q3["id"])["licenseState"] == "licensed"
+
+    r = api.admin("PUT", "/licenses", {"seats": 3})  # license increase -> q4
+    assert r.status_code == 200
+    assert [u["userName"] for u in r.get_json()["promoted"]] == ["q4"]
+    assert seat_of(api, q4["id"])["licenseState"] == "licensed"
+    report = seats(api)
+    assert (report["licensed"], report["consumed"], report["queued"]) == (3, 3, 0)
+    kinds = [e["kind"] for e in api.admin("GET", "/ledger").get_json()["entries"]]
+    assert kinds.count("promote") == 4
+
+
+def test_queued_user_deactivated_leaves_the_queue(make_api):
+    api = make_api(seats=1, on_full="queue")
+    a = create(api, "a")
+    q1 = create(api, "q1")
+    q2 = create(api, "q2")
+    deactivate(api, q1["id"], entra=True)
+    assert seat_of(api, q1["id"])["licenseState"] == "inactive"
+    assert seat_of(api, q2["id"])["queuePosition"] == 1
+    deactivate(api, a["id"])
+    assert seat_of(api, q2["id"])["licenseState"] == "licensed"
+    assert seat_of(api, q1["id"])["licenseState"] == "inactive"
+
+
+# -- fallback and expand --------------------------------------------------------------------
+
+
+def test_fallback_gives_free_role_and_no_seat(make_api):
+    api = make_api(seats=1, on_full="fallback", fallback_role="Assistant", free_roles=["Assistant"])
+    create(api, "a")
+    b = create(api, "b")
+    assert b[SEAT] == {"licenseState": "free", "appStatus": "Active", "fallbackRole": "Assistant"}
+    assert seats(api)["consumed"] == 1
+
+
+def test_expand_raises_licenses_with_prorated_cost_up_to_ceiling(make_api):
+    api = make_api(
+        seats=1,
+        on_full="expand",
+        max_seats=2,
+        price_per_seat="120.00",
+        billing_period="annual",
+        renewal_date="2027-05-02",
+    )
+    create(api, "a")
+    b = create(api, "b")
+    assert b[SEAT]["licenseState"] == "licensed"
+    assert seats(api)["licensed"] == 2
+    entries = api.admin("GET", "/ledger").get_json()["entries"]
+    expand = [e for e in entries if e["kind"] == "expand"]
+    assert len(expand) == 1
+    # 2026-11-02 in an annual period 2026-05-02 .. 2027-05-02: 181 of 365 days remain
+    assert Decimal(expand[0]["cost"]) == (Decimal("120") * 181 / 365).quantize(Decimal("0.01"))
+    r = api.scim("POST", "/Users", user("c"))
+    assert r.status_code == 403
+    assert "max_seats" in r.get_json()["detail"] or "ceiling" in r.get_json()["detail"].lower()
+    billing = api.admin("GET", "/billing").get_json()
+    assert Decimal(billing["addon_cost"]) == Decimal(expand[0]["cost"])
+
+
+# -- licenses -------------------------------------------------------------------------------
+
+
+def test_license_decrease_never_below_consumption(make_api):
+    api = make_api(seats=3)
+    ids = [create(api, n)["id"] for n in ("a", "b", "c")]
+    r = api.admin("PUT", "/licenses", {"seats": 2})
+    assert r.status_code == 409
+    assert "3 users consume" in r.get_json()["error"] or "3" in r.get_json()["error"]
+    assert seats(api)["licensed"] == 3
+    deactivate(api, ids[0])
+    r = api.admin("PUT", "/licenses", {"seats": 2})
+    assert r.status_code == 200
+    assert r.get_json()["seats"] == 2
+
+
+def test_license_decrease_waits_for_renewal_window(make_api):
+    api = make_api(seats=5, decrease="renewal", renewal_date="2027-02-01", renewal_window_days=30)
+    r = api.admin("PUT", "/licenses", {"seats": 4})
+    assert r.status_code == 409
+    assert r.get_json()["allowed_from"] == "2027-01-02"
+    assert api.admin("PUT", "/licenses", {"seats": 6}).status_code == 200  # increases always
+
+
+def test_license_decrease_never_mode(make_api):
+    api = make_api(seats=5, decrease="never")
+    r = api.admin("PUT", "/licenses", {"seats": 4})
+    assert r.status_code == 409
+    assert "only rises" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"seats": "5"}, {"seats": 5.5}, {"seats": True}, {"seats": -1}, {"count": 5}, [5], {}],
+)
+def test_bad_license_input_is_refused_and_changes_nothing(make_api, body):
+    api = make_api(seats=5)
+    r = api.admin("PUT", "/licenses", body)
+    assert r.status_code == 400
+    assert "error" in r.get_json()
+    assert seats(api)["licensed"] == 5
+
+
+def test_admin_requires_admin_token(make_api):
+    api = make_api()
+    r = api.client.get("/admin/seats", headers={"Authorization": "Bearer scim-test-token"})
+    assert r.status_code == 401
+    assert r.get_json()["error"]
+    r = api.client.put("/admin/licenses", json={"seats": 1})
+    assert r.status_code == 401
+    assert seats(api)["licensed"] == 1000
+
+
+def test_seats_report_breaks_down_by_status_and_role(make_api):
+    api = make_api(seats=10, free_roles=["Assistant"])
+    create(api, "o", roles=[{"value": "Owner"}])
+    create(api, "m1", roles=[{"value": "Member"}])
+    create(api, "m2", roles=[{"value": "Member"}])
+    create(api, "as", roles=[{"value": "Assistant"}])
+    create(api, "gone", active=False)
+    report = seats(api)
+    assert (report["licensed"], report["consumed"], report["available"]) == (10, 3, 7)
+    assert report["by_status"]["Active"] == {"users": 4, "consuming": 3}
+    assert report["by_status"]["Inactive"] == {"users": 1, "consuming": 0}
+    assert report["by_role"] == {"member": 2, "owner": 1}
+
+
+def test_ledger_since_filters_and_rejects_bad_dates(make_api, clock):
+    api = make_api(seats=10)
+    create(api, "a")
+    clock.advance(days=1)
+    cut = clock.now.isoformat()
+    create(api, "b")
+    entries = api.admin("GET", "/ledger", query_string={"since": cut}).get_json()["entries"]
+    assert [e["userName"] for e in entries] == ["b"]
+    assert api.admin("GET", "/ledger?since=yesterday").status_code == 400
+
+
+def test_ledger_gives_past_seats_and_the_period_high_water_mark(make_api, clock):
+    api = make_api(seats=5)
+    a = create(api, "a")
+    b = create(api, "b")
+    c = create(api, "c")
+    clock.advance(hours=1)
+    moment = clock.now.isoformat()
+    clock.advance(hours=1)
+    for u in (a, b, c):
+        deactivate(api, u["id"])
+    r = api.admin("GET", "/seats", query_string={"at": moment}).get_json()
+    assert (r["licensed"], r["consumed"]) == (5, 3)
+    assert seats(api)["consumed"] == 0
+    billing = api.admin("GET", "/billing").get_json()
+    assert (billing["peak_seats"], billing["peak_consumed"]) == (5, 3)
+    assert api.admin("GET", "/seats", query_string={"at": "2001-01-01"}).status_code == 404
+    assert api.admin("GET", "/seats", query_string={"at": "soon"}).status_code == 400
+
+
+def test_admin_reevaluate_is_one_more_path_through_the_same_decision(make_api):
+    api = make_api(seats=1, on_full="fallback", fallback_role="Assistant", free_roles=["Assistant"])
+    a = create(api, "a")
+    b = create(api, "b")
+    assert b[SEAT]["fallbackRole"] == "Assistant"
+    r = api.admin("POST", f"/users/{b['id']}/reevaluate")
+    assert r.status_code == 200
+    assert r.get_json()["licenseState"] == "free"  # still full: the same outcome, fallback
+    deactivate(api, a["id"])
+    r = api.admin("POST", f"/users/{b['id']}/reevaluate")
+    assert r.get_json()["licenseState"] == "licensed"
+    assert seat_of(api, b["id"]) == {"licenseState": "licensed", "appStatus": "Active"}
+    assert api.admin("POST", "/users/nope/reevaluate").status_code == 404
+
+
+def test_admin_reevaluate_refuses_at_the_limit(make_api):
+    api = make_api(seats=1)
+    create(api, "a")
+    b = create(api, "b", active=False)
+    with api.agent.store.write() as tx:  # the directory activated b while seats were full...
+        rec = tx.get_user(b["id"])
+        rec.resource["active"] = True
+        tx.update_user(rec, dict(rec.resource), rec.seat, api.agent.clock())
+    r = api.admin("POST", f"/users/{b['id']}/reevaluate")
+    assert r.status_code == 403
+    assert r.get_json()["error"].startswith("Seat limit reached")
+    assert seats(api)["consumed"] == 1

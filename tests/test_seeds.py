@@ -1,0 +1,159 @@
+"""One scenario per seed document (../shared/seeds), from its own examples, over real SCIM."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from test_seat_engine import SEAT, create, deactivate, patch, seat_of, seats, user
+
+
+def test_seed_000_reduce_users_then_licenses(make_api):
+    """Kintone: 50 users on 50 licenses; reducing to 40 is refused until 10 are Inactive."""
+    api = make_api(seats=50)
+    ids = [create(api, f"user{i:02d}@example.com")["id"] for i in range(50)]
+    assert seats(api)["consumed"] == 50
+
+    r = api.admin("PUT", "/licenses", {"seats": 40})
+    assert r.status_code == 409
+    assert "50" in r.get_json()["error"]
+    for uid in ids[:9]:
+        deactivate(api, uid)
+    assert api.admin("PUT", "/licenses", {"seats": 40}).status_code == 409  # 41 still consume
+    # Method 2: deleting a user also frees its license
+    assert api.scim("DELETE", f"/Users/{ids[9]}").status_code == 204
+    r = api.admin("PUT", "/licenses", {"seats": 40})
+    assert r.status_code == 200
+    report = seats(api)
+    assert (report["licensed"], report["consumed"], report["available"]) == (40, 40, 0)
+    # Inactive users are "not counted as application users or licensed users"
+    assert report["by_status"]["Inactive"] == {"users": 9, "consuming": 0}
+
+
+def test_seed_001_free_roles_and_members_under_invitation(make_api):
+    """Owner/Administrator/Member consume; Administrator Assistant/Assistant do not:
+    4 members + 2 assistants need 4 licenses. Members under invitation count too."""
+    api = make_api(
+        seats=4,
+        free_roles=["Administrator Assistant", "Assistant"],
+        statuses=[{"name": "Invited", "consumes": True, "pending": True}],
+        rules=[{"status": "Invited", "user_types": ["Invitee"]}],
+    )
+    for name, role in [
+        ("owner", "Owner"),
+        ("admin", "Administrator"),
+        ("m1", "Member"),
+        ("aa", "Administrator Assistant"),
+        ("asst", "Assistant"),
+    ]:
+        create(api, name, roles=[{"value": role}])
+    invited = create(api, "invited", userType="Invitee", roles=[{"value": "Member"}])
+    assert invited[SEAT]["appStatus"] == "Invited"
+    assert invited[SEAT]["licenseState"] == "licensed"
+    assert seats(api)["consumed"] == 4
+    r = api.scim("POST", "/Users", user("m2", roles=[{"value": "Member"}]))
+    assert r.status_code == 403  # a fifth license-consuming member needs a fifth license
+    r = api.scim("POST", "/Users", user("asst2", roles=[{"value": "Assistant"}]))
+    assert r.status_code == 201  # assistants never need one
+
+
+def test_seed_001_pending_not_counted_when_configured(make_api):
+    api = make_api(
+        seats=1,
+        count_pending=False,
+        statuses=[{"name": "Invited", "consumes": True, "pending": True}],
+        rules=[{"status": "Invited", "user_types": ["Invitee"]}],
+    )
+    create(api, "member")
+    invited = create(api, "invited", userType="Invitee")
+    assert invited[SEAT] == {"licenseState": "free", "appStatus": "Invited"}
+    assert seats(api)["consumed"] == 1
+
+
+def test_seed_002_per_active_user_and_prorated_addon(make_api, clock):
+    """Kimai: each active user consumes one license, deactivated ones don't; reactivation and
+    new accounts only with a free license; an add-on on an annual plan 6 months old costs about
+    half."""
+    api = make_api(
+        seats=2,
+        price_per_seat="100.00",
+        billing_period="annual",
+        renewal_date="2027-05-02",
+    )
+    a = create(api, "a")
+    create(api, "b")
+    deactivate(api, a["id"])
+    c = create(api, "c")  # the freed license is reassigned
+    assert c[SEAT]["licenseState"] == "licensed"
+    r = api.scim("PATCH", f"/Users/{a['id']}", patch({"op": "replace", "value": {"active": True}}))
+    assert r.status_code == 403  # reactivation only if a license is available
+    assert seat_of(api, a["id"])["licenseState"] == "inactive"
+
+    r = api.admin("PUT", "/licenses", {"seats": 3})
+    assert r.status_code == 200
+    billing = api.admin("GET", "/billing").get_json()
+    # 2026-11-02 is 184 days into the 365-day period: 181 days remain
+    assert Decimal(billing["addon_cost"]) == Decimal("49.59")
+    assert billing["period_start"] == "2026-05-02" and billing["period_end"] == "2027-05-02"
+    r = api.scim("PATCH", f"/Users/{a['id']}", patch({"op": "replace", "value": {"active": True}}))
+    assert r.status_code == 200
+
+
+def test_seed_002_metered_bills_recently_active_deactivated_users(make_api, clock):
+    api = make_api(seats=10, metered=True, price_per_seat="5.00")
+    a = create(api, "a")
+    b = create(api, "b")
+    create(api, "c")
+    deactivate(api, a["id"])
+    clock.advance(days=40)
+    deactivate(api, b["id"])  # active within the last month
+    billing = api.admin("GET", "/billing").get_json()
+    assert billing["metered_users"] == 2  # c (active) + b (deactivated, active 0 days ago)
+    assert Decimal(billing["total"]) == Decimal("10.00")
+
+
+def test_seed_003_maximum_number_system(make_api):
+    """Suspended accounts are accounts in use; only deletion frees one; adding beyond the
+    contract raises the contracted number, which never decreases."""
+    api = make_api(seats=2, inactive_consumes=True, on_full="expand", max_seats=5, decrease="never")
+    a = create(api, "a")
+    create(api, "b")
+    suspended = deactivate(api, a["id"])
+    assert suspended[SEAT] == {"licenseState": "licensed", "appStatus": "Suspended"}
+    assert seats(api)["consumed"] == 2  # suspend does not free
+    create(api, "c")  # exceeds the contract: it rises to 3
+    assert seats(api)["licensed"] == 3
+    assert api.scim("DELETE", f"/Users/{a['id']}").status_code == 204  # delete frees
+    report = seats(api)
+    assert (report["licensed"], report["consumed"], report["available"]) == (3, 2, 1)
+    r = api.admin("PUT", "/licenses", {"seats": 2})
+    assert r.status_code == 409  # "Accounts under contract" cannot be decreased
+
+
+def test_seed_004_status_based_licences(make_api):
+    """OpenCRM: Active and Locked consume; Room/Resource/Asset/Queue do not; the allowance is
+    only lowered by the account manager (decrease = manual, recorded by an admin)."""
+    api = make_api(
+        seats=2,
+        free_user_types=["Room", "Resource", "Asset", "Queue"],
+        statuses=[
+            {"name": "Locked", "consumes": True},
+            {"name": "Room", "consumes": False},
+        ],
+        rules=[
+            {"status": "Room", "user_types": ["Room"]},
+            {"status": "Locked", "roles_any": ["Locked"]},
+        ],
+        group_roles={"CRM Locked": "Locked"},
+        decrease="manual",
+    )
+    active = create(api, "active")
+    locked = create(api, "locked", roles=[{"value": "Locked"}])
+    assert locked[SEAT] == {"licenseState": "licensed", "appStatus": "Locked"}
+    room = create(api, "boardroom", userType="Room")
+    assert room[SEAT] == {"licenseState": "free", "appStatus": "Room"}
+    for kind in ("Resource", "Asset", "Queue"):
+        assert create(api, kind.lower(), userType=kind)[SEAT]["licenseState"] == "free"
+    assert seats(api)["consumed"] == 2
+    assert api.scim("POST", "/Users", user("third")).status_code == 403
+    deactivate(api, active["id"])  # making an Active user Inactive frees a licence
+    assert create(api, "third")[SEAT]["licenseState"] == "licensed"

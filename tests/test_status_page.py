@@ -1,0 +1,418 @@
+"""The /admin/ status page: auth and session (Flask test client), then a real headless Chromium
+against `seat-agent serve` (gunicorn, several workers): screenshot pixels and the rendered DOM."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, SCIM_TOKEN
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+COOKIE = "seat_agent_admin"
+CONSUMED_RGB = (0x7C, 0x3A, 0xED)  # the gauge's consumed fill, #7c3aed
+AVAILABLE_RGB = (0xD4, 0xD4, 0xD8)  # the gauge's available fill, #d4d4d8
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
+
+
+def new_user(name: str, **extra) -> dict:
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "active": True,
+        **extra,
+    }
+
+
+def session_cookie(client):
+    return client.get_cookie(COOKIE, path="/admin")
+
+
+def login(client, token: str = ADMIN_TOKEN):
+    return client.post("/admin/login", data={"token": token})
+
+
+# -- auth and session ------------------------------------------------------------------------
+
+
+def test_browser_without_auth_is_sent_to_login(api):
+    resp = api.client.get("/admin/", headers=HTML)
+    assert resp.status_code == 303
+    assert resp.location.endswith("/admin/login")
+    form = api.client.get("/admin/login")
+    assert form.status_code == 200
+    assert b'name="token"' in form.data and b'type="password"' in form.data
+
+
+def test_non_browser_without_auth_gets_401(api):
+    resp = api.client.get("/admin/")
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert resp.json == {"error": "missing or invalid admin bearer token"}
+    wrong = api.client.get("/admin/", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+
+
+def test_bearer_token_shows_the_page(api):
+    api.scim("POST", "/Users", new_user("ann@example.com"))
+    resp = api.client.get("/admin/", headers=BEARER)
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/html"
+    assert session_cookie(api.client) is None  # a bearer request creates no session
+    assert "ann@example.com" in resp.text  # the ledger's grant row
+
+
+@pytest.mark.parametrize("token", ["wrong-token", "", "  "])
+def test_wrong_token_at_login_is_401_without_cookie(api, token):
+    resp = login(api.client, token)
+    assert resp.status_code == 401
+    assert "Wrong admin token" in resp.text
+    assert "Set-Cookie" not in resp.headers
+    assert session_cookie(api.client) is None
+    assert api.client.get("/admin/", headers=HTML).status_code == 303
+
+
+def test_login_sets_a_strict_httponly_cookie_and_shows_the_numbers(make_api):
+    api = make_api(seats=3, on_full="queue")
+    for name in ("a@x", "b@x", "c@x", "d@x", "e@x"):
+        assert api.scim("POST", "/Users", new_user(name)).status_code == 201
+
+    resp = login(api.client)
+    assert resp.status_code == 303
+    assert resp.location.endswith("/admin/")
+    set_cookie = resp.headers["Set-Cookie"]
+    assert set_cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=Strict" in set_cookie
+    assert "Path=/admin" in set_cookie
+    assert "Secure" not in set_cookie  # plain http here; see the https test
+
+    page = api.client.get("/admin/", headers=HTML)
+    assert page.status_code == 200
+    text = page.text
+    for metric, value in (("licensed", 3), ("consumed", 3), ("available", 0), ("queued", 2)):
+        assert f'<dd id="{metric}">{value}</dd>' in text
+    rows = re.findall(r'<tr class="queue-row"><td>(\d+)</td><td>([^<]+)</td>', text)
+    assert rows == [("1", "d@x"), ("2", "e@x")]
+    assert 'width="600"' in text  # consumed rect fills the bar at 3 of 3
+    assert "Content-Security-Policy" in page.headers
+    assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_cookie_is_secure_over_https(api):
+    resp = api.client.post(
+        "/admin/login", data={"token": ADMIN_TOKEN}, base_url="https://agent.example"
+    )
+    assert resp.status_code == 303
+    assert "Secure" in resp.headers["Set-Cookie"]
+
+
+def test_token_in_url_logs_in_once_and_redirects(api):
+    resp = api.client.get(f"/admin/login?token={ADMIN_TOKEN}")
+    assert resp.status_code == 303
+    assert resp.location.endswith("/admin/")
+    assert session_cookie(api.client) is not None
+    assert api.client.get("/admin/", headers=HTML).status_code == 200
+    other = api.app.test_client()
+    bad = other.get("/admin/login?token=wrong")
+    assert bad.status_code == 401
+    assert session_cookie(other) is None
+
+
+def test_logout_ends_the_session(api):
+    login(api.client)
+    assert api.client.get("/admin/", headers=HTML).status_code == 200
+    resp = api.client.post("/admin/logout")
+    assert resp.status_code == 303
+    assert resp.location.endswith("/admin/login")
+    assert session_cookie(api.client) is None
+    assert api.client.get("/admin/", headers=HTML).status_code == 303
+    assert api.client.get("/admin/seats").status_code == 401
+
+
+def test_forged_or_foreign_cookie_is_refused(make_api, db_url):
+    api = make_api()
+    api.client.set_cookie(COOKIE, '{"admin": true}', path="/admin")
+    assert api.client.get("/admin/", headers=HTML).status_code == 303
+    assert api.client.get("/admin/seats").status_code == 401
+
+
+def test_session_key_is_shared_by_apps_with_the_same_token(make_api):
+    """Every gunicorn worker builds its own app: a cookie from one must work on another."""
+    first, second = make_api(), make_api()
+    assert first.app.secret_key == second.app.secret_key
+    login(first.client)
+    cookie = session_cookie(first.client)
+    assert cookie is not None
+    second.client.set_cookie(COOKIE, cookie.value, path="/admin")
+    assert second.client.get("/admin/", headers=HTML).status_code == 200
+
+
+def test_session_key_changes_with_the_admin_token():
+    from agent.web.auth import digest
+    from agent.web.status_page import session_secret
+
+    assert session_secret(digest("one")) == session_secret(digest("one"))
+    assert session_secret(digest("one")) != session_secret(digest("two"))
+    assert session_secret(None) != session_secret(None)  # no token: random, never forgeable
+
+
+def test_session_reads_admin_api_and_needs_csrf_header_to_change_state(api):
+    login(api.client)
+    assert api.client.get("/admin/seats").json["licensed"] == 1000
+    refused = api.client.put("/admin/licenses", json={"seats": 1200})
+    assert refused.status_code == 401
+    assert api.client.get("/admin/seats").json["licensed"] == 1000
+    done = api.client.put(
+        "/admin/licenses", json={"seats": 1200}, headers={"X-Requested-With": "fetch"}
+    )
+    assert done.status_code == 200
+    assert done.json["seats"] == 1200
+
+
+def test_page_actions_on_reductions_need_the_session_and_the_csrf_header(api):
+    """The requests status_page.js sends: same-origin fetch with the cookie and X-Requested-With."""
+    for i in range(3):
+        api.scim("POST", "/Users", new_user(f"r{i}@x"))
+    planned = api.admin("POST", "/reductions", {"target": 900})
+    assert planned.status_code == 201, planned.json
+    rid = planned.json["id"]
+    browser = api.app.test_client()
+    login(browser)
+    listed = browser.get("/admin/reductions", headers={"X-Requested-With": "fetch"})
+    assert listed.status_code == 200
+    assert [(r["id"], r["state"]) for r in listed.json["reductions"]] == [(rid, "planned")]
+
+    forged = browser.post(f"/admin/reductions/{rid}/cancel")  # a cross-site form: no header
+    assert forged.status_code == 401
+    assert api.admin("GET", f"/reductions/{rid}").json["state"] == "planned"
+    anonymous = api.app.test_client().post(
+        f"/admin/reductions/{rid}/cancel", headers={"X-Requested-With": "fetch"}
+    )
+    assert anonymous.status_code == 401
+
+    cancelled = browser.post(
+        f"/admin/reductions/{rid}/cancel", headers={"X-Requested-With": "fetch"}
+    )
+    assert cancelled.status_code == 200, cancelled.json
+    assert cancelled.json["state"] == "cancelled"
+
+    again = api.admin("POST", "/reductions", {"target": 900}).json["id"]
+    approved = browser.post(
+        f"/admin/reductions/{again}/approve", headers={"X-Requested-With": "fetch"}
+    )
+    assert approved.status_code == 200, approved.json
+    assert approved.json["state"] != "planned"
+
+
+def test_bearer_admin_api_is_unchanged(api):
+    resp = api.admin("PUT", "/licenses", {"seats": 1001})
+    assert resp.status_code == 200
+    assert session_cookie(api.client) is None
+
+
+def test_page_shows_recent_ledger_newest_first(api, clock):
+    for i in range(25):
+        api.scim("POST", "/Users", new_user(f"u{i:02d}@x"))
+        clock.advance(minutes=1)
+    text = api.client.get("/admin/", headers=BEARER).text
+    names = re.findall(r'<tr class="ledger-row">(?:<td>[^<]*</td>){4}<td>([^<]*)</td>', text)
+    assert len(names) == 20
+    assert names[0] == "u24@x" and names[-1] == "u05@x"
+
+
+def test_static_assets_are_served_without_auth(api):
+    with api.client.get("/admin/static/status_page.js") as js:
+        assert js.status_code == 200
+        assert b"X-Requested-With" in js.data
+    with api.client.get("/admin/static/status_page.css") as css:
+        assert css.status_code == 200
+
+
+# -- a real browser against a real server ----------------------------------------------------
+
+
+def read_png(path: Path) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit, non-interlaced RGB or RGBA PNG into rows of RGB(A) bytes (no Pillow).
+
+    PNG specification, sections 11.2.2 (IHDR), 9 (filtering) and 10 (zlib compression).
+    """
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat = 8, b""
+    width = height = channels = 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        chunk = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and interlace == 0 and colour in (2, 6), (depth, colour, interlace)
+            channels = 3 if colour == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        elif kind == b"IEND":
+            break
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        start = y * (stride + 1)
+        ftype, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        if ftype == 1:
+            for i in range(channels, stride):
+                line[i] = (line[i] + line[i - channels]) & 0xFF
+        elif ftype == 2:
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev, strict=True))
+        elif ftype == 3:
+            for i in range(stride):
+                left = line[i - channels] if i >= channels else 0
+                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
+        elif ftype == 4:
+            for i in range(stride):
+                a = line[i - channels] if i >= channels else 0
+                b = prev[i]
+                c = prev[i - channels] if i >= channels else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[i] = (line[i] + pred) & 0xFF
+        rows.append(bytes(line))
+        prev = line
+    return width, channels, rows
+
+
+def count_colour(row: bytes, channels: int, rgb: tuple[int, int, int], tol: int = 4) -> int:
+    r, g, b = rgb
+    n = 0
+    for i in range(0, len(row), channels):
+        if abs(row[i] - r) <= tol and abs(row[i + 1] - g) <= tol and abs(row[i + 2] - b) <= tol:
+            n += 1
+    return n
+
+
+def gauge_fraction(png: Path) -> tuple[int, float]:
+    """Rows that show the gauge, and consumed / (consumed + available) pixels across them."""
+    _, channels, rows = read_png(png)
+    gauge_rows = consumed = available = 0
+    for row in rows:
+        c = count_colour(row, channels, CONSUMED_RGB)
+        a = count_colour(row, channels, AVAILABLE_RGB)
+        if c + a >= 100:  # a row through the bar, not a stray pixel of text
+            gauge_rows += 1
+            consumed += c
+            available += a
+    assert gauge_rows, "no gauge in the screenshot"
+    return gauge_rows, consumed / (consumed + available)
+
+
+def need_chromium() -> str:
+    if CHROMIUM:
+        return CHROMIUM
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is required under CI=true: apt-get install -y chromium")
+    pytest.skip("chromium not installed (apt-get install -y chromium)")
+
+
+def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--virtual-time-budget=5000",  # let fetch() for the workflows settle before capture
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_status_page_in_headless_chromium(live_server, tmp_path):
+    import requests
+
+    binary = need_chromium()
+    server = live_server(workers=2, seats=10, on_full="queue")
+    scim = requests.Session()
+    scim.headers.update({"Authorization": f"Bearer {SCIM_TOKEN}"})
+
+    def create(name: str) -> dict:
+        resp = scim.post(server.url + "/scim/v2/Users", json=new_user(name), timeout=10)
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    for i in range(3):
+        create(f"early{i}@example.com")
+    # ?token= is how a browser without a cookie gets in: login sets the session and redirects.
+    login_url = f"{server.url}/admin/login?token={ADMIN_TOKEN}"
+
+    shot = tmp_path / "partial.png"
+    run_chromium(
+        binary, tmp_path / "p1", f"--screenshot={shot}", "--window-size=1000,800", login_url
+    )
+    rows, fraction = gauge_fraction(shot)
+    assert 30 <= rows <= 50  # the 40 px bar, fully in view
+    assert abs(fraction - 0.3) < 0.02, fraction
+    dom = run_chromium(binary, tmp_path / "p0", "--dump-dom", login_url).stdout
+    assert '<dd id="consumed">3</dd>' in dom
+    # No open reduction (or /admin/reductions not wired: 404): the script says so.
+    assert re.search(r'id="reductions-status"[^>]*>no workflows<', dom), dom
+    planned = requests.post(
+        server.url + "/admin/reductions",
+        json={"target": 5},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert planned.status_code == 201, planned.text
+    rid = planned.json()["id"]
+
+    for i in range(9):
+        create(f"late{i}@example.com")  # 7 take the last seats, 2 wait
+    seats = requests.get(
+        server.url + "/admin/seats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
+    ).json()
+    assert (seats["consumed"], seats["queued"]) == (10, 2)
+
+    dom = run_chromium(binary, tmp_path / "p2", "--dump-dom", login_url).stdout
+    for metric, value in (("licensed", 10), ("consumed", 10), ("available", 0), ("queued", 2)):
+        assert f'<dd id="{metric}">{value}</dd>' in dom, metric
+    queue = re.findall(r'<tr class="queue-row"><td>(\d+)</td><td>([^<]+)</td><td>([^<]+)</td>', dom)
+    assert [(p, n) for p, n, _ in queue] == [("1", "late7@example.com"), ("2", "late8@example.com")]
+    assert all(since.endswith("UTC") for _, _, since in queue)
+    # The script fetched the open reduction with the session and offers both actions.
+    row = re.search(r'<tr class="reduction-row">(.*?)</tr>', dom)
+    assert row, dom
+    assert f"<td>{rid}</td><td>planned</td><td>5</td>" in row.group(1)
+    assert 'class="reduction-approve">Approve</button>' in row.group(1)
+    assert 'class="reduction-cancel">Cancel</button>' in row.group(1)
+    assert "early0@example.com" in dom and "late8@example.com" in dom  # ledger rows
+
+    full = tmp_path / "full.png"
+    run_chromium(
+        binary, tmp_path / "p3", f"--screenshot={full}", "--window-size=1000,800", login_url
+    )
+    _, fraction = gauge_fraction(full)
+    assert fraction > 0.99, fraction
