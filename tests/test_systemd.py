@@ -10,6 +10,7 @@ import configparser
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,8 @@ def runnable_units(tmp_path: Path) -> list[Path]:
     name /usr/local/bin/seat-agent, the path docs/deployment.md installs to; a test must not
     create files there, so it checks copies that point at this environment's entry point.
     """
-    binary = shutil.which("seat-agent")
+    beside_python = Path(sys.executable).parent / "seat-agent"
+    binary = str(beside_python) if beside_python.exists() else shutil.which("seat-agent")
     assert binary, "the seat-agent entry point is not installed (pip install -e .)"
     out = []
     for unit in UNITS:
