@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from agent.domain import license as lic
 from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
 from agent.storage.records import UserRecord
 from agent.storage.store import Store, StoreTx, _user_from_row
-from agent.storage.tables import user_values, users
+from agent.storage.tables import group_members, groups, user_values, users
 
 BATCH = 1000
 RECONCILE = Cause("reconcile")
@@ -90,41 +90,57 @@ class SeatRow:
     on_fallback: bool
 
 
+_SEAT_COLUMNS = select(
+    users.c.seq,
+    users.c.id,
+    users.c.user_name,
+    users.c.active,
+    users.c.user_type,
+    users.c.app_status,
+    users.c.license_state,
+    users.c.holds_seat,
+    users.c.on_fallback,
+)
+_SEAT_ROWS = _SEAT_COLUMNS.where(users.c.seq > bindparam("after")).order_by(users.c.seq)
+# Multi-valued rows and group names of a batch, by its ``seq`` range (a join, not a list of
+# 1,000 ids to bind). Every multi-valued row of the batch is read and roles picked in Python:
+# with ``attr = 'roles'`` in the SQL, SQLite would walk the (attr, value) index, which holds
+# every user's role rows, on every batch.
+_BATCH_VALUES = (
+    select(user_values.c.user_id, user_values.c.attr, user_values.c.value_ci)
+    .select_from(users.join(user_values, user_values.c.user_id == users.c.id))
+    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
+)
+_BATCH_GROUPS = (
+    select(group_members.c.user_id, groups.c.display_name)
+    .select_from(
+        users.join(group_members, group_members.c.user_id == users.c.id).join(
+            groups, groups.c.id == group_members.c.group_id
+        )
+    )
+    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
+)
+
+
 def iter_seat_rows(store: Store, batch: int = BATCH) -> Iterator[list[SeatRow]]:
     """Every user's directory state and seat state, in batches (keyset on ``seq``): columns,
     role rows and group names only, so memory and time stay flat per user."""
-    last = 0
-    cols = (
-        users.c.seq,
-        users.c.id,
-        users.c.user_name,
-        users.c.active,
-        users.c.user_type,
-        users.c.app_status,
-        users.c.license_state,
-        users.c.holds_seat,
-        users.c.on_fallback,
-    )
+    after = 0
+    page = _SEAT_ROWS.limit(batch)
     while True:
         with store.read() as tx:
-            rows = tx.conn.execute(
-                select(*cols).where(users.c.seq > last).order_by(users.c.seq).limit(batch)
-            ).all()
+            rows = tx.conn.execute(page, {"after": after}).all()
             if not rows:
                 return
-            last = rows[-1].seq
-            ids = [r.id for r in rows]
+            span = {"after": after, "last": rows[-1].seq}
+            after = rows[-1].seq
             roles: dict[str, set[str]] = {}
-            # By user id only (its index), not by attr: SQLite would pick the (attr, value)
-            # index for ``attr = 'roles'`` and scan every role row for every batch.
-            for user_id, attr, value in tx.conn.execute(
-                select(user_values.c.user_id, user_values.c.attr, user_values.c.value_ci).where(
-                    user_values.c.user_id.in_(ids)
-                )
-            ):
+            for user_id, attr, value in tx.conn.execute(_BATCH_VALUES, span):
                 if attr == "roles":
                     roles.setdefault(user_id, set()).add(value)
-            groups = tx.groups_of(ids)
+            groups_of: dict[str, set[str]] = {}
+            for user_id, name in tx.conn.execute(_BATCH_GROUPS, span):
+                groups_of.setdefault(user_id, set()).add(name)
         yield [
             SeatRow(
                 id=r.id,
@@ -132,7 +148,7 @@ def iter_seat_rows(store: Store, batch: int = BATCH) -> Iterator[list[SeatRow]]:
                 state=lic.DirectoryState(
                     active=bool(r.active),
                     roles=frozenset(roles.get(r.id, ())),
-                    groups=frozenset(groups.get(r.id, ())),
+                    groups=frozenset(groups_of.get(r.id, ())),
                     user_type=r.user_type,
                 ),
                 app_status=r.app_status,
@@ -214,24 +230,27 @@ def _resettle(
     """Re-decide a batch of users in one write transaction (the seat-pool lock is held once)."""
     with store.write() as tx:
         names = tx.groups_of(user_ids)
-        for record in tx.get_users(user_ids):
-            try:
-                seat = seats.settle(
-                    tx,
-                    user_id=record.id,
-                    user_name=record.user_name,
-                    state=directory_state(record.resource, names.get(record.id, [])),
-                    previous=record.seat,
-                    cause=RECONCILE,
-                )
-            except SeatRefused:  # raised before anything was written for this user
-                report.unresolved.append(record.user_name)
-                continue
-            if seat != record.seat:
-                tx.set_seat(record.id, seat, seats.clock())
-                seats.notifier.user_changed(tx, record.id)
-                report.resettled.append(record.user_name)
-                report.repaired = True
+        records = tx.get_users(user_ids)
+        # Everything read first; the pool, ledger and seat writes go out in bulk at the end.
+        with tx.deferred_seat_writes():
+            for record in records:
+                try:
+                    seat = seats.settle(
+                        tx,
+                        user_id=record.id,
+                        user_name=record.user_name,
+                        state=directory_state(record.resource, names.get(record.id, [])),
+                        previous=record.seat,
+                        cause=RECONCILE,
+                    )
+                except SeatRefused:  # raised before anything was written for this user
+                    report.unresolved.append(record.user_name)
+                    continue
+                if seat != record.seat:
+                    tx.set_seat(record.id, seat, seats.clock())
+                    seats.notifier.user_changed(tx, record.id)
+                    report.resettled.append(record.user_name)
+                    report.repaired = True
         seats.promote_queue(tx, RECONCILE)
 
 

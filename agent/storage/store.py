@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -207,26 +208,66 @@ _SET_SEAT = (
 )
 
 
+@dataclass
+class _DeferredWrites:
+    pool: dict[str, Any] | None = None
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    seats: list[dict[str, Any]] = field(default_factory=list)
+
+
 class StoreTx:
     """Operations inside one transaction."""
 
     def __init__(self, conn: Connection):
         self.conn = conn
         self.is_postgres = conn.dialect.name == "postgresql"
+        # The pool row as this transaction last wrote or read it, once it holds the lock:
+        # nobody else can change the row until it commits, so it need not be read again.
+        self._pool: PoolRow | None = None
+        self._deferred: _DeferredWrites | None = None
 
     # -- seat pool -------------------------------------------------------------------------
 
     def lock_pool(self) -> PoolRow:
         q = _POOL_FOR_UPDATE if self.is_postgres else _POOL
         row = self.conn.execute(q).one()
-        return PoolRow(seats=row.seats, consumed=row.consumed)
+        self._pool = PoolRow(seats=row.seats, consumed=row.consumed)
+        return self._pool
 
     def pool(self) -> PoolRow:
+        if self._pool is not None:
+            return self._pool
         row = self.conn.execute(_POOL).one()
         return PoolRow(seats=row.seats, consumed=row.consumed)
 
     def set_pool(self, seats: int, consumed: int, now: datetime) -> None:
-        self.conn.execute(_SET_POOL, {"p_seats": seats, "p_consumed": consumed, "p_updated": now})
+        if self._pool is not None:
+            self._pool = PoolRow(seats=seats, consumed=consumed)
+        params = {"p_seats": seats, "p_consumed": consumed, "p_updated": now}
+        if self._deferred is not None:
+            self._deferred.pool = params
+            return
+        self.conn.execute(_SET_POOL, params)
+
+    @contextmanager
+    def deferred_seat_writes(self) -> Iterator[None]:
+        """Inside the block, pool updates, ledger entries and seat-state changes are kept and
+        written in bulk when it ends (one pool update, one executemany each), for a job that
+        re-decides many users in one transaction. Reads of the ledger or of a user's seat
+        state inside the block would not see them: callers only read before the block."""
+        if self._pool is None:
+            raise RuntimeError("deferred seat writes need the seat-pool lock (a write tx)")
+        deferred = self._deferred = _DeferredWrites()
+        try:
+            yield
+        finally:
+            self._deferred = None
+        if deferred.pool is not None:
+            self.conn.execute(_SET_POOL, deferred.pool)
+        if deferred.ledger:
+            self.conn.execute(_LEDGER_INSERT, deferred.ledger)
+        if deferred.seats:
+            self.conn.execute(_SET_SEAT, deferred.seats)
 
     def append_ledger(
         self,
@@ -241,20 +282,21 @@ class StoreTx:
         detail: str | None = None,
         cost: Decimal | None = None,
     ) -> None:
-        self.conn.execute(
-            _LEDGER_INSERT,
-            {
-                "at": at,
-                "kind": kind,
-                "cause": cause,
-                "user_id": user_id,
-                "user_name": user_name,
-                "detail": detail,
-                "seats_after": seats_after,
-                "consumed_after": consumed_after,
-                "cost": cost,
-            },
-        )
+        entry = {
+            "at": at,
+            "kind": kind,
+            "cause": cause,
+            "user_id": user_id,
+            "user_name": user_name,
+            "detail": detail,
+            "seats_after": seats_after,
+            "consumed_after": consumed_after,
+            "cost": cost,
+        }
+        if self._deferred is not None:
+            self._deferred.ledger.append(entry)
+            return
+        self.conn.execute(_LEDGER_INSERT, entry)
 
     def ledger(
         self,
@@ -343,14 +385,15 @@ class StoreTx:
 
     def set_seat(self, user_id: str, seat: SeatState, now: datetime) -> None:
         """Change only a user's seat state (queue promotion, reconcile): not a directory edit."""
-        self.conn.execute(
-            _SET_SEAT,
-            {
-                **{f"s_{k}": v for k, v in _seat_columns(seat).items()},
-                "s_uid": user_id,
-                "s_now": now,
-            },
-        )
+        params = {
+            **{f"s_{k}": v for k, v in _seat_columns(seat).items()},
+            "s_uid": user_id,
+            "s_now": now,
+        }
+        if self._deferred is not None:
+            self._deferred.seats.append(params)
+            return
+        self.conn.execute(_SET_SEAT, params)
 
     def delete_user(self, user_id: str) -> None:
         self.conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
