@@ -92,7 +92,8 @@ class Provisioning:
             )
             record = tx.insert_user(user_id, resource, seat, self.clock())
             self.seats.notifier.user_changed(tx, record.id)
-            return _reread_user(tx, record.id)
+            tx.attach_queue_positions([record])  # a new user belongs to no group yet
+            return record
 
     def get_user(self, user_id: str) -> UserRecord:
         with self.store.read() as tx:
@@ -148,11 +149,12 @@ class Provisioning:
                 previous=record.seat,
                 cause=cause,
             )
-            tx.update_user(record, resource, seat, self.clock())
+            updated = tx.update_user(record, resource, seat, self.clock())
             self.seats.notifier.user_changed(tx, user_id)
             if record.seat.holds_seat and not seat.holds_seat:
-                self.seats.promote_queue(tx, cause)
-            return _reread_user(tx, user_id)
+                self.seats.promote_queue(tx, cause)  # others' seats; this user's stays as set
+            tx.attach_queue_positions([updated])
+            return updated
 
     @_announces_refusals
     def reevaluate_user(self, user_id: str, cause: Cause = ADMIN) -> UserRecord:

@@ -188,6 +188,7 @@ _SET_POOL = (
     )
 )
 _LEDGER_INSERT = insert(seat_ledger)
+_INSERT_USER = insert(users)
 _SEAT_FIELDS = (
     "app_status",
     "license_state",
@@ -336,8 +337,7 @@ class StoreTx:
     def insert_user(
         self, user_id: str, resource: dict, seat: SeatState, now: datetime
     ) -> UserRecord:
-        if self.user_name_taken(resource["userName"]):
-            raise Conflict(f"userName '{resource['userName']}' is already in use")
+        # The unique index on user_name_ci decides (callers check first for a clear error).
         values = {
             "id": user_id,
             **user_columns(resource),
@@ -349,7 +349,7 @@ class StoreTx:
         }
         try:
             with self.conn.begin_nested():
-                self.conn.execute(insert(users).values(**values))
+                self.conn.execute(_INSERT_USER, values)
         except IntegrityError:
             raise Conflict(f"userName '{resource['userName']}' is already in use") from None
         rows = user_value_rows(user_id, resource)
@@ -407,7 +407,7 @@ class StoreTx:
         record = _user_from_row(row)
         if with_groups:
             self._attach_groups([record])
-        self._attach_queue_positions([record])
+        self.attach_queue_positions([record])
         return record
 
     def get_users(self, ids: Iterable[str]) -> list[UserRecord]:
@@ -449,7 +449,7 @@ class StoreTx:
                 total_q = total_q.where(where)
             total = int(self.conn.execute(total_q).scalar_one())
         self._attach_groups(records)
-        self._attach_queue_positions(records)
+        self.attach_queue_positions(records)
         return Page(total, records)
 
     def _attach_groups(self, records: list[UserRecord]) -> None:
@@ -465,7 +465,7 @@ class StoreTx:
         for row in self.conn.execute(q):
             by_id[row.user_id].groups.append((row.id, row.display_name))
 
-    def _attach_queue_positions(self, records: list[UserRecord]) -> None:
+    def attach_queue_positions(self, records: list[UserRecord]) -> None:
         for r in records:
             if r.seat.license_state == "queued" and r.seat.queued_at is not None:
                 ahead = self.conn.execute(
