@@ -182,3 +182,17 @@ def test_seed002_metered_bills_active_plus_recently_active_deactivated_users():
     assert preview.metered_cost == Decimal("70.00")
     assert preview.total == Decimal("70.00")
     assert preview.base_cost == Decimal("100.00")
+
+
+def test_preview_initial_contract_entry_inside_period_is_priced_for_the_whole_period():
+    """The agent's first start writes the configured count: that contract was held before,
+    so it is the base at full price; only later purchases are prorated add-ons."""
+    terms = annual(date(2027, 5, 2), price="100.00")
+    addons = [
+        SeatChange(at(2026, 11, 2), 10, Decimal("0"), initial=True),
+        SeatChange(at(2026, 11, 2, 13), 11, Decimal("49.59")),
+    ]
+    preview = billing_preview(terms, 11, 10, addons, False, [], at(2026, 11, 3))
+    assert preview.base_cost == Decimal("1000.00")
+    assert preview.addon_cost == Decimal("49.59")
+    assert preview.total == Decimal("1049.59")

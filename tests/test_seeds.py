@@ -93,9 +93,32 @@ def test_seed_002_per_active_user_and_prorated_addon(make_api, clock):
     billing = api.admin("GET", "/billing").get_json()
     # 2026-11-02 is 184 days into the 365-day period: 181 days remain
     assert Decimal(billing["addon_cost"]) == Decimal("49.59")
+    # the 2 licenses held when the agent first started are the contract: the whole period
+    assert Decimal(billing["base_cost"]) == Decimal("200.00")
+    assert Decimal(billing["total"]) == Decimal("249.59")
     assert billing["period_start"] == "2026-05-02" and billing["period_end"] == "2027-05-02"
     r = api.scim("PATCH", f"/Users/{a['id']}", patch({"op": "replace", "value": {"active": True}}))
     assert r.status_code == 200
+
+
+def test_seed_002_ten_seats_plus_addon_six_months_in(make_api, clock):
+    """10 licenses at 100/year held from before the agent started, one more bought 6 months
+    into the annual period: 1000.00 for the contract plus about half a year for the add-on."""
+    api = make_api(
+        seats=10, price_per_seat="100.00", billing_period="annual", renewal_date="2027-05-02"
+    )
+    before = api.admin("GET", "/billing").get_json()
+    assert (Decimal(before["base_cost"]), Decimal(before["addon_cost"])) == (
+        Decimal("1000.00"),
+        Decimal("0.00"),
+    )
+    assert Decimal(before["total"]) == Decimal("1000.00")
+    assert api.admin("PUT", "/licenses", {"seats": 11}).status_code == 200
+    billing = api.admin("GET", "/billing").get_json()
+    assert billing["seats_held"] == 11
+    assert Decimal(billing["base_cost"]) == Decimal("1000.00")
+    assert Decimal(billing["addon_cost"]) == Decimal("49.59")  # 181 of 365 days remain
+    assert Decimal(billing["total"]) == Decimal("1049.59")
 
 
 def test_seed_002_metered_bills_recently_active_deactivated_users(make_api, clock):

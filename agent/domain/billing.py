@@ -96,11 +96,15 @@ def prorated_cost(terms: BillingTerms, added_seats: int, on: date) -> Decimal:
 @dataclass(frozen=True)
 class SeatChange:
     """One entry of the append-only seat ledger: the license count after a change at ``at`` and
-    what that change was charged (the prorated cost for an increase, zero otherwise)."""
+    what that change was charged (the prorated cost for an increase, zero otherwise).
+
+    ``initial`` marks the entry the agent writes at first start with the configured count: the
+    contract already held before the ledger began, not a purchase made at that moment."""
 
     at: datetime
     seats_after: int
     cost: Decimal
+    initial: bool = False
 
 
 def _ordered(changes: Sequence[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
@@ -168,9 +172,11 @@ def billing_preview(
     """Cost of the current period.
 
     ``addons`` is the seat ledger. The base is priced on the seats held at the period start per
-    the ledger; with an empty ledger nothing changed, so the base is ``seats_held``; when the
-    ledger begins inside the period, no seats were held before it (the first entry is the
-    purchase and its prorated cost is the add-on charge).
+    the ledger; with an empty ledger nothing changed, so the base is ``seats_held``. When the
+    ledger begins inside the period with the ``initial`` entry (the agent's first start), those
+    seats are the contract held before it and are priced for the whole period (seed 001:
+    "charged for the licenses you hold"); when it begins with a purchase, no seats were held
+    before it and that purchase's prorated cost is the add-on charge.
 
     Metered (seed 002): billed users are the active users (``seats_consumed``) plus deactivated
     users whose last activity (``last_active``, one entry per deactivated user, None when never
@@ -181,13 +187,19 @@ def billing_preview(
     ledger = [(c.at, c.seats_after) for c in addons]
     start_moment = datetime.combine(start, time.min, tzinfo=now.tzinfo)
     if ledger:
-        base_seats = seats_at(ledger, start_moment) or 0
+        held_at_start = seats_at(ledger, start_moment)
+        if held_at_start is not None:
+            base_seats = held_at_start
+        else:
+            first = min(addons, key=lambda c: c.at)
+            base_seats = first.seats_after if first.initial else 0
     else:
         base_seats = seats_held
     price = terms.price_per_seat
     base_cost = (price * base_seats).quantize(CENT, rounding=ROUND_HALF_UP)
     addon_cost = sum(
-        (c.cost for c in addons if start <= c.at.date() < end), start=Decimal("0")
+        (c.cost for c in addons if start <= c.at.date() < end and not c.initial),
+        start=Decimal("0"),
     ).quantize(CENT, rounding=ROUND_HALF_UP)
 
     metered_users: int | None = None

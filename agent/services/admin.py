@@ -14,6 +14,8 @@ from agent.storage.records import LedgerEntry, UserRecord
 from agent.storage.store import Store
 
 SEAT_CHANGING = ("licenses", "expand")
+# The ledger entry Store.upgrade writes at first start: the configured count, held before.
+INITIAL_CAUSE = "config"
 
 
 class SeatAdmin:
@@ -118,7 +120,15 @@ class SeatAdmin:
             pool = tx.pool()
             changes = tx.ledger(kinds=SEAT_CHANGING, limit=1_000_000)
             last_active = tx.deactivated_last_active() if self.license.metered else []
-        addons = [SeatChange(e.at, e.seats_after, e.cost or Decimal(0)) for e in changes]
+        addons = [
+            SeatChange(
+                e.at,
+                e.seats_after,
+                e.cost or Decimal(0),
+                initial=e.kind == "licenses" and e.cause == INITIAL_CAUSE,
+            )
+            for e in changes
+        ]
         return billing_preview(
             self.terms, pool.seats, pool.consumed, addons, self.license.metered, last_active, now
         )
