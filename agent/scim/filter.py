@@ -49,6 +49,7 @@ __all__ = [
     "SEAT_USER",
     "USER_ATTRS",
     "USER_MULTI_VALUED",
+    "MAX_COMPARISONS",
     "MAX_DEPTH",
     "OPERATORS",
     "And",
@@ -82,6 +83,13 @@ _SUBSTRING = frozenset({"co", "sw", "ew"})
 # Deeper trees are refused: they serve no real client and would exhaust the recursion of the
 # SQL compiler. Unbracketed and/or chains are balanced, so this bounds nesting, not length.
 MAX_DEPTH = 64
+
+# More comparisons than this in one filter are refused (400 invalidFilter): no IdP sends more
+# than a handful, and SQLite's parser gives up on very wide expressions ("Expression tree is
+# too large", SQLITE_MAX_EXPR_DEPTH 1000) long before PostgreSQL does. Counted in the token
+# stream, so an oversized filter is refused before it is parsed.
+MAX_COMPARISONS = 200
+_COMPARISON_TOKENS = frozenset({"EQ", "NE", "CO", "SW", "EW", "GT", "GE", "LT", "LE", "PR"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,11 +354,20 @@ class _TokenStream:
     def __init__(self, text: str) -> None:
         self.text = text
         self.last: Any = None
+        self.comparisons = 0
 
     def __iter__(self) -> Iterator[Any]:
         for tok in SCIMLexer().tokenize(self.text):
             if tok.type == "COMP_VALUE":
                 tok.value = _Quoted(_decode_string(tok.value))
+            elif tok.type in _COMPARISON_TOKENS:
+                self.comparisons += 1
+                if self.comparisons > MAX_COMPARISONS:
+                    raise ScimError(
+                        400,
+                        f"Invalid filter: more than {MAX_COMPARISONS} comparisons",
+                        "invalidFilter",
+                    )
             self.last = tok
             yield tok
 

@@ -19,6 +19,13 @@ from agent.web.auth import TokenSet, bearer_digest
 from agent.web.ratelimit import retry_after_header
 
 SCIM_JSON = "application/scim+json"
+# A larger startIndex is answered as this one: past the end of any real result set (an empty
+# page with the true totalResults) and still a 64-bit OFFSET on SQLite and PostgreSQL.
+MAX_START_INDEX = 2**31
+# Deeper JSON bodies are refused (400 invalidSyntax): real SCIM bodies nest about five levels
+# (PatchOp -> Operations -> operation -> value -> emails -> element), and the standard
+# library's parser and copy functions recurse, so a deep body would be a 500.
+MAX_JSON_DEPTH = 32
 log = logging.getLogger("seat_agent.scim")
 
 bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
@@ -69,7 +76,7 @@ def _http_error(err: HTTPException) -> Response:
         405: "Method not allowed on this endpoint",
         413: "Request body too large",
     }.get(status, err.description or err.name)
-    scim_type = "invalidSyntax" if status in (400, 413) else None
+    scim_type = "invalidSyntax" if status == 400 else None  # §3.12: scimType is for 400s
     return error_response(ScimError(status, detail, scim_type))
 
 
@@ -77,11 +84,28 @@ def _http_error(err: HTTPException) -> Response:
 @bp.errorhandler(InterfaceError)
 def _database_unavailable(err: Exception) -> Response:
     """The database is down or restarting: a clean 503 the IdP retries, never a half write (the
-    transaction rolled back)."""
+    transaction rolled back).
+
+    The exception: a query the database refuses as too complex (SQLite "Expression tree is too
+    large", PostgreSQL "stack depth limit exceeded") is the client's filter, not an outage, and
+    retrying cannot help: 400 invalidFilter (RFC 7644 §3.12)."""
+    if _too_complex(err):
+        log.info("query refused as too complex: %s", type(err).__name__)
+        return error_response(
+            ScimError(400, "Invalid filter: too complex for the database", "invalidFilter")
+        )
     log.warning("database unavailable: %s", type(err).__name__)
     resp = error_response(ScimError(503, "Database temporarily unavailable; retry later"))
     resp.headers["Retry-After"] = "5"
     return resp
+
+
+_TOO_COMPLEX = ("expression tree is too large", "stack depth limit exceeded")
+
+
+def _too_complex(err: Exception) -> bool:
+    text = str(getattr(err, "orig", None) or err).lower()
+    return any(marker in text for marker in _TOO_COMPLEX)
 
 
 @bp.app_errorhandler(404)
@@ -113,19 +137,60 @@ def _authenticate() -> Response | None:
 
 
 def _json_body() -> Any:
+    """The request body as JSON, or a SCIM error. RFC 7644 §3.12 defines scimType for 400s only,
+    so 413 and 415 carry none."""
     ctype = (request.mimetype or "").lower()
     if ctype and "json" not in ctype:
-        raise ScimError(415, f"Unsupported content type {ctype}; use {SCIM_JSON}", "invalidSyntax")
+        raise ScimError(415, f"Unsupported content type {ctype}; use {SCIM_JSON}")
     max_len = current_app.config["MAX_CONTENT_LENGTH"]
+    too_large = ScimError(413, f"Request body larger than {max_len} bytes")
     if request.content_length is not None and request.content_length > max_len:
-        raise ScimError(413, f"Request body larger than {max_len} bytes", "invalidSyntax")
-    raw = request.get_data(cache=False)
+        raise too_large
+    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        # A chunked body: Werkzeug would cut it at max_len and hand over truncated JSON.
+        raw = request.environ["wsgi.input"].read(max_len + 1)
+    else:
+        raw = request.get_data(cache=False)
     if len(raw) > max_len:
-        raise ScimError(413, f"Request body larger than {max_len} bytes", "invalidSyntax")
+        raise too_large
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        body = None
+        too_deep = True
     except (ValueError, UnicodeDecodeError):
         raise ScimError(400, "Request body is not valid JSON", "invalidSyntax") from None
+    else:
+        too_deep = _nesting(body) > MAX_JSON_DEPTH
+    if too_deep:
+        raise ScimError(
+            400, f"Request body is nested deeper than {MAX_JSON_DEPTH} levels", "invalidSyntax"
+        )
+    return body
+
+
+def _nesting(value: Any) -> int:
+    """Depth of arrays and objects, without recursion (the PATCH and copy code recurses)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259 §6); Python's parser would accept them."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _int_param(args: Any, name: str, default: int) -> int:
@@ -141,7 +206,7 @@ def _int_param(args: Any, name: str, default: int) -> int:
 def _list_query(args: Any) -> tuple[ListQuery, list[str] | None, list[str] | None]:
     """RFC 7644 §3.4.2.4: 1-based startIndex (values < 1 mean 1); count < 0 means 0."""
     settings = current_app.extensions["seat_agent"].settings.scim
-    start = max(_int_param(args, "startIndex", 1), 1)
+    start = min(max(_int_param(args, "startIndex", 1), 1), MAX_START_INDEX)
     count = _int_param(args, "count", settings.default_page_size)
     count = min(max(count, 0), settings.max_page_size)
     order = (args.get("sortOrder") or "ascending").lower()
