@@ -134,6 +134,31 @@ def test_seed_002_metered_bills_recently_active_deactivated_users(make_api, cloc
     assert Decimal(billing["total"]) == Decimal("10.00")
 
 
+def test_seed_002_metered_bills_registered_and_deleted_users_of_the_last_month(make_api, clock):
+    """Billed: active users, plus users active within the last month though now deactivated,
+    including those who registered within the month (created inactive, or created then
+    deactivated) and those deleted within the month who had been active."""
+    api = make_api(seats=10, metered=True, price_per_seat="5.00")
+    create(api, "old-inactive", active=False)  # registered 40 days ago: not billed
+    gone = create(api, "old-deleted")
+    assert api.scim("DELETE", f"/Users/{gone['id']}").status_code == 204
+    clock.advance(days=40)
+    create(api, "new-inactive", active=False)  # registered this month, never active
+    deactivate(api, create(api, "created-then-deactivated")["id"])
+    deleted = create(api, "deleted")
+    assert api.scim("DELETE", f"/Users/{deleted['id']}").status_code == 204
+    both = create(api, "deactivated-then-deleted")
+    deactivate(api, both["id"])
+    assert api.scim("DELETE", f"/Users/{both['id']}").status_code == 204
+    create(api, "active")
+    billing = api.admin("GET", "/billing").get_json()
+    assert billing["seats_consumed"] == 1
+    assert billing["metered_users"] == 1 + 4
+    assert Decimal(billing["metered_cost"]) == Decimal("25.00")
+    clock.advance(days=31)  # a month later only the active user is still billed
+    assert api.admin("GET", "/billing").get_json()["metered_users"] == 1
+
+
 def test_seed_003_maximum_number_system(make_api):
     """Suspended accounts are accounts in use; only deletion frees one; adding beyond the
     contract raises the contracted number, which never decreases."""

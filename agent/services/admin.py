@@ -8,7 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 from agent.config import LicenseSettings
-from agent.domain.billing import BillingPreview, BillingTerms, SeatChange, billing_preview
+from agent.domain.billing import (
+    METERED_LOOKBACK,
+    BillingPreview,
+    BillingTerms,
+    SeatChange,
+    billing_preview,
+)
 from agent.services.seats import Cause, SeatEngine
 from agent.storage.records import LedgerEntry, UserRecord
 from agent.storage.store import Store
@@ -119,7 +125,9 @@ class SeatAdmin:
         with self.store.read() as tx:
             pool = tx.pool()
             changes = tx.ledger(kinds=SEAT_CHANGING, limit=1_000_000)
-            last_active = tx.deactivated_last_active() if self.license.metered else []
+            last_active: list[datetime | None] = []
+            if self.license.metered:
+                last_active.extend(tx.metered_last_activity(now - METERED_LOOKBACK))
         addons = [
             SeatChange(
                 e.at,

@@ -248,7 +248,14 @@ class SeatEngine:
         return prev.deactivated_at or now
 
     def _release(
-        self, tx: StoreTx, user_id: str, user_name: str, pool, cause: Cause, now: datetime
+        self,
+        tx: StoreTx,
+        user_id: str,
+        user_name: str,
+        pool,
+        cause: Cause,
+        now: datetime,
+        detail: str | None = None,
     ) -> None:
         consumed = max(pool.consumed - 1, 0)
         tx.set_pool(pool.seats, consumed, now)
@@ -258,6 +265,7 @@ class SeatEngine:
             cause=cause.kind,
             user_id=user_id,
             user_name=user_name,
+            detail=detail,
             seats_after=pool.seats,
             consumed_after=consumed,
         )
@@ -270,7 +278,9 @@ class SeatEngine:
     def release_deleted(self, tx: StoreTx, record: UserRecord, cause: Cause) -> None:
         """A deleted user gives back its seat (seed 003: only deletion frees a suspended one)."""
         if record.seat.holds_seat:
-            self._release(tx, record.id, record.user_name, tx.pool(), cause, self.clock())
+            self._release(
+                tx, record.id, record.user_name, tx.pool(), cause, self.clock(), "user deleted"
+            )
 
     def promote_queue(self, tx: StoreTx, cause: Cause) -> list[UserRecord]:
         """Give free seats to queued users, first come first served, in this transaction."""

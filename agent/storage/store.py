@@ -188,6 +188,8 @@ _SET_POOL = (
     )
 )
 _LEDGER_INSERT = insert(seat_ledger)
+# Ledger kinds that show a user held a seat at that moment (metered billing, seed 002).
+_HELD_A_SEAT = ("grant", "promote", "release")
 _INSERT_USER = insert(users)
 _SEAT_FIELDS = (
     "app_status",
@@ -517,10 +519,49 @@ class StoreTx:
         ).first()
         return (row[0], row[1]) if row else None
 
-    def deactivated_last_active(self) -> list[datetime | None]:
-        """Last activity of each deactivated user (seed 002 metered billing)."""
-        q = select(users.c.last_active_at).where(users.c.active.is_(False))
-        return [utc(r[0]) for r in self.conn.execute(q)]
+    def metered_last_activity(self, since: datetime) -> list[datetime]:
+        """Last sign of activity of each user who holds no seat now but may still be billed on
+        a metered plan (seed 002: deactivated users "if they were active within the last
+        month", including "users who registered within the last month").
+
+        * a deactivated user: the later of its ``last_active_at`` (the moment it was
+          deactivated) and ``created`` (registering counts, even when created inactive);
+        * any user, deleted ones included, that held a seat at some moment since ``since``:
+          its latest ``grant``/``promote``/``release`` entry in the append-only seat ledger,
+          which keeps the user id after the user row is gone.
+
+        Users holding a seat now are left out: they are counted as consumed.
+        """
+        latest: dict[str, datetime] = {}
+
+        def seen(user_id: str, at: datetime | None) -> None:
+            if at is not None and (user_id not in latest or at > latest[user_id]):
+                latest[user_id] = at
+
+        q = select(users.c.id, users.c.last_active_at, users.c.created).where(
+            users.c.active.is_(False), users.c.holds_seat.is_(False)
+        )
+        for r in self.conn.execute(q):
+            seen(r[0], utc(r[1]))
+            seen(r[0], utc(r[2]))
+        holding = (
+            select(users.c.id)
+            .where(users.c.id == seat_ledger.c.user_id, users.c.holds_seat.is_(True))
+            .exists()
+        )
+        q2 = (
+            select(seat_ledger.c.user_id, func.max(seat_ledger.c.at))
+            .where(
+                seat_ledger.c.at >= since,
+                seat_ledger.c.kind.in_(_HELD_A_SEAT),
+                seat_ledger.c.user_id.is_not(None),
+                ~holding,
+            )
+            .group_by(seat_ledger.c.user_id)
+        )
+        for r in self.conn.execute(q2):
+            seen(r[0], utc(r[1]))
+        return list(latest.values())
 
     def queued_count(self) -> int:
         return int(
