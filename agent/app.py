@@ -23,9 +23,19 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["seat_agent"] = agent
 
-    from agent.web import admin, health, metrics, observability, reductions, scim, status_page
+    from agent.web import (
+        admin,
+        health,
+        metrics,
+        observability,
+        ratelimit,
+        reductions,
+        scim,
+        status_page,
+    )
 
     observability.init_app(app)
+    ratelimit.init_app(app)
     app.register_blueprint(scim.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(reductions.bp)

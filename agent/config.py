@@ -39,6 +39,13 @@ class ServerSettings(Section):
         description="Requests per minute per bearer token and worker process; over it -> 429"
         " with Retry-After. 0 turns it off.",
     )
+    auth_failures_per_minute: int = Field(
+        30,
+        ge=0,
+        description="Failed authentications (401) per minute per client address and worker"
+        " process; over it, every request from that address to /scim, /admin or /metrics gets"
+        " 429 with Retry-After until the budget refills. 0 turns it off.",
+    )
 
 
 class DatabaseSettings(Section):
@@ -72,6 +79,16 @@ class AuthSettings(Section):
     admin_token_hashes: list[str] = Field(
         default_factory=list, description="Accepted admin tokens as 'sha256:<hex>' digests."
     )
+    session_secret: str | None = Field(
+        None,
+        description="Key for the /admin/ status page session cookies; the same on every host."
+        " Unset: derived from the admin token digests (then anyone who can read a digest could"
+        " sign a session, so set it when admin tokens are given only as hashes).",
+    )
+    session_secret_env: str = Field(
+        "SEAT_AGENT_SESSION_SECRET",
+        description="Environment variable read when session_secret is unset.",
+    )
 
     @model_validator(mode="after")
     def _hash_format(self) -> AuthSettings:
@@ -90,6 +107,9 @@ class AuthSettings(Section):
 
     def resolved_admin_token(self) -> str | None:
         return self.admin_token or os.environ.get(self.admin_token_env) or None
+
+    def resolved_session_secret(self) -> str | None:
+        return self.session_secret or os.environ.get(self.session_secret_env) or None
 
 
 class StatusSettings(Section):

@@ -80,3 +80,73 @@ def test_token_bucket_refills_with_time():
 def test_hash_token_command():
     r = CliRunner().invoke(main, ["hash-token"], input="s3cret\n")
     assert r.output.strip() == f"sha256:{digest('s3cret')}"
+
+
+def test_two_scim_tokens_have_separate_buckets(db_url):
+    app = _app(db_url, server={"rate_limit_per_minute": 2}, auth={"scim_tokens": ["second"]})
+    try:
+        assert [_get(app, SCIM_TOKEN).status_code for _ in range(3)] == [200, 200, 429]
+        assert [_get(app, "second").status_code for _ in range(3)] == [200, 200, 429]
+    finally:
+        app.extensions["seat_agent"].store.dispose()
+
+
+def _from(app, address: str, token: str, path: str = "/scim/v2/Users"):
+    """A request as the reverse proxy on loopback forwards it for ``address``."""
+    return app.test_client().get(
+        path, headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": address}
+    )
+
+
+def test_failed_authentication_is_limited_per_client_address(db_url):
+    app = _app(db_url, server={"auth_failures_per_minute": 3})
+    try:
+        codes = [_from(app, "203.0.113.7", f"guess-{i}").status_code for i in range(3)]
+        assert codes == [401, 401, 401]
+        blocked = _from(app, "203.0.113.7", "guess-3")
+        assert blocked.status_code == 429
+        assert int(blocked.headers["Retry-After"]) >= 1
+        body = blocked.get_json()
+        assert body["status"] == "429" and "schemas" in body  # a SCIM error body on /scim
+        # A right guess from the blocked address is refused too: no oracle for the guesser.
+        assert _from(app, "203.0.113.7", SCIM_TOKEN).status_code == 429
+        admin = _from(app, "203.0.113.7", "nope", "/admin/seats")
+        assert admin.status_code == 429 and "error" in admin.get_json()
+        assert _from(app, "203.0.113.7", ADMIN_TOKEN, "/metrics").status_code == 429
+        # Another client behind the same proxy is not affected, and probes stay open.
+        assert _from(app, "198.51.100.2", SCIM_TOKEN).status_code == 200
+        assert _from(app, "203.0.113.7", "x", "/healthz").status_code == 200
+    finally:
+        app.extensions["seat_agent"].store.dispose()
+
+
+def test_forwarded_for_is_ignored_from_an_untrusted_peer(db_url, monkeypatch):
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
+    app = _app(db_url, server={"auth_failures_per_minute": 2})
+    try:
+        client = app.test_client()
+        # The test client's peer is 127.0.0.1, now untrusted: rotating X-Forwarded-For does
+        # not give a guesser a fresh budget.
+        for i in range(2):
+            r = client.get(
+                "/scim/v2/Users",
+                headers={"Authorization": "Bearer bad", "X-Forwarded-For": f"192.0.2.{i}"},
+            )
+            assert r.status_code == 401
+        r = client.get(
+            "/scim/v2/Users",
+            headers={"Authorization": f"Bearer {SCIM_TOKEN}", "X-Forwarded-For": "192.0.2.99"},
+        )
+        assert r.status_code == 429
+        limiter = app.extensions["seat_agent_failed_auth"]
+        assert limiter.wait("127.0.0.1") > 0
+    finally:
+        app.extensions["seat_agent"].store.dispose()
+
+
+def test_failed_auth_limit_can_be_turned_off(db_url):
+    app = _app(db_url, server={"auth_failures_per_minute": 0})
+    try:
+        assert {_from(app, "203.0.113.9", "bad").status_code for _ in range(40)} == {401}
+    finally:
+        app.extensions["seat_agent"].store.dispose()

@@ -162,9 +162,98 @@ def test_session_key_changes_with_the_admin_token():
     from agent.web.auth import digest
     from agent.web.status_page import session_secret
 
-    assert session_secret(digest("one")) == session_secret(digest("one"))
-    assert session_secret(digest("one")) != session_secret(digest("two"))
-    assert session_secret(None) != session_secret(None)  # no token: random, never forgeable
+    assert session_secret([digest("one")]) == session_secret([digest("one")])
+    assert session_secret([digest("one")]) != session_secret([digest("two")])
+    both = session_secret([digest("one"), digest("two")])
+    assert both == session_secret([digest("two"), digest("one")])  # order does not matter
+    assert both not in (session_secret([digest("one")]), session_secret([digest("two")]))
+    keyed = session_secret([digest("one")], "s3cret")
+    assert keyed == session_secret([digest("one")], "s3cret")
+    assert keyed not in (session_secret([digest("one")]), session_secret([digest("one")], "x"))
+    assert session_secret([]) != session_secret([])  # no token: random, never forgeable
+    assert session_secret([], "s3cret") != session_secret([], "s3cret")
+
+
+def _hash_only_app(db_url: str, clock, **auth):
+    """An app as one gunicorn worker (or host) builds it from a config whose admin token is
+    given only as a digest."""
+    from agent.app import create_app
+    from agent.config import settings_from_mapping
+    from agent.web.auth import digest
+
+    settings = settings_from_mapping(
+        {
+            "database": {"url": db_url},
+            "auth": {
+                "scim_token": SCIM_TOKEN,
+                "admin_token_hashes": [f"sha256:{digest(ADMIN_TOKEN)}"],
+                **auth,
+            },
+        }
+    )
+    return create_app(settings, clock=clock)
+
+
+@pytest.mark.parametrize("auth", [{}, {"session_secret": "shared-session-secret"}])
+def test_session_works_across_processes_with_a_hash_only_admin_token(db_url, clock, auth):
+    """Two workers (or hosts, or the same host after a restart) built from the same hash-only
+    configuration accept each other's session cookie."""
+    first = _hash_only_app(db_url, clock, **auth)
+    second = _hash_only_app(db_url, clock, **auth)
+    try:
+        assert first.secret_key == second.secret_key
+        browser = first.test_client()
+        assert login(browser).status_code == 303
+        cookie = session_cookie(browser)
+        assert cookie is not None
+        other = second.test_client()
+        other.set_cookie(COOKIE, cookie.value, path="/admin")
+        page = other.get("/admin/", headers=HTML)
+        assert page.status_code == 200
+        assert '<dd id="licensed">' in page.text
+        assert other.get("/admin/seats").json["licensed"] == 10
+    finally:
+        for app in (first, second):
+            app.extensions["seat_agent"].store.dispose()
+
+
+def test_session_secret_from_the_environment_changes_the_key(db_url, clock, monkeypatch):
+    plain = _hash_only_app(db_url, clock)
+    monkeypatch.setenv("SEAT_AGENT_SESSION_SECRET", "from-the-environment-file")
+    keyed = _hash_only_app(db_url, clock)
+    try:
+        assert keyed.secret_key != plain.secret_key
+        browser = plain.test_client()
+        login(browser)
+        foreign = keyed.test_client()
+        foreign.set_cookie(COOKIE, session_cookie(browser).value, path="/admin")
+        assert foreign.get("/admin/", headers=HTML).status_code == 303  # not valid there
+    finally:
+        for app in (plain, keyed):
+            app.extensions["seat_agent"].store.dispose()
+
+
+def test_generated_admin_token_session_survives_a_restart(tmp_path, clock):
+    """No admin token configured: the digest stored at first start keys the sessions, so a
+    new process (a restart, another worker) accepts the old cookie."""
+    from agent.app import create_app
+    from agent.bootstrap import ensure_tokens, open_store
+    from agent.config import settings_from_mapping
+
+    settings = settings_from_mapping({"database": {"url": f"sqlite:///{tmp_path}/gen.db"}})
+    store = open_store(settings)
+    token = ensure_tokens(settings, store)["admin"]
+    store.dispose()
+    before, after = create_app(settings, clock=clock), create_app(settings, clock=clock)
+    try:
+        browser = before.test_client()
+        assert login(browser, token).status_code == 303
+        restarted = after.test_client()
+        restarted.set_cookie(COOKIE, session_cookie(browser).value, path="/admin")
+        assert restarted.get("/admin/", headers=HTML).status_code == 200
+    finally:
+        for app in (before, after):
+            app.extensions["seat_agent"].store.dispose()
 
 
 def test_session_reads_admin_api_and_needs_csrf_header_to_change_state(api):
@@ -229,6 +318,75 @@ def test_page_shows_recent_ledger_newest_first(api, clock):
     names = re.findall(r'<tr class="ledger-row">(?:<td>[^<]*</td>){4}<td>([^<]*)</td>', text)
     assert len(names) == 20
     assert names[0] == "u24@x" and names[-1] == "u05@x"
+
+
+def test_recent_ledger_is_the_newest_even_with_thousands_a_day(api, clock):
+    """More than the old 5,000-row scan in one day: the page still shows the newest 20."""
+    with api.agent.store.write() as tx:
+        for i in range(5100):
+            tx.append_ledger(
+                at=clock(),
+                kind="grant",
+                cause="scim",
+                user_name=f"bulk{i:04d}@x",
+                seats_after=1000,
+                consumed_after=1,
+            )
+    text = api.client.get("/admin/", headers=BEARER).text
+    names = re.findall(r'<tr class="ledger-row">(?:<td>[^<]*</td>){4}<td>([^<]*)</td>', text)
+    assert names == [f"bulk{i:04d}@x" for i in range(5099, 5079, -1)]
+
+
+def test_queue_on_the_page_is_bounded_and_says_how_many_wait(make_api, monkeypatch):
+    from agent.web import status_page
+
+    monkeypatch.setattr(status_page, "QUEUE_SHOWN", 3)
+    api = make_api(seats=1, on_full="queue")
+    for i in range(6):
+        assert api.scim("POST", "/Users", new_user(f"q{i}@x")).status_code == 201
+    text = api.client.get("/admin/", headers=BEARER).text
+    rows = re.findall(r'<tr class="queue-row"><td>(\d+)</td><td>([^<]+)</td>', text)
+    assert rows == [("1", "q1@x"), ("2", "q2@x"), ("3", "q3@x")]
+    assert '<dd id="queued">5</dd>' in text
+    assert re.search(r'id="queue-more">The first 3 of 5 waiting', text)
+    monkeypatch.setattr(status_page, "QUEUE_SHOWN", 50)
+    text = api.client.get("/admin/", headers=BEARER).text
+    assert len(re.findall(r'<tr class="queue-row">', text)) == 5
+    assert 'id="queue-more"' not in text
+
+
+def _database_down(monkeypatch, store) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    def refuse(*_a, **_k):
+        raise OperationalError("connect", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(store, "read", refuse)
+    monkeypatch.setattr(store, "write", refuse)
+
+
+def test_database_down_gives_503_on_the_page_and_the_reductions_api(api, monkeypatch):
+    planned = api.admin("POST", "/reductions", {"target": 900})
+    assert planned.status_code == 201
+    rid = planned.json["id"]
+    _database_down(monkeypatch, api.agent.store)
+
+    page = api.client.get("/admin/", headers={**BEARER, **HTML})
+    assert page.status_code == 503
+    assert page.headers["Retry-After"] == "5"
+    assert page.mimetype == "text/html"
+    assert "Database unavailable" in page.text and "Traceback" not in page.text
+    plain = api.client.get("/admin/", headers=BEARER)
+    assert plain.status_code == 503
+    assert plain.json == {"error": "database temporarily unavailable; retry later"}
+
+    for method, path in (("GET", "/reductions"), ("POST", f"/reductions/{rid}/cancel")):
+        r = api.admin(method, path)
+        assert r.status_code == 503, (path, r.data)
+        assert r.headers["Retry-After"] == "5"
+        assert r.json == {"error": "database temporarily unavailable; retry later"}
+    monkeypatch.undo()
+    assert api.admin("GET", f"/reductions/{rid}").json["state"] == "planned"  # nothing changed
 
 
 def test_static_assets_are_served_without_auth(api):

@@ -306,8 +306,11 @@ class StoreTx:
         since: datetime | None = None,
         limit: int = 1000,
         kinds: Sequence[str] | None = None,
+        newest_first: bool = False,
     ) -> list[LedgerEntry]:
-        q = select(seat_ledger).order_by(seat_ledger.c.seq)
+        q = select(seat_ledger).order_by(
+            seat_ledger.c.seq.desc() if newest_first else seat_ledger.c.seq
+        )
         if since is not None:
             q = q.where(seat_ledger.c.at >= since)
         if kinds is not None:

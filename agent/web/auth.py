@@ -30,6 +30,11 @@ class TokenSet:
     def __init__(self, digests: Iterable[str]):
         self._digests = [d.lower() for d in digests if d]
 
+    @property
+    def digests(self) -> tuple[str, ...]:
+        """The accepted digests, sorted (what the admin session key is derived from)."""
+        return tuple(sorted(set(self._digests)))
+
     @classmethod
     def of(cls, *tokens: str | None) -> TokenSet:
         return cls(digest(t) for t in tokens if t)

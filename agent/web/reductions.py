@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from agent.services.reductions import (
@@ -45,6 +46,11 @@ def _admin_error(err: AdminError) -> Response:
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException) -> Response:
     return admin_web._error(err.code or 500, err.description or err.name)
+
+
+# The database down or restarting: 503 with Retry-After, as on the rest of /admin.
+bp.register_error_handler(OperationalError, admin_web._database_unavailable)
+bp.register_error_handler(InterfaceError, admin_web._database_unavailable)
 
 
 @bp.errorhandler(ReductionNotFound)

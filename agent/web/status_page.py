@@ -1,9 +1,11 @@
 """The read-only admin status page (/admin/): seats, queue, open reductions, recent ledger.
 
 Auth is the admin bearer token, or a signed session cookie established from it at
-``/admin/login``. The cookie's signing key is an HMAC of the admin token's SHA-256 digest, so
-every gunicorn worker (and every host sharing the database) derives the same key without new
-configuration, and rotating the admin token invalidates every session.
+``/admin/login``. The cookie's signing key is an HMAC over the digests of every accepted admin
+token (configured in clear, given as ``[auth] admin_token_hashes``, or generated and stored),
+keyed by ``[auth] session_secret`` when one is set: every gunicorn worker and every host with
+the same configuration derives the same key, it survives restarts, and changing the admin
+tokens (or the secret) ends every session.
 
 State changes made from the page (approve/cancel a reduction) go to the JSON admin API with the
 session; ``session_is_admin`` is what that API accepts besides a bearer token. A state-changing
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,10 +37,10 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.wrappers import Response as BaseResponse
 
 from agent.storage.records import LedgerEntry, UserRecord
-from agent.web.auth import digest
 
 bp = Blueprint(
     "status_page",
@@ -51,9 +55,11 @@ SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 GAUGE_WIDTH = 600
 RECENT_LEDGER = 20
-# The ledger is read oldest first; scan at most this many rows of a recent window for the tail.
-LEDGER_SCAN = 5000
-LEDGER_WINDOWS = (timedelta(days=1), timedelta(days=30), None)
+# The queue can hold thousands: the page lists the first ones and says how many wait in all.
+QUEUE_SHOWN = 50
+SESSION_LABEL = b"seat-agent/admin-session/v1"
+RETRY_AFTER_SECONDS = "5"
+log = logging.getLogger(__name__)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -74,32 +80,35 @@ class AdminSessionInterface(SecureCookieSessionInterface):
         return (request.script_root or "") + "/admin"
 
 
-def admin_token_digest(agent: Any) -> str | None:
-    """The admin token's SHA-256 digest, found where ``bootstrap.token_sets`` finds it."""
-    configured = agent.settings.auth.resolved_admin_token()
-    if configured:
-        return digest(configured)
-    with agent.store.read() as tx:
-        stored: str | None = tx.get_state("admin_token_sha256")
-    return stored.lower() if stored else None
+def session_secret(token_digests: Iterable[str], secret: str | None = None) -> str:
+    """The session signing key: the same in every process given the same configuration.
 
-
-def session_secret(token_digest: str | None) -> str:
-    """HMAC-SHA256 of a fixed label keyed by the token digest; random when there is no token.
+    HMAC-SHA256 over a fixed label and the sorted digests of the accepted admin tokens (the
+    ones ``bootstrap.token_sets`` accepts: configured, ``admin_token_hashes``, or the stored
+    digest of a generated token), keyed by ``secret`` when set, else by the digests. Without
+    ``secret`` anyone who can read a digest (config.toml, the database) could sign a cookie,
+    hence ``[auth] session_secret`` for hash-only configurations (docs/deployment.md).
 
     Without an admin token nobody can log in, so a per-process random key costs nothing and
     keeps a forged cookie from ever verifying.
     """
-    if not token_digest:
+    digests = sorted({d.lower() for d in token_digests if d})
+    if not digests:
         return secrets.token_hex(32)
-    key = bytes.fromhex(token_digest)
-    return hmac.new(key, b"seat-agent/admin-session/v1", hashlib.sha256).hexdigest()
+    material = b"".join(bytes.fromhex(d) for d in digests)
+    if secret:
+        key = secret.encode("utf-8")
+        return hmac.new(key, SESSION_LABEL + material, hashlib.sha256).hexdigest()
+    return hmac.new(material, SESSION_LABEL, hashlib.sha256).hexdigest()
 
 
 @bp.record_once
 def _configure_sessions(state: Any) -> None:
     app: Flask = state.app
-    app.secret_key = session_secret(admin_token_digest(app.extensions["seat_agent"]))
+    agent = app.extensions["seat_agent"]
+    app.secret_key = session_secret(
+        agent.admin_tokens.digests, agent.settings.auth.resolved_session_secret()
+    )
     app.session_interface = AdminSessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME="seat_agent_admin",
@@ -205,19 +214,29 @@ def _when(at: datetime | None) -> str:
 
 
 def recent_ledger(agent: Any) -> list[LedgerEntry]:
-    """The newest entries, newest first.
+    """The newest ``RECENT_LEDGER`` entries, newest first, read as such (by descending seq)."""
+    with agent.store.read() as tx:
+        entries: list[LedgerEntry] = tx.ledger(limit=RECENT_LEDGER, newest_first=True)
+    return entries
 
-    The store reads the ledger oldest first, so read growing windows ending now until one
-    holds enough entries, and keep its tail.
-    """
-    now = agent.clock()
-    entries: list[LedgerEntry] = []
-    for window in LEDGER_WINDOWS:
-        since = now - window if window is not None else None
-        entries = agent.admin.ledger(since, LEDGER_SCAN)
-        if len(entries) >= RECENT_LEDGER:
-            break
-    return list(reversed(entries[-RECENT_LEDGER:]))
+
+def queue_head(agent: Any) -> list[UserRecord]:
+    """The first ``QUEUE_SHOWN`` queued users, first come first served."""
+    with agent.store.read() as tx:
+        users: list[UserRecord] = tx.queued_users(limit=QUEUE_SHOWN)
+    return users
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(InterfaceError)
+def _database_unavailable(err: Exception) -> tuple[str | Response, int, dict[str, str]]:
+    """The database is down or restarting: 503 with Retry-After, as on /scim and the admin API
+    (a short page for a browser, JSON otherwise), never a traceback."""
+    log.warning("status page: database unavailable: %s", type(err).__name__)
+    headers = {"Retry-After": RETRY_AFTER_SECONDS, "Cache-Control": "no-store"}
+    if request.accept_mimetypes.accept_html:
+        return render_template("status_page/unavailable.html"), 503, headers
+    return jsonify({"error": "database temporarily unavailable; retry later"}), 503, headers
 
 
 def gauge(report: dict[str, Any]) -> dict[str, int]:
@@ -241,7 +260,7 @@ def index() -> BaseResponse | tuple[str, int] | tuple[Response, int]:
         "status_page/index.html",
         report=report,
         gauge=gauge(report),
-        queue=[_queue_row(u) for u in agent.admin.queue()],
+        queue=[_queue_row(u) for u in queue_head(agent)],
         ledger=[_ledger_row(e) for e in recent_ledger(agent)],
         with_session=session.get("admin") is True,
     )
