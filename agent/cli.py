@@ -7,14 +7,18 @@ as the admin API, so they give the same answers and the same refusals.
 from __future__ import annotations
 
 import json
+import logging
+import logging.config
+import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
-    pass
+    from agent.config import Settings
 
 from agent.cli_support import (  # noqa: E402
     CONFIG_OPTION,
@@ -45,12 +49,12 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     store = open_store(settings)
     generated = ensure_tokens(settings, store)
     store.dispose()
-    for kind, token in generated.items():
-        click.echo(
-            f"Generated {kind} bearer token (shown once; set "
-            f"{getattr(settings.auth, kind + '_token_env')} to choose your own): {token}",
-            err=True,
-        )
+    if generated:
+        from agent.web.observability import logging_config
+
+        # The same log format gunicorn is given, so the line about the tokens file is JSON too.
+        logging.config.dictConfig(logging_config(settings.server.json_logs))
+        announce_generated_tokens(settings, generated, sys.stderr)
     run_gunicorn(
         settings,
         host or settings.server.host,
@@ -59,6 +63,50 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         scheduler_args=(["--config", config_path] if config_path else [])
         if settings.scheduler.embedded
         else None,
+    )
+
+
+GENERATED_TOKENS_FILE = "seat-agent-generated-tokens.env"
+
+
+def generated_tokens_path(settings: Settings) -> Path:
+    """Beside the SQLite database, else in the working directory (the unit's state
+    directory): a place only the service user can write."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / GENERATED_TOKENS_FILE
+    return Path.cwd() / GENERATED_TOKENS_FILE
+
+
+def announce_generated_tokens(settings: Settings, generated: dict[str, str], stream: Any) -> None:
+    """Hand the tokens generated at first start to the operator, once, never into a log.
+
+    On a terminal they are printed. Otherwise stderr is a log (the journal under systemd, JSON
+    lines with ``json_logs``): they go to a file readable only by the service user, in
+    EnvironmentFile syntax, and only that file's path is logged.
+    """
+    names = {kind: getattr(settings.auth, f"{kind}_token_env") for kind in generated}
+    if stream.isatty():
+        for kind, token in generated.items():
+            click.echo(
+                f"Generated {kind} bearer token (shown once; set {names[kind]} to choose your"
+                f" own): {token}",
+                file=stream,
+            )
+        return
+    path = generated_tokens_path(settings)
+    lines = ["# seat-agent: bearer tokens generated at first start. Store them, then delete me."]
+    lines += [f"{names[kind]}={token}" for kind, token in generated.items()]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        out.write("\n".join(lines) + "\n")
+    logging.getLogger("agent.cli").warning(
+        "generated %s bearer token(s); written to %s (mode 0600), not logged",
+        " and ".join(generated),
+        path,
     )
 
 

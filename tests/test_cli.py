@@ -77,7 +77,7 @@ def test_cli_refuses_a_bad_config(tmp_path):
 
 @pytest.mark.slow
 def test_serve_embedded_default_generates_tokens_once(tmp_path):
-    """No --config: SQLite in the working directory, tokens generated and printed once."""
+    """No --config: SQLite in the working directory, tokens generated once."""
     port = free_port()
 
     def start():
@@ -105,9 +105,15 @@ def test_serve_embedded_default_generates_tokens_once(tmp_path):
     proc.terminate()
     out = proc.communicate(timeout=20)[0].decode()
     assert (tmp_path / "seat-agent.db").exists()
+    # stdout is a pipe, not a terminal: the tokens are in a 0600 file, only its path is logged.
+    tokens_file = tmp_path / "seat-agent-generated-tokens.env"
+    assert str(tokens_file) in out and tokens_file.stat().st_mode & 0o777 == 0o600
     token = next(
-        line.rsplit(" ", 1)[1] for line in out.splitlines() if "Generated scim bearer token" in line
+        line.split("=", 1)[1]
+        for line in tokens_file.read_text().splitlines()
+        if line.startswith("SEAT_AGENT_SCIM_TOKEN=")
     )
+    assert token not in out
     assert SCIM_TOKEN not in out and ADMIN_TOKEN not in out
 
     proc = start()

@@ -150,3 +150,107 @@ def test_failed_auth_limit_can_be_turned_off(db_url):
         assert {_from(app, "203.0.113.9", "bad").status_code for _ in range(40)} == {401}
     finally:
         app.extensions["seat_agent"].store.dispose()
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_generated_tokens_are_printed_only_on_a_terminal(tmp_path):
+    from agent.cli import GENERATED_TOKENS_FILE, announce_generated_tokens
+
+    settings = settings_from_mapping({"database": {"url": f"sqlite:///{tmp_path}/a.db"}})
+    tty = _Stream(tty=True)
+    announce_generated_tokens(settings, {"scim": "tok-s", "admin": "tok-a"}, tty)
+    assert "tok-s" in tty.text and "tok-a" in tty.text
+    assert "SEAT_AGENT_ADMIN_TOKEN" in tty.text
+    assert not (tmp_path / GENERATED_TOKENS_FILE).exists()
+
+
+def test_generated_tokens_go_to_a_private_file_when_stderr_is_a_log(tmp_path, caplog):
+    import logging
+
+    from agent.cli import GENERATED_TOKENS_FILE, announce_generated_tokens
+
+    caplog.set_level(logging.INFO)
+    settings = settings_from_mapping({"database": {"url": f"sqlite:///{tmp_path}/a.db"}})
+    path = tmp_path / GENERATED_TOKENS_FILE
+    path.write_text("stale\n")
+    path.chmod(0o644)
+    log = _Stream(tty=False)
+    announce_generated_tokens(settings, {"scim": "tok-s", "admin": "tok-a"}, log)
+    assert log.text == ""
+    assert path.stat().st_mode & 0o777 == 0o600
+    content = path.read_text()
+    assert "SEAT_AGENT_SCIM_TOKEN=tok-s\n" in content
+    assert "SEAT_AGENT_ADMIN_TOKEN=tok-a\n" in content and "stale" not in content
+    assert str(path) in caplog.text
+    assert "tok-s" not in caplog.text and "tok-a" not in caplog.text
+
+
+def test_first_start_under_a_service_manager_writes_tokens_to_a_file(tmp_path):
+    """`seat-agent serve` without tokens, stderr a file (as under systemd), JSON logs: every
+    log line stays JSON, no token is in the log, the file holds working tokens."""
+    import json
+    import os
+
+    import requests
+
+    from agent.cli import GENERATED_TOKENS_FILE
+    from tests.conftest import LiveServer, free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAT_AGENT_")}
+    port = free_port()
+    config = tmp_path / "server.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[server]",
+                f"port = {port}",
+                "workers = 1",
+                "json_logs = true",
+                "[database]",
+                f'url = "sqlite:///{tmp_path}/data/seat-agent.db"',
+                "[scheduler]",
+                "embedded = false",
+            ]
+        )
+        + "\n"
+    )
+    (tmp_path / "data").mkdir()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        server = LiveServer(config, port, tmp_path / "server.log")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        path = tmp_path / "data" / GENERATED_TOKENS_FILE
+        assert path.stat().st_mode & 0o777 == 0o600
+        tokens = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        scim = tokens["SEAT_AGENT_SCIM_TOKEN"]
+        r = requests.get(
+            server.url + "/scim/v2/Users", headers={"Authorization": f"Bearer {scim}"}, timeout=10
+        )
+        assert r.status_code == 200
+    finally:
+        server.stop()
+    log = (tmp_path / "server.log").read_text()
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]  # all JSON
+    assert any(str(path) in r["message"] for r in records)
+    for token in tokens.values():
+        assert token not in log
