@@ -302,49 +302,89 @@ def licenses() -> None:
     """License count."""
 
 
+def _usage_error(as_json: bool, message: str, param_hint: str) -> None:
+    """A bad argument: with --json the error is JSON on stdout too (scripts read stdout);
+    either way the exit status is 2, like click's own usage errors."""
+    if as_json:
+        click.echo(json.dumps({"error": f"{param_hint}: {message}"}))
+        sys.exit(2)
+    raise click.BadParameter(message, param_hint=param_hint)
+
+
 @licenses.command("set")
-@click.argument("count", type=int)
+@click.argument("count")
 @CONFIG_OPTION
 @JSON_OPTION
-def licenses_set(count: int, config_path: str | None, as_json: bool) -> None:
-    """Set the number of licenses held (never below consuming users)."""
-    from agent.domain.license import DecreaseRefused
+def licenses_set(count: str, config_path: str | None, as_json: bool) -> None:
+    """Set the number of licenses held (0..1000000, never below consuming users).
 
-    if count < 0:
-        raise click.BadParameter("must not be negative", param_hint="COUNT")
+    With [license] decrease = "manual" a lower COUNT records a change made at the vendor;
+    the output says so and lists the vendor-side steps.
+    """
+    from agent.domain.license import DecreaseRefused, InvalidLicenseCount, check_license_count
+
+    value: object = count
+    try:
+        value = int(count)
+    except ValueError:
+        pass  # check_license_count names the problem
+    try:
+        seats = check_license_count(value)
+    except InvalidLicenseCount as err:
+        _usage_error(as_json, str(err).removeprefix("'seats' "), "COUNT")
+        return
     try:
         with _agent(config_path) as agent:
-            new, promoted = agent.admin.set_licenses(count)
+            change = agent.admin.change_licenses(seats)
+            report = agent.admin.report()
     except DecreaseRefused as err:
+        allowed = err.allowed_from.isoformat() if err.allowed_from else None
         if as_json:
-            click.echo(json.dumps({"error": err.reason}))
+            click.echo(json.dumps({"error": err.reason, "allowed_from": allowed}))
             sys.exit(1)
-        raise click.ClickException(err.reason) from None
-    names = [u.user_name for u in promoted]
-    data = {"seats": new, "promoted": names}
-    human = f"licenses: {new}" + (f"\npromoted from queue: {', '.join(names)}" if names else "")
-    _emit(data, as_json, human)
+        raise click.ClickException(
+            err.reason + (f" (allowed from {allowed})" if allowed else "")
+        ) from None
+    from agent.web.admin import license_change
+
+    data = license_change(change, report["consumed"], report["available"])
+    data["promoted"] = [u.user_name for u in change.promoted]
+    lines = [f"licenses: {change.seats}", change.message, *change.vendor_steps]
+    if change.promoted:
+        lines.append(f"promoted from queue: {', '.join(data['promoted'])}")
+    _emit(data, as_json, "\n".join(lines))
 
 
 @main.command()
 @CONFIG_OPTION
 @JSON_OPTION
 @click.option("--since", default=None, help="ISO 8601 date or time.")
-@click.option("--limit", default=100, type=int)
-def ledger(config_path: str | None, as_json: bool, since: str | None, limit: int) -> None:
-    """Seat ledger: every seat change with its cause."""
-    from agent.web.admin import ledger_entry
+@click.option(
+    "--limit",
+    default="100",
+    help="How many entries (1..10000): the newest, or the first from --since on.",
+)
+def ledger(config_path: str | None, as_json: bool, since: str | None, limit: str) -> None:
+    """Seat ledger: every seat change with its cause, in time order (the newest LIMIT
+    entries, or the first LIMIT from --since on)."""
+    from agent.web.admin import MAX_LEDGER_PAGE, ledger_entry
 
+    if not (limit.isascii() and limit.isdigit() and len(limit) <= 9) or not (
+        1 <= int(limit) <= MAX_LEDGER_PAGE
+    ):
+        _usage_error(as_json, f"must be an integer from 1 to {MAX_LEDGER_PAGE}", "--limit")
+        return
     since_dt = None
     if since:
         try:
             since_dt = datetime.fromisoformat(since.replace("Z", "+00:00"))
         except ValueError:
-            raise click.BadParameter("not an ISO 8601 date or time", param_hint="--since") from None
+            _usage_error(as_json, "not an ISO 8601 date or time", "--since")
+            return
         if since_dt.tzinfo is None:
             since_dt = since_dt.replace(tzinfo=UTC)
     with _agent(config_path) as agent:
-        entries = [ledger_entry(e) for e in agent.admin.ledger(since_dt, limit)]
+        entries = [ledger_entry(e) for e in agent.admin.ledger(since_dt, int(limit))]
     human = _table(
         [
             [

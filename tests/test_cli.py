@@ -162,3 +162,64 @@ def test_reconcile_and_status_commands(cli):
 def _json_tail(output: str) -> str:
     """The JSON document printed after the progress bar (which goes to stderr)."""
     return output[output.index("{") :]
+
+
+def _no_traceback(r) -> None:
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("count", ["10000000000000000000000", "1000001", "abc", "1.5"])
+def test_licenses_set_bad_count_is_a_clear_error(cli, count):
+    assert cli("db", "upgrade").exit_code == 0
+    r = cli("licenses", "set", count, "--json")
+    _no_traceback(r)
+    assert r.exit_code == 2
+    assert "COUNT" in json.loads(r.output)["error"]
+    r = cli("licenses", "set", count)
+    _no_traceback(r)
+    assert r.exit_code == 2 and "COUNT" in r.output
+    assert json.loads(cli("seats", "--json").output)["licensed"] == 2  # nothing changed
+
+
+def test_licenses_set_refusal_keeps_allowed_from_in_json(db_url, tmp_path):
+    config = tmp_path / "agent.toml"
+    write_config(config, db_url, 8080, seats=5, decrease="renewal", renewal_date="2099-01-01")
+    cli = Cli(config)
+    r = cli("licenses", "set", "3", "--json")
+    assert r.exit_code == 1
+    body = json.loads(r.output)
+    assert body["allowed_from"] == "2098-12-02"
+    assert "renewal" in body["error"]
+    assert "2098-12-02" in cli("licenses", "set", "3").output
+    assert json.loads(cli("seats", "--json").output)["licensed"] == 5
+
+
+def test_licenses_set_manual_decrease_is_recorded_with_vendor_steps(db_url, tmp_path):
+    config = tmp_path / "agent.toml"
+    write_config(config, db_url, 8080, seats=5, decrease="manual")
+    cli = Cli(config)
+    r = cli("licenses", "set", "3")
+    assert r.exit_code == 0, r.output
+    assert "Recorded a decrease from 5 to 3 licenses made at the vendor" in r.output
+    assert "At the vendor" in r.output
+    data = json.loads(cli("licenses", "set", "2", "--json").output)
+    assert (data["change"], data["previous"], data["seats"]) == ("recorded", 3, 2)
+    assert data["vendor_steps"] and "vendor" in data["vendor_steps"][0]
+    assert json.loads(cli("seats", "--json").output)["licensed"] == 2
+
+
+def test_ledger_bad_limit_is_a_clear_error(cli):
+    assert cli("db", "upgrade").exit_code == 0
+    for limit in ["0", "100000000000000000000", "x"]:
+        r = cli("ledger", "--limit", limit, "--json")
+        _no_traceback(r)
+        assert r.exit_code == 2 and "--limit" in json.loads(r.output)["error"]
+    r = cli("ledger", "--since", "yesterday", "--json")
+    assert r.exit_code == 2 and "--since" in json.loads(r.output)["error"]
+
+
+def test_ledger_without_since_shows_the_newest_entries_in_time_order(cli):
+    cli.create_users(["a", "b", "c"])  # initial licenses, 2 grants, 1 queue
+    entries = json.loads(cli("ledger", "--limit", "2", "--json").output)["entries"]
+    assert [(e["kind"], e["userName"]) for e in entries] == [("grant", "b"), ("queue", "c")]

@@ -253,6 +253,36 @@ def test_license_decrease_waits_for_renewal_window(make_api):
     assert api.admin("PUT", "/licenses", {"seats": 6}).status_code == 200  # increases always
 
 
+def test_manual_decrease_is_a_recording_of_the_vendor_change(make_api):
+    """decrease = manual (seed 004: only the account manager lowers the allowance): the agent
+    never lowers it itself; an admin's PUT records the change made at the vendor, and the
+    answer says so and carries the vendor-side steps."""
+    api = make_api(seats=5, decrease="manual")
+    for name in ("a", "b", "c"):
+        create(api, name)
+    r = api.admin("PUT", "/licenses", {"seats": 4})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert (body["change"], body["previous"], body["seats"]) == ("recorded", 5, 4)
+    assert "made at the vendor" in body["message"]
+    assert body["vendor_steps"][0].startswith("1. At the vendor")
+    assert "from 5 to 4" in body["vendor_steps"][0]
+    assert seats(api)["licensed"] == 4
+    last = api.admin("GET", "/ledger?limit=1").get_json()["entries"][0]
+    assert last["detail"] == "licenses 5 -> 4 (recorded: lowered at the vendor, decrease = manual)"
+    assert api.admin("PUT", "/licenses", {"seats": 2}).status_code == 409  # 3 consume
+    assert seats(api)["licensed"] == 4
+    up = api.admin("PUT", "/licenses", {"seats": 6}).get_json()
+    assert up["change"] == "applied" and "vendor_steps" not in up
+
+
+def test_anytime_decrease_is_applied_without_vendor_steps(make_api):
+    api = make_api(seats=5)
+    body = api.admin("PUT", "/licenses", {"seats": 4}).get_json()
+    assert (body["change"], body["seats"]) == ("applied", 4)
+    assert "vendor_steps" not in body
+
+
 def test_license_decrease_never_mode(make_api):
     api = make_api(seats=5, decrease="never")
     r = api.admin("PUT", "/licenses", {"seats": 4})
@@ -270,6 +300,91 @@ def test_bad_license_input_is_refused_and_changes_nothing(make_api, body):
     assert r.status_code == 400
     assert "error" in r.get_json()
     assert seats(api)["licensed"] == 5
+
+
+def ledger_size(api) -> int:
+    with api.agent.store.read() as tx:
+        return len(tx.ledger(limit=10_000))
+
+
+@pytest.mark.parametrize("value", [10**30, 2**63, 2**31, 1_000_001])
+def test_huge_license_counts_are_a_400_and_change_nothing(make_api, value):
+    api = make_api(seats=5)
+    before = ledger_size(api)
+    r = api.admin("PUT", "/licenses", {"seats": value})
+    assert r.status_code == 400
+    assert r.get_json() == {"error": "'seats' must be at most 1000000", "max_seats": 1000000}
+    assert seats(api)["licensed"] == 5
+    assert ledger_size(api) == before
+    assert api.admin("PUT", "/licenses", {"seats": 1_000_000}).status_code == 200
+
+
+@pytest.mark.parametrize("limit", ["100000000000000000000", "0", "-1", "x", "10001", "²"])
+def test_ledger_limit_out_of_bounds_is_a_400(make_api, limit):
+    api = make_api()
+    r = api.admin("GET", "/ledger", query_string={"limit": limit})
+    assert r.status_code == 400
+    assert "1 to 10000" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/seats?as_of=2026-01-01", None),
+        ("GET", "/ledger?sinse=2026-01-01", None),
+        ("GET", "/queue?all=1", None),
+        ("GET", "/billing?period=last", None),
+        ("PUT", "/licenses?dry_run=1", {"seats": 7}),
+    ],
+)
+def test_unknown_query_parameters_are_a_400_and_change_nothing(make_api, method, path, body):
+    api = make_api(seats=5)
+    r = api.admin(method, path, body)
+    assert r.status_code == 400
+    assert "unknown query parameter" in r.get_json()["error"]
+    assert seats(api)["licensed"] == 5
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/seats", 405),
+        ("PATCH", "/licenses", 405),
+        ("DELETE", "/queue", 405),
+        ("GET", "/nope", 404),
+        ("GET", "/users/x/reevaluate", 405),
+    ],
+)
+def test_admin_routing_errors_are_json(make_api, method, path, status):
+    api = make_api(seats=5)
+    r = api.admin(method, path, {"seats": 1} if method != "GET" else None)
+    assert r.status_code == status
+    assert r.is_json and r.get_json()["error"]
+    if status == 405:
+        assert r.headers["Allow"]
+    assert seats(api)["licensed"] == 5
+
+
+def test_admin_json_routing_errors_leave_the_status_page_and_scim_alone(make_api):
+    api = make_api()
+    page = api.client.get("/admin/login")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert api.client.get("/admin").status_code == 308  # to the status page at /admin/
+    r = api.scim("GET", "/Nope")
+    assert r.status_code == 404
+    assert r.get_json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert api.client.get("/nowhere").status_code == 404
+
+
+def test_ledger_without_since_returns_the_newest_entries_in_time_order(make_api):
+    api = make_api(seats=10)
+    for name in ("a", "b", "c"):
+        create(api, name)
+    entries = api.admin("GET", "/ledger?limit=2").get_json()["entries"]
+    assert [e["userName"] for e in entries] == ["b", "c"]
+    assert entries[0]["seq"] < entries[1]["seq"]
+    everything = api.admin("GET", "/ledger").get_json()["entries"]
+    assert [e["kind"] for e in everything] == ["licenses", "grant", "grant", "grant"]
 
 
 def test_admin_requires_admin_token(make_api):

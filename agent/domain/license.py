@@ -29,6 +29,37 @@ from functools import cached_property
 
 ON_FULL_CHOICES = ("refuse", "queue", "fallback", "expand")
 DECREASE_MODES = ("anytime", "renewal", "manual")
+# The largest license count the agent accepts: far above any real contract, far below the
+# databases' integer columns, so a typo is a clear 400 rather than an overflow.
+MAX_LICENSES = 1_000_000
+
+
+class InvalidLicenseCount(ValueError):
+    """A license count that is not a whole number in ``0..MAX_LICENSES``."""
+
+
+def check_license_count(value: object) -> int:
+    """The license count an admin asked for, or InvalidLicenseCount saying what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidLicenseCount("'seats' must be an integer")
+    if value < 0:
+        raise InvalidLicenseCount("'seats' must not be negative")
+    if value > MAX_LICENSES:
+        raise InvalidLicenseCount(f"'seats' must be at most {MAX_LICENSES}")
+    return value
+
+
+def manual_decrease_steps(current: int, new: int) -> list[str]:
+    """With ``decrease = "manual"`` the agent never lowers the count itself (seed 004: "please
+    contact your Account Manager"); an admin lowering it records a change made at the vendor.
+    These are the steps that change takes, shown with the recording."""
+    return [
+        f"1. At the vendor (portal or account manager) lower the licenses from {current} to "
+        f"{new}; seat-agent does not change the vendor's count.",
+        f"2. Check that the vendor's subscription or next invoice shows {new} licenses.",
+        f"3. seat-agent now enforces {new} licenses; if the vendor has not made the change, "
+        f"record the vendor's count again with PUT /admin/licenses or `seat-agent licenses set`.",
+    ]
 
 
 class PolicyError(ValueError):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
 from agent.config import LicenseSettings
+from agent.domain import license as lic
 from agent.domain.billing import (
     METERED_LOOKBACK,
     BillingPreview,
@@ -22,6 +24,24 @@ from agent.storage.store import Store
 SEAT_CHANGING = ("licenses", "expand")
 # The ledger entry Store.upgrade writes at first start: the configured count, held before.
 INITIAL_CAUSE = "config"
+
+
+@dataclass(frozen=True)
+class LicenseChange:
+    """The outcome of a license change, as the admin API and the CLI report it."""
+
+    previous: int
+    seats: int
+    promoted: list[UserRecord]
+    recorded: bool  # decrease = manual: a change made at the vendor, recorded here
+    message: str
+    vendor_steps: list[str] = field(default_factory=list)
+
+    @property
+    def change(self) -> str:
+        if self.recorded:
+            return "recorded"
+        return "applied" if self.seats != self.previous else "unchanged"
 
 
 class SeatAdmin:
@@ -68,9 +88,22 @@ class SeatAdmin:
     def set_licenses(
         self, seats: int, recorded_by_admin: bool = True
     ) -> tuple[int, list[UserRecord]]:
-        """PUT /admin/licenses: seed 000's rule (never below consumption) and the decrease mode."""
+        """Set the license count: seed 000's rule (never below consumption) and the decrease
+        mode. The reduction workflow calls it with ``recorded_by_admin=False``."""
+        change = self.change_licenses(seats, recorded_by_admin=recorded_by_admin)
+        return change.seats, change.promoted
+
+    def change_licenses(self, seats: int, recorded_by_admin: bool = True) -> LicenseChange:
+        """PUT /admin/licenses and ``seat-agent licenses set``.
+
+        Raises InvalidLicenseCount (outside ``0..MAX_LICENSES``) or DecreaseRefused. With
+        ``decrease = "manual"`` a lower count is a *recording* of a change the admin made at
+        the vendor (seed 004): the result says so and carries the vendor-side steps.
+        """
+        lic.check_license_count(seats)
         with self.store.write() as tx:
-            return self.seats.set_licenses(
+            previous = tx.pool().seats
+            new, promoted = self.seats.set_licenses(
                 tx,
                 seats,
                 decrease_mode=self.license.decrease,
@@ -79,14 +112,34 @@ class SeatAdmin:
                 recorded_by_admin=recorded_by_admin,
                 cause=Cause("admin"),
             )
+        recorded = self.license.decrease == "manual" and new < previous
+        return LicenseChange(
+            previous=previous,
+            seats=new,
+            promoted=promoted,
+            recorded=recorded,
+            message=(
+                f"Recorded a decrease from {previous} to {new} licenses made at the vendor "
+                '(decrease = "manual": seat-agent never lowers the vendor\'s count itself).'
+                if recorded
+                else f"Licenses {previous} -> {new}."
+                if new != previous
+                else f"Licenses unchanged at {new}."
+            ),
+            vendor_steps=lic.manual_decrease_steps(previous, new) if recorded else [],
+        )
 
     def queue(self) -> list[UserRecord]:
         with self.store.read() as tx:
             return tx.queued_users()
 
     def ledger(self, since: datetime | None, limit: int) -> list[LedgerEntry]:
+        """Ledger entries in time order: with ``since`` the first ``limit`` from that moment
+        (page forward by passing the last ``at``), without it the ``limit`` newest."""
         with self.store.read() as tx:
-            return tx.ledger(since=since, limit=limit)
+            if since is not None:
+                return tx.ledger(since=since, limit=limit)
+            return tx.ledger(limit=limit, newest_first=True)[::-1]
 
     def seats_at(self, moment: datetime) -> tuple[int, int] | None:
         """Seats held and consumed at a past moment, from the append-only ledger."""

@@ -372,7 +372,12 @@ class SeatEngine:
                 at=now,
                 kind="licenses",
                 cause=cause.kind,
-                detail=f"licenses {pool.seats} -> {new}",
+                detail=f"licenses {pool.seats} -> {new}"
+                + (
+                    " (recorded: lowered at the vendor, decrease = manual)"
+                    if decrease_mode == "manual" and new < pool.seats
+                    else ""
+                ),
                 seats_after=new,
                 consumed_after=pool.consumed,
                 cost=cost,

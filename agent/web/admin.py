@@ -8,11 +8,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from agent.domain.license import DecreaseRefused
+from agent.domain.license import MAX_LICENSES, DecreaseRefused, InvalidLicenseCount
 from agent.scim.errors import ScimError
-from agent.services.admin import SeatAdmin
+from agent.services.admin import LicenseChange, SeatAdmin
 from agent.storage.records import LedgerEntry, UserRecord
 from agent.web.auth import TokenSet, bearer_digest
 from agent.web.ratelimit import retry_after_header
@@ -56,6 +56,23 @@ def _http_error(err: HTTPException) -> Response:
 def _database_unavailable(_err: Exception) -> Response:
     resp = _error(503, "database temporarily unavailable; retry later")
     resp.headers["Retry-After"] = "5"
+    return resp
+
+
+@bp.before_app_request
+def _unrouted() -> Response | None:
+    """A path under /admin that no route matches (or a method it does not allow) is answered
+    with a JSON error too: blueprint error handlers never see unrouted requests, and the
+    app-wide 404/405 handlers belong to the SCIM blueprint. Redirects (``/admin`` ->
+    ``/admin/``, the status page) are left alone."""
+    err = request.routing_exception
+    if not isinstance(err, NotFound | MethodNotAllowed):
+        return None
+    if request.path != bp.url_prefix and not request.path.startswith(f"{bp.url_prefix}/"):
+        return None
+    resp = _http_error(err)
+    if isinstance(err, MethodNotAllowed) and err.valid_methods:
+        resp.headers["Allow"] = ", ".join(err.valid_methods)
     return resp
 
 
@@ -113,10 +130,24 @@ def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
     }
 
 
+# The largest page of ledger entries one request returns.
+MAX_LEDGER_PAGE = 10_000
+
+
+def _only_params(*allowed: str) -> None:
+    """An unknown query parameter is a 400, never silently ignored (a typo like ``?sinse=``
+    would otherwise return something else than what was asked)."""
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        accepted = f"accepted: {', '.join(allowed)}" if allowed else "none accepted"
+        raise AdminError(400, f"unknown query parameter(s): {', '.join(unknown)} ({accepted})")
+
+
 @bp.get("/seats")
 def seats() -> Response:
     """Current seats; with ``?at=ISO`` the seats held and consumed at that past moment."""
-    if request.args.get("at"):
+    _only_params("at")
+    if "at" in request.args:
         moment = _iso_param("at")
         found = _admin().seats_at(moment)
         if found is None:
@@ -134,34 +165,47 @@ def _iso_param(name: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def license_change(change: LicenseChange, consumed: int, available: int) -> dict[str, Any]:
+    """The answer to a license change (admin API and ``seat-agent licenses set --json``)."""
+    body: dict[str, Any] = {
+        "seats": change.seats,
+        "previous": change.previous,
+        "consumed": consumed,
+        "available": available,
+        "change": change.change,
+        "message": change.message,
+        "promoted": [user_summary(u) for u in change.promoted],
+    }
+    if change.recorded:
+        body["vendor_steps"] = change.vendor_steps
+    return body
+
+
 @bp.put("/licenses")
 def set_licenses() -> Response:
+    """Set the license count (0..MAX_LICENSES). 409 when below consumption or when the
+    decrease mode does not allow it now; with ``decrease = "manual"`` a lower count records a
+    change made at the vendor (``"change": "recorded"`` and ``vendor_steps``)."""
+    _only_params()
     body = _json_object({"seats"})
-    seats = body.get("seats")
-    if isinstance(seats, bool) or not isinstance(seats, int):
-        raise AdminError(400, "'seats' must be an integer")
-    if seats < 0:
-        raise AdminError(400, "'seats' must not be negative")
+    if "seats" not in body:
+        raise AdminError(400, "'seats' is required")
     try:
-        new, promoted = _admin().set_licenses(seats)
+        change = _admin().change_licenses(body["seats"])
+    except InvalidLicenseCount as err:
+        raise AdminError(400, str(err), max_seats=MAX_LICENSES) from None
     except DecreaseRefused as err:
         allowed = err.allowed_from.isoformat() if err.allowed_from else None
         raise AdminError(409, err.reason, allowed_from=allowed) from None
     report = _admin().report()
-    return jsonify(
-        {
-            "seats": new,
-            "consumed": report["consumed"],
-            "available": report["available"],
-            "promoted": [user_summary(u) for u in promoted],
-        }
-    )
+    return jsonify(license_change(change, report["consumed"], report["available"]))
 
 
 @bp.post("/users/<user_id>/reevaluate")
 def reevaluate_user(user_id: str) -> Response:
     """Decide a user's seat again (e.g. a fallback user once seats are free); at the limit the
     same outcome as any other path: 403 under refuse."""
+    _only_params()
     provisioning = current_app.extensions["seat_agent"].provisioning
     try:
         record = provisioning.reevaluate_user(user_id)
@@ -172,21 +216,26 @@ def reevaluate_user(user_id: str) -> Response:
 
 @bp.get("/queue")
 def queue() -> Response:
+    _only_params()
     return jsonify({"queued": [user_summary(u) for u in _admin().queue()]})
 
 
 @bp.get("/ledger")
 def ledger() -> Response:
-    since = _iso_param("since") if request.args.get("since") else None
-    try:
-        limit = int(request.args.get("limit", "1000"))
-    except ValueError:
-        raise AdminError(400, "'limit' must be an integer") from None
-    if limit < 1:
-        raise AdminError(400, "'limit' must be positive")
-    return jsonify({"entries": [ledger_entry(e) for e in _admin().ledger(since, limit)]})
+    """Ledger entries in time order: the ``limit`` newest, or with ``since`` the first
+    ``limit`` from that moment on. ``limit`` is 1..MAX_LEDGER_PAGE (default 1000)."""
+    _only_params("since", "limit")
+    since = _iso_param("since") if "since" in request.args else None
+    raw = request.args.get("limit", "1000")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not (
+        1 <= int(raw) <= MAX_LEDGER_PAGE
+    ):
+        raise AdminError(400, f"'limit' must be an integer from 1 to {MAX_LEDGER_PAGE}")
+    entries = _admin().ledger(since, int(raw))
+    return jsonify({"entries": [ledger_entry(e) for e in entries]})
 
 
 @bp.get("/billing")
 def billing() -> Response:
+    _only_params()
     return jsonify(_admin().billing_report())
