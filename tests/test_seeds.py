@@ -177,11 +177,12 @@ def test_seed_003_maximum_number_system(make_api):
     assert r.status_code == 409  # "Accounts under contract" cannot be decreased
 
 
-def test_seed_004_status_based_licences(make_api):
-    """OpenCRM: Active and Locked consume; Room/Resource/Asset/Queue do not; the allowance is
-    only lowered by the account manager (decrease = manual, recorded by an admin)."""
-    api = make_api(
-        seats=2,
+def seed_004(make_api, seats: int):
+    """OpenCRM as config.example.toml writes it: Locked is a consuming status for active users
+    holding the Locked role (or in the "CRM Locked" group); Room and the other non-login
+    statuses are free userTypes; only the account manager lowers the allowance."""
+    return make_api(
+        seats=seats,
         free_user_types=["Room", "Resource", "Asset", "Queue"],
         statuses=[
             {"name": "Locked", "consumes": True},
@@ -189,11 +190,18 @@ def test_seed_004_status_based_licences(make_api):
         ],
         rules=[
             {"status": "Room", "user_types": ["Room"]},
-            {"status": "Locked", "roles_any": ["Locked"]},
+            {"status": "Locked", "active": True, "roles_any": ["Locked"]},
         ],
         group_roles={"CRM Locked": "Locked"},
         decrease="manual",
     )
+
+
+def test_seed_004_status_based_licences(make_api):
+    """OpenCRM: Active and Locked consume; Room/Resource/Asset/Queue do not; "Any users with a
+    'Status' other than 'Active' or 'Locked' do not use a licence": making an Active or Locked
+    user Inactive frees it, and so does deleting one."""
+    api = seed_004(make_api, seats=2)
     active = create(api, "active")
     locked = create(api, "locked", roles=[{"value": "Locked"}])
     assert locked[SEAT] == {"licenseState": "licensed", "appStatus": "Locked"}
@@ -204,4 +212,53 @@ def test_seed_004_status_based_licences(make_api):
     assert seats(api)["consumed"] == 2
     assert api.scim("POST", "/Users", user("third")).status_code == 403
     deactivate(api, active["id"])  # making an Active user Inactive frees a licence
-    assert create(api, "third")[SEAT]["licenseState"] == "licensed"
+    assert seat_of(api, active["id"]) == {"licenseState": "inactive", "appStatus": "Inactive"}
+    assert seats(api)["consumed"] == 1
+    third = create(api, "third")
+    assert third[SEAT]["licenseState"] == "licensed"
+
+    inactive_locked = deactivate(api, locked["id"])  # a Locked user made Inactive frees it too
+    assert inactive_locked[SEAT] == {"licenseState": "inactive", "appStatus": "Inactive"}
+    assert seats(api)["consumed"] == 1
+    fourth = create(api, "fourth", roles=[{"value": "Locked"}])
+    assert fourth[SEAT] == {"licenseState": "licensed", "appStatus": "Locked"}
+    assert seats(api)["consumed"] == 2
+    assert api.scim("DELETE", f"/Users/{fourth['id']}").status_code == 204  # deletion frees
+    assert seats(api)["consumed"] == 1
+    group = api.scim(
+        "POST",
+        "/Groups",
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "CRM Locked",
+            "members": [{"value": create(api, "via-group")["id"]}],
+        },
+    )
+    assert group.status_code == 201
+    report = seats(api)
+    assert report["consumed"] == 2
+    assert report["by_status"]["Locked"] == {"users": 1, "consuming": 1}
+
+
+def test_seed_004_allowance_is_lowered_only_at_the_vendor(make_api):
+    """ "You cannot reduce your number of licences here, if you wish to do this please contact
+    your Account Manager": with decrease = manual the agent never lowers the count itself;
+    PUT /admin/licenses records the account manager's change, still never below the users
+    holding a licence, and says what to do at the vendor."""
+    api = seed_004(make_api, seats=4)
+    a = create(api, "a")
+    create(api, "b", roles=[{"value": "Locked"}])
+    create(api, "c")
+    r = api.admin("PUT", "/licenses", {"seats": 2})
+    assert r.status_code == 409  # 3 users hold a licence
+    assert seats(api)["licensed"] == 4
+    deactivate(api, a["id"])
+    r = api.admin("PUT", "/licenses", {"seats": 2})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["change"] == "recorded"
+    assert "made at the vendor" in body["message"]
+    assert any("account manager" in step for step in body["vendor_steps"])
+    report = seats(api)
+    assert (report["licensed"], report["consumed"], report["available"]) == (2, 2, 0)
+    assert api.scim("POST", "/Users", user("d")).status_code == 403
