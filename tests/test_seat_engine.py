@@ -193,6 +193,23 @@ def test_queued_user_deactivated_leaves_the_queue(make_api):
     assert seat_of(api, q1["id"])["licenseState"] == "inactive"
 
 
+def test_queued_user_deactivated_leaves_the_queue_even_when_inactive_consumes(make_api):
+    """inactive_consumes (seed 003) keeps a seat a suspended user *holds*; a queued user holds
+    none, so deactivating it takes it out of the queue: it never gets a seat while inactive."""
+    api = make_api(seats=1, on_full="queue", inactive_consumes=True)
+    a = create(api, "a")
+    q1 = create(api, "q1")
+    q2 = create(api, "q2")
+    assert deactivate(api, q1["id"])[SEAT] == {"licenseState": "inactive", "appStatus": "Inactive"}
+    assert seats(api)["queued"] == 1
+    assert seat_of(api, q2["id"])["queuePosition"] == 1
+    assert api.scim("DELETE", f"/Users/{a['id']}").status_code == 204
+    assert seat_of(api, q2["id"])["licenseState"] == "licensed"
+    assert seat_of(api, q1["id"]) == {"licenseState": "inactive", "appStatus": "Inactive"}
+    report = seats(api)
+    assert (report["consumed"], report["queued"]) == (1, 0)
+
+
 # -- fallback and expand --------------------------------------------------------------------
 
 

@@ -141,6 +141,16 @@ class SeatEngine:
                 last_active_at=last_active,
                 deactivated_at=deactivated_at,
             )
+        if prev.license_state == "queued" and not state.active:
+            # Deactivated while waiting (inactive_consumes keeps a *held* seat, seed 003, but
+            # a user that never got one has nothing to keep): it leaves the queue, no seat.
+            return SeatState(
+                app_status=self.policy.inactive_status,
+                license_state="inactive",
+                holds_seat=False,
+                last_active_at=last_active,
+                deactivated_at=deactivated_at,
+            )
         if prev.license_state == "queued" and prev.queued_at is not None:
             # Still waiting: keep its place in line (first come, first served).
             return replace(prev, last_active_at=last_active, deactivated_at=deactivated_at)
@@ -295,13 +305,22 @@ class SeatEngine:
             user = head[0]
             state = directory_state(user.resource, tx.user_group_names(user.id))
             now = self.clock()
-            if not lic.wants_seat(self.policy, state):
-                # Its directory state no longer needs a seat: leave the queue without one.
+            if not state.active or not lic.wants_seat(self.policy, state):
+                # Its directory state no longer needs a seat (or it was deactivated while
+                # waiting): leave the queue without one.
+                status = lic.app_status(self.policy, state)
+                left = (
+                    (self.policy.inactive_status, "inactive")
+                    if not state.active
+                    else (status, self._free_state(state, status))
+                )
                 tx.set_seat(
                     user.id,
                     SeatState(
-                        app_status=lic.app_status(self.policy, state),
-                        license_state=self._free_state(state, lic.app_status(self.policy, state)),
+                        app_status=left[0],
+                        license_state=left[1],
+                        last_active_at=user.seat.last_active_at,
+                        deactivated_at=user.seat.deactivated_at,
                     ),
                     now,
                 )
