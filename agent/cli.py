@@ -57,12 +57,13 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         announce_generated_tokens(settings, generated, sys.stderr)
     run_gunicorn(
         settings,
-        host or settings.server.host,
-        port or settings.server.port,
-        workers or settings.server.workers,
+        host,
+        port,
+        workers,
         scheduler_args=(["--config", config_path] if config_path else [])
         if settings.scheduler.embedded
         else None,
+        config_path=config_path,
     )
 
 

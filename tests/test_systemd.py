@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ADMIN_TOKEN, SCIM_TOKEN, LiveServer, free_port
+
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNITS = ["seat-agent.service", "seat-agent-scheduler.service"]
 INSTALLED_BINARY = "/usr/local/bin/seat-agent"
@@ -153,3 +155,229 @@ def test_environment_file_example_names_every_secret() -> None:
     auth = AuthSettings()
     assert auth.scim_token_env in names and auth.admin_token_env in names
     assert AlertSettings().password_env in names
+
+
+def test_web_unit_reloads_with_sighup_to_the_gunicorn_master() -> None:
+    assert service_section("seat-agent.service")["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
+# -- `seat-agent serve` as systemd runs it: reload and scheduler supervision -----------------
+
+
+def _serve_config(path: Path, port: int, db: Path, auth: list[str], scheduler: list[str]) -> None:
+    path.write_text(
+        "\n".join(
+            [
+                "[server]",
+                'host = "127.0.0.1"',
+                f"port = {port}",
+                "workers = 2",
+                "[database]",
+                f'url = "sqlite:///{db}"',
+                "[auth]",
+                f'scim_token = "{SCIM_TOKEN}"',
+                f'admin_token = "{ADMIN_TOKEN}"',
+                *auth,
+                "[scheduler]",
+                *scheduler,
+            ]
+        )
+        + "\n"
+    )
+
+
+def _scim_status(url: str, token: str) -> int:
+    import requests
+
+    return requests.get(
+        url + "/scim/v2/Users", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).status_code
+
+
+@pytest.mark.slow
+def test_sighup_reloads_the_tokens_without_refusing_a_connection(tmp_path: Path) -> None:
+    """What `systemctl reload seat-agent` does: a token added to config.toml works after
+    SIGHUP, while a client connecting all along is never refused."""
+    import signal
+    import threading
+    import time
+
+    import requests
+
+    port = free_port()
+    config = tmp_path / "server.toml"
+    db = tmp_path / "seat-agent.db"
+    _serve_config(config, port, db, [], ["embedded = false"])
+    server = LiveServer(config, port, tmp_path / "server.log")
+    failures: list[str] = []
+    answered = [0]
+    done = threading.Event()
+
+    def knock() -> None:  # a new connection every time: refusals would show here
+        while not done.is_set():
+            try:
+                r = requests.get(
+                    server.url + "/healthz", headers={"Connection": "close"}, timeout=10
+                )
+                if r.status_code != 200:
+                    failures.append(f"HTTP {r.status_code}")
+                answered[0] += 1
+            except requests.RequestException as err:
+                failures.append(repr(err))
+
+    knocker = threading.Thread(target=knock)
+    knocker.start()
+    try:
+        assert _scim_status(server.url, "rotated-token") == 401
+        _serve_config(config, port, db, ['scim_tokens = ["rotated-token"]'], ["embedded = false"])
+        os.kill(server.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while _scim_status(server.url, "rotated-token") != 200:
+            assert time.monotonic() < deadline, "the new token never started working"
+            time.sleep(0.2)
+        assert _scim_status(server.url, SCIM_TOKEN) == 200  # the old one still works
+
+        # A broken file is refused on reload: the running configuration stays.
+        config.write_text("[server\n")
+        os.kill(server.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "reload refused" not in (tmp_path / "server.log").read_text():
+            assert time.monotonic() < deadline, "the bad configuration was not reported"
+            time.sleep(0.2)
+        assert server.proc.poll() is None
+        assert _scim_status(server.url, "rotated-token") == 200
+    finally:
+        done.set()
+        knocker.join(timeout=30)
+        server.stop()
+    assert failures == []
+    assert answered[0] > 0
+    assert "configuration reloaded" in (tmp_path / "server.log").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def lease_holder(db_url: str) -> str | None:
+    from datetime import UTC, datetime
+
+    from agent.jobs.lease import SCHEDULER_LEASE
+    from agent.storage import outbox
+    from agent.storage.store import Store
+
+    store = Store.from_url(db_url)
+    try:
+        with store.read() as tx:
+            return outbox.lease_holder(tx, SCHEDULER_LEASE, datetime.now(UTC))
+    finally:
+        store.dispose()
+
+
+def holder_pid(holder: str) -> int:
+    return int(holder.rsplit(":", 2)[1])  # hostname:pid:random (agent.jobs.lease)
+
+
+def wait_for_holder(db_url: str, accept, timeout: float = 60) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        holder = lease_holder(db_url)
+        if holder is not None and accept(holder):
+            return holder
+        assert time.monotonic() < deadline, f"no scheduler took the lease (holder {holder})"
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_a_killed_embedded_scheduler_is_restarted_and_takes_the_lease(tmp_path: Path) -> None:
+    import signal
+
+    port = free_port()
+    config = tmp_path / "server.toml"
+    db = tmp_path / "seat-agent.db"
+    _serve_config(config, port, db, [], ["embedded = true", "lease_seconds = 5"])
+    server = LiveServer(config, port, tmp_path / "server.log")
+    url = f"sqlite:///{db}"
+    try:
+        first = wait_for_holder(url, lambda h: True)
+        pid = holder_pid(first)
+        assert pid in _children(server.proc.pid)  # beside the master, not in a worker
+        os.kill(pid, signal.SIGKILL)
+        second = wait_for_holder(url, lambda h: h != first)
+        assert holder_pid(second) != pid
+        assert holder_pid(second) in _children(server.proc.pid)
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert f"embedded scheduler (pid {pid}) exited" in log
+
+
+class _FakeProc:
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self.terminated = False
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+
+def test_scheduler_supervisor_restarts_with_backoff_and_resets_once_stable() -> None:
+    from agent.web.server import SchedulerSupervisor
+
+    now = [100.0]
+    spawned: list[_FakeProc] = []
+
+    def spawn(_command: list[str]) -> _FakeProc:
+        spawned.append(_FakeProc(len(spawned) + 1))
+        return spawned[-1]
+
+    sup = SchedulerSupervisor(["seat-agent", "scheduler"], clock=lambda: now[0], spawn=spawn)  # type: ignore[arg-type]
+    sup.start()
+    delays = []
+    for _ in range(8):  # dies at once, every time
+        spawned[-1].returncode = -9
+        sup.check()
+        assert sup.restart_at is not None
+        delays.append(sup.restart_at - now[0])
+        sup.check()
+        assert len(spawned) == len(delays)  # not before the delay
+        now[0] = sup.restart_at
+        sup.check()
+        assert len(spawned) == len(delays) + 1
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+    now[0] += SchedulerSupervisor.STABLE_SECONDS  # this one ran long enough
+    spawned[-1].returncode = 1
+    sup.check()
+    assert sup.restart_at == now[0] + 1
+
+    # A reload replaces a running scheduler at once once it has exited; stop ends supervision.
+    now[0] = sup.restart_at
+    sup.check()
+    running = spawned[-1]
+    sup.replace()
+    assert running.terminated
+    running.returncode = 0
+    sup.check()
+    assert spawned[-1] is not running and sup.restart_at is None
+    sup.stopping = True
+    spawned[-1].returncode = 0
+    sup.check()
+    assert spawned[-1].pid == len(spawned)
+    count = len(spawned)
+    sup.check()
+    assert len(spawned) == count

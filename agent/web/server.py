@@ -1,35 +1,182 @@
-"""Run the app under gunicorn (a production WSGI server), one app per worker."""
+"""Run the app under gunicorn (a production WSGI server), one app per worker.
+
+The gunicorn master also:
+
+- reloads on SIGHUP (``systemctl reload seat-agent``): it reads the configuration file again
+  and replaces the workers gracefully (new ones start, old ones finish their requests); the
+  listening socket stays open throughout, so no connection is refused. A configuration that no
+  longer validates is logged and the running one kept.
+- supervises the embedded scheduler (``seat-agent scheduler``, a child of the master, never of
+  a worker): when it dies it is started again, after 1 s, then 2, 4, ... up to 60 s while it
+  keeps dying; the database lease decides which scheduler acts.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
-from agent.config import Settings
+from agent.config import ConfigError, Settings, load_settings
 
 # gunicorn >= 25.1 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl or
 # ~/.gunicorn/gunicorn.ctl; under systemd (ProtectHome=yes, a system user without a home) that
 # path is unwritable, and seat-agent has no use for `gunicornc`, so it is disabled.
 OPTIONAL_SETTINGS = frozenset({"control_socket_disable"})
 
+log = logging.getLogger("seat_agent.server")
+
+
+class SchedulerSupervisor:
+    """``seat-agent scheduler`` beside the gunicorn master, restarted with backoff if it dies.
+
+    ``check`` is called from the master's loop (about once a second, and on SIGCHLD); it never
+    blocks. A scheduler that ran ``STABLE_SECONDS`` resets the backoff.
+    """
+
+    FIRST_DELAY = 1.0
+    MAX_DELAY = 60.0
+    STABLE_SECONDS = 60.0
+    STOP_TIMEOUT = 15.0
+
+    def __init__(
+        self,
+        command: list[str],
+        clock: Callable[[], float] = time.monotonic,
+        spawn: Callable[[list[str]], subprocess.Popen[bytes]] = subprocess.Popen,
+    ):
+        self.command = command
+        self.clock = clock
+        self.spawn = spawn
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.delay = self.FIRST_DELAY
+        self.restart_at: float | None = None
+        self.stopping = False
+        self.replacing = False
+
+    def start(self) -> None:
+        self.proc = self.spawn(self.command)
+        self.started_at = self.clock()
+        self.restart_at = None
+        log.info("embedded scheduler started (pid %s)", self.proc.pid)
+
+    def check(self) -> None:
+        if self.stopping:
+            return
+        now = self.clock()
+        if self.proc is None:
+            if self.restart_at is not None and now >= self.restart_at:
+                self.start()
+            return
+        code = self.proc.poll()
+        if code is None:
+            return
+        pid, self.proc = self.proc.pid, None
+        if self.replacing:  # stopped on purpose by a reload: start the new one at once
+            self.replacing = False
+            self.start()
+            return
+        if now - self.started_at >= self.STABLE_SECONDS:
+            self.delay = self.FIRST_DELAY
+        log.error(
+            "embedded scheduler (pid %s) exited (%s); restarting in %.0f s",
+            pid,
+            f"signal {-code}" if code < 0 else f"status {code}",
+            self.delay,
+        )
+        self.restart_at = now + self.delay
+        self.delay = min(self.delay * 2, self.MAX_DELAY)
+
+    def replace(self) -> None:
+        """After a reload: stop the running scheduler (SIGTERM releases its lease) and start
+        one with the new configuration as soon as it has exited."""
+        if self.stopping:
+            return
+        if self.proc is not None and self.proc.poll() is None:
+            self.replacing = True
+            self.proc.terminate()
+        else:
+            self.proc = None
+            self.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=self.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+class SeatAgentArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master loop, also looking after the embedded scheduler."""
+
+    supervisor: SchedulerSupervisor | None = None
+
+    def handle_chld(self) -> None:
+        # Before gunicorn's waitpid(-1) reaps every child: collect the scheduler's own status.
+        if self.supervisor is not None:
+            self.supervisor.check()
+        super().handle_chld()
+
+    handle_cld = handle_chld  # the name gunicorn dispatches SIGCHLD to on Linux
+
+    def manage_workers(self) -> None:
+        super().manage_workers()
+        if self.supervisor is not None:
+            self.supervisor.check()
+
 
 class SeatAgentServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, options: dict[str, Any]):
+    """gunicorn with the agent's settings; SIGHUP reads ``config_path`` again."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: str | None,
+        options: Callable[[Settings], dict[str, Any]],
+        supervisor: SchedulerSupervisor | None = None,
+    ):
         self.settings = settings
+        self.config_path = config_path
         self.options = options
+        self.supervisor = supervisor
+        self.loaded = False
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in self.options.items():
+        if self.loaded:
+            self.settings = self.reread(self.settings)
+        self.loaded = True
+        for key, value in self.options(self.settings).items():
             if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
                 continue  # an older gunicorn without this setting
             self.cfg.set(key, value)
+
+    def reread(self, running: Settings) -> Settings:
+        """The configuration file again (tokens in it included; the environment is the one
+        the process started with), or the running settings if it no longer validates."""
+        if self.config_path is None:
+            return running
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as err:
+            log.error("reload refused, keeping the running configuration: %s", err)
+            return running
+        log.info("configuration reloaded from %s", self.config_path)
+        return settings
 
     def load(self) -> Any:
         # Each worker builds its own app (and database engine) after the fork.
@@ -37,25 +184,14 @@ class SeatAgentServer(BaseApplication):  # type: ignore[misc]
 
         return create_app(self.settings)
 
-
-def _scheduler_hooks(args: list[str]) -> dict[str, Any]:
-    """Start ``seat-agent scheduler`` beside the gunicorn master, never inside a worker
-    (APScheduler FAQ: one scheduler per job store; the lease makes it one across hosts)."""
-    state: dict[str, subprocess.Popen[bytes]] = {}
-
-    def when_ready(_server: Any) -> None:
-        state["proc"] = subprocess.Popen([sys.executable, "-m", "agent.cli", "scheduler", *args])
-
-    def on_exit(_server: Any) -> None:
-        proc = state.get("proc")
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    return {"when_ready": when_ready, "on_exit": on_exit}
+    def run(self) -> None:
+        try:
+            arbiter = SeatAgentArbiter(self)
+            arbiter.supervisor = self.supervisor
+            arbiter.run()
+        except RuntimeError as e:
+            print(f"\nError: {e}\n", file=sys.stderr)
+            sys.exit(1)
 
 
 def _multiprocess_metrics() -> tuple[str, dict[str, Any]]:
@@ -80,44 +216,61 @@ def _multiprocess_metrics() -> tuple[str, dict[str, Any]]:
 
 def run_gunicorn(
     settings: Settings,
-    host: str,
-    port: int,
-    workers: int,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
     scheduler_args: list[str] | None = None,
+    config_path: str | None = None,
 ) -> None:
+    """Serve until stopped. ``host``/``port``/``workers`` override the settings (also after a
+    reload); ``scheduler_args`` not None runs the embedded scheduler with them."""
     master_pid = os.getpid()
     metrics_dir, metrics_hooks = _multiprocess_metrics()
     from agent.web.observability import logging_config
 
-    hooks = _scheduler_hooks(scheduler_args) if scheduler_args is not None else {}
-    stop_scheduler = hooks.pop("on_exit", None)
+    supervisor = (
+        SchedulerSupervisor([sys.executable, "-m", "agent.cli", "scheduler", *scheduler_args])
+        if scheduler_args is not None
+        else None
+    )
 
-    def on_exit(server: Any) -> None:
-        if stop_scheduler is not None:
-            stop_scheduler(server)
+    def when_ready(_server: Any) -> None:
+        # Never inside a worker (APScheduler FAQ: one scheduler per job store; the lease makes
+        # it one across hosts).
+        if supervisor is not None:
+            supervisor.start()
+
+    def on_reload(_server: Any) -> None:
+        if supervisor is not None:
+            supervisor.replace()
+
+    def on_exit(_server: Any) -> None:
+        if supervisor is not None:
+            supervisor.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
+    def options(current: Settings) -> dict[str, Any]:
+        return {
+            **metrics_hooks,
+            "when_ready": when_ready,
+            "on_reload": on_reload,
+            "on_exit": on_exit,
+            "bind": f"{host or current.server.host}:{port or current.server.port}",
+            "workers": workers or current.server.workers,
+            "worker_class": "gthread",
+            "threads": 4,
+            "timeout": 60,
+            "graceful_timeout": 20,
+            # agent.web.observability writes one line per request, with its request id.
+            "accesslog": None,
+            "errorlog": "-",
+            "logconfig_dict": logging_config(current.server.json_logs),
+            "control_socket_disable": True,
+            "preload_app": False,
+        }
+
     try:
-        SeatAgentServer(
-            settings,
-            {
-                **hooks,
-                **metrics_hooks,
-                "on_exit": on_exit,
-                "bind": f"{host}:{port}",
-                "workers": workers,
-                "worker_class": "gthread",
-                "threads": 4,
-                "timeout": 60,
-                "graceful_timeout": 20,
-                # agent.web.observability writes one line per request, with its request id.
-                "accesslog": None,
-                "errorlog": "-",
-                "logconfig_dict": logging_config(settings.server.json_logs),
-                "control_socket_disable": True,
-                "preload_app": False,
-            },
-        ).run()
+        SeatAgentServer(settings, config_path, options, supervisor).run()
     finally:
         # Workers return through here too (gunicorn forks inside run()); only the master cleans.
         if os.getpid() == master_pid:
