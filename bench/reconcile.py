@@ -75,6 +75,7 @@ def seed(agent, n: int) -> None:  # type: ignore[no-untyped-def]
             tx.conn.execute(insert(user_values), value_rows)
     with agent.store.write() as tx:
         tx.set_pool(tx.pool().seats, consumed, now)
+        tx.recount_users()
 
 
 def main() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, update
 
 from agent.storage import migrate
 from agent.storage.records import SeatState
 from agent.storage.store import Store
+from agent.storage.tables import seat_pool
 
 NOW = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -95,5 +96,56 @@ def test_migrations_match_the_table_definitions(db_url):
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = compare_metadata(context, metadata)
         assert diff == [], diff
+    finally:
+        store.dispose()
+
+
+def _user(name: str) -> dict:
+    return {"userName": name, "active": True}
+
+
+def test_the_user_total_follows_inserts_deletes_and_failed_inserts(db_url):
+    """An unfiltered page's totalResults comes from seat_pool.users_total, not COUNT(*)."""
+    store = Store.from_url(db_url)
+    try:
+        store.upgrade(5, NOW)
+        with store.write() as tx:
+            for i in range(5):
+                tx.insert_user(f"u{i}", _user(f"user{i}"), SeatState(), NOW)
+        with store.write() as tx:
+            tx.delete_user("u1")
+            tx.delete_user("no-such-user")  # deletes nothing, changes nothing
+        try:
+            with store.write() as tx:
+                tx.insert_user("u9", _user("user9"), SeatState(), NOW)
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        with store.read() as tx:
+            assert tx.recount_users() == (4, 4)
+            # A page that is full (count 2 of 4) must ask for the total: it reads the counter.
+            page = tx.list_users(None, [], 1, 2)
+            assert page.total == 4 and len(page.items) == 2
+    finally:
+        store.dispose()
+
+
+def test_migration_0003_counts_existing_users_and_reconcile_repairs_the_total(db_url):
+    store = Store.from_url(db_url)
+    try:
+        store.upgrade(5, NOW)
+        with store.write() as tx:
+            for i in range(3):
+                tx.insert_user(f"u{i}", _user(f"user{i}"), SeatState(), NOW)
+        migrate.downgrade(store.engine, "0002")
+        store.upgrade(5, NOW)  # 0003 again, on a database that already holds 3 users
+        with store.read() as tx:
+            assert tx.list_users(None, [], 1, 1).total == 3
+        with store.write() as tx:  # a write that bypassed the store (a bulk import)
+            tx.conn.execute(update(seat_pool).values(users_total=0))
+        with store.write() as tx:
+            assert tx.recount_users() == (0, 3)
+        with store.read() as tx:
+            assert tx.list_users(None, [], 1, 1).total == 3
     finally:
         store.dispose()

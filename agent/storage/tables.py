@@ -123,6 +123,8 @@ seat_pool = Table(
     Column("seats", Integer, nullable=False),
     Column("consumed", Integer, nullable=False, default=0),
     Column("updated", TS, nullable=False),
+    # Users stored, changed with every insert and delete: totalResults of an unfiltered list.
+    Column("users_total", Integer, nullable=False, server_default="0"),
 )
 
 # Append-only: every change to seats held or consumed, with its cause.
