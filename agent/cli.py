@@ -41,7 +41,11 @@ def main() -> None:
 @click.option("--port", default=None, type=int, help="Port (overrides [server] port).")
 @click.option("--workers", default=None, type=int, help="gunicorn workers.")
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve SCIM, the admin API and health endpoints with gunicorn."""
+    """Serve SCIM, the admin API and health endpoints with gunicorn.
+
+    SIGHUP (``systemctl reload``) reads the configuration file again and replaces the workers
+    without refusing a connection; the embedded scheduler is restarted if it dies.
+    """
     from agent.bootstrap import ensure_tokens, open_store
     from agent.web.server import run_gunicorn
 
