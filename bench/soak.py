@@ -365,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     p.add_argument("--max-requests", type=int, default=5_000_000, help="per thread, a bound")
     p.add_argument("--seed-time-limit", type=float, default=1800)
+    p.add_argument(
+        "--seed",
+        choices=["store", "bulk"],
+        default="store",
+        help="store: through the seat engine (a ledger entry per user); bulk: executemany",
+    )
     p.add_argument("--rss-tolerance", type=float, default=0.15)
     p.add_argument("--random-seed", type=int, default=11)
     p.add_argument("--json-out", help="write the summary as JSON here")
@@ -384,13 +390,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         t0 = time.perf_counter()
-        ids, names = sl.seed_store(
+        seeder = sl.seed_bulk if args.seed == "bulk" else sl.seed_store
+        ids, names = seeder(
             server.db_url, seats, args.users, time.monotonic() + args.seed_time_limit
         )
         seed_s = time.perf_counter() - t0
         server.vacuum()
         print(
-            f"seeded {len(ids)} users in {seed_s:.0f} s via the store (scim_load.seed_store)"
+            f"seeded {len(ids)} users in {seed_s:.0f} s via scim_load.{seeder.__name__}"
             + ("; then VACUUM ANALYZE" if server.schema else ""),
             flush=True,
         )
