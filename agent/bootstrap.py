@@ -11,23 +11,22 @@ from typing import Any
 
 from agent.config import Settings
 from agent.connectors import build_connector
-from agent.connectors.base import Connector
 from agent.notify.mail import SmtpMailer
 from agent.services.admin import SeatAdmin
 from agent.services.alerts import Alerts, EmailHandler, send_digest
-from agent.services.delivery import Handler, PushHandlers, deliver_due
+from agent.services.delivery import Handler, Outage, PushHandlers, deliver_due
 from agent.services.drift import DriftCheck
 from agent.services.outbox_notifier import EMAIL, OutboxNotifier
 from agent.services.policy import billing_terms, license_policy
 from agent.services.provisioning import Provisioning
 from agent.services.reductions import Reductions
 from agent.services.seats import SeatEngine
-from agent.storage.outbox import OutboxMessage
 from agent.storage.store import Store, StoreTx
 from agent.web.auth import TokenSet, digest
 from agent.web.ratelimit import RateLimiter
 
 Clock = Callable[[], datetime]
+DELIVERY_ALERT_KEY = "delivery"  # one "delivery failing" alert per downstream outage
 
 
 def system_clock() -> datetime:
@@ -48,8 +47,8 @@ class Agent:
     admin_tokens: TokenSet
     rate_limiter: RateLimiter
     # Optional parts (issue 4): downstream delivery, drift check, reductions, digest.
-    delivery: Callable[[], Any] | None = None
-    drift_check: Callable[[Any], None] | None = None
+    delivery: Callable[..., Any] | None = None
+    drift_check: Any = None  # agent.services.drift.DriftCheck
     reductions: Any = None
     digest: Callable[[], Any] | None = None
 
@@ -135,19 +134,29 @@ def build_agent(
         handlers[EMAIL] = EmailHandler(SmtpMailer.from_settings(settings.alerts))
     ds = settings.downstream
 
-    def on_failing(tx: StoreTx, message: OutboxMessage, error: str) -> None:
+    def on_failing(tx: StoreTx, outage: Outage) -> None:
         if alerts is not None:
+            oldest = outage.oldest
             alerts.raise_alert(
                 tx,
-                f"delivery:{message.key}",
+                DELIVERY_ALERT_KEY,
                 "failing",
-                f"Delivery failing: {message.kind} {message.key}",
+                f"Delivery to the application failing: {outage.pending} changes waiting",
                 [
-                    f"{message.kind} for {message.key} has failed {message.attempts + 1} times.",
-                    f"Last error: {error}",
-                    "It is retried with backoff and never dropped; see `seat-agent status`.",
+                    f"{outage.failing} changes have failed {ds.alert_after_attempts} times or"
+                    f" more; {outage.pending} changes wait for the application in all.",
+                    f"Oldest failing: {oldest.kind} {oldest.key}, queued"
+                    f" {oldest.created:%Y-%m-%d %H:%M UTC}, {oldest.attempts} attempts.",
+                    f"Last error: {oldest.last_error}",
+                    "Everything is retried with backoff and never dropped; see `seat-agent"
+                    " status`. This alert is sent once per outage: it is sent again only after"
+                    " deliveries have succeeded in between.",
                 ],
             )
+
+    def on_recovered(tx: StoreTx) -> None:
+        if alerts is not None:
+            alerts.clear(tx, DELIVERY_ALERT_KEY)
 
     delivery = (
         functools.partial(
@@ -159,6 +168,7 @@ def build_agent(
             ds.backoff_max_seconds,
             alert_after_attempts=ds.alert_after_attempts,
             on_failing=on_failing,
+            on_recovered=on_recovered,
         )
         if handlers
         else None
@@ -168,7 +178,6 @@ def build_agent(
         if connector is not None
         else None
     )
-    last_login = _last_login(connector) if connector is not None else None
     reductions = Reductions(
         store,
         provisioning,
@@ -177,7 +186,7 @@ def build_agent(
         lic,
         clock,
         alerts=alerts,
-        last_login=last_login,
+        app_users=connector.list_users if connector is not None else None,
     )
     digest = (
         functools.partial(
@@ -205,16 +214,3 @@ def build_agent(
 
 def _digest(store: Store, alerts: Alerts, clock: Clock, period: timedelta) -> bool:
     return send_digest(store, alerts, clock(), period)
-
-
-def _last_login(connector: Connector) -> Callable[[], dict[str, datetime]]:
-    """The downstream's last-login per user, for ranking reduction candidates."""
-
-    def read() -> dict[str, datetime]:
-        return {
-            r.external_id: r.last_login
-            for r in connector.list_users()
-            if r.external_id and r.last_login is not None
-        }
-
-    return read

@@ -20,7 +20,9 @@ from agent.bootstrap import open_store
 from agent.connectors.base import DeliveryError
 from agent.connectors.scim import ScimConnector
 from agent.services.delivery import (
+    RETRY_AFTER_MAX,
     DeliveryReport,
+    Outage,
     PushHandlers,
     backoff_seconds,
     deliver_due,
@@ -319,6 +321,7 @@ def test_retry_after_and_permanent_errors_set_the_next_attempt(source):
     errors = {
         "perm": DeliveryError("HTTP 400", permanent=True),
         "slow": DeliveryError("HTTP 503", retry_after=7),
+        "beyond-max": DeliveryError("HTTP 429", retry_after=300),
         "very-slow": DeliveryError("HTTP 429", retry_after=10_000),
         "bug": ValueError("bad payload"),
     }
@@ -329,19 +332,21 @@ def test_retry_after_and_permanent_errors_set_the_next_attempt(source):
     for key in errors:
         source.enqueue("note", key)
     before = source.clock.now
-    report = source.deliver({"note": fail})
+    report = source.deliver({"note": fail}, breaker_after=10)
     after = source.clock.now
-    assert (report.delivered, report.failed, report.retry_later) == (0, 1, 3)
+    assert (report.delivered, report.failed, report.retry_later) == (0, 1, 4)
     by_key = {m.key: m for m in source.pending()}
     assert_next_attempt(by_key["perm"], before, after, MAX)
     assert_next_attempt(by_key["slow"], before, after, 7)
-    assert_next_attempt(by_key["very-slow"], before, after, MAX)
+    # Retry-After is honoured beyond backoff_max, up to RETRY_AFTER_MAX (one hour)
+    assert_next_attempt(by_key["beyond-max"], before, after, 300)
+    assert_next_attempt(by_key["very-slow"], before, after, RETRY_AFTER_MAX)
     assert_next_attempt(by_key["bug"], before, after, BASE)
     assert by_key["perm"].last_error == "permanent: HTTP 400"
     assert by_key["bug"].last_error == "ValueError: bad payload"
     # A permanent error is never dropped: it is tried again at backoff_max.
     source.clock.advance(seconds=MAX)
-    assert source.deliver({"note": fail}).failed == 1
+    assert source.deliver({"note": fail}, breaker_after=10).failed == 1
     assert {m.key: m.attempts for m in source.pending()}["perm"] == 2
 
 
@@ -362,33 +367,78 @@ def test_unknown_kind_stays_undelivered_and_is_logged_once(source, caplog):
     ]
 
 
-def test_failing_hook_fires_once_at_the_threshold_and_status_shows_it(source):
-    alerts: list[tuple[str, str]] = []
+def test_outage_hook_summarises_failing_messages_and_recovery_re_arms(source):
+    outages: list[Outage] = []
+    recovered: list[bool] = []
+    down = {"yes": True}
+
+    def push(message: OutboxMessage) -> None:
+        if down["yes"]:
+            raise DeliveryError("HTTP 500: down")
 
     def fail(message: OutboxMessage) -> None:
-        raise DeliveryError("HTTP 500: down")
+        raise DeliveryError("SMTP down")
 
-    def on_failing(tx, message: OutboxMessage, error: str) -> None:
-        alerts.append((message.key, error))
-
-    source.enqueue("push_user", "u-1", user_id="u-1")
+    hooks = {
+        "alert_after_attempts": 2,
+        "on_failing": lambda tx, outage: outages.append(outage),
+        "on_recovered": lambda tx: recovered.append(True),
+    }
+    for i in range(3):
+        source.enqueue("push_user", f"u-{i}", user_id=f"u-{i}")
     source.enqueue("email", "alert:low-seats")
-    for _ in range(4):
-        source.deliver(
-            {"push_user": fail, "email": fail}, alert_after_attempts=2, on_failing=on_failing
-        )
+    source.deliver({"push_user": push, "email": fail}, **hooks)
+    assert outages == []  # one failure each: below the threshold
+    for _ in range(2):
         source.clock.advance(seconds=MAX)
-    assert alerts == [("u-1", "HTTP 500: down")]  # once, and never for email rows
+        source.deliver({"push_user": push, "email": fail}, **hooks)
+    # one summary per run once the threshold is reached (the alerts service mails it once)
+    assert [(o.failing, o.pending, o.oldest.key) for o in outages] == [(3, 3, "u-0")] * 2
+    assert outages[0].oldest.last_error == "HTTP 500: down"  # never the email row
+    assert recovered == []
 
     status = delivery_status(source.store, alert_after_attempts=2)
-    assert status["depth"] == {"push_user": 1, "email": 1}
-    assert status["pending"] == 2
+    assert status["depth"] == {"push_user": 3, "email": 1}
+    assert status["pending"] == 4
     assert status["oldest_pending"] is not None
-    assert [(f["kind"], f["attempts"], f["last_error"]) for f in status["failing"]] == [
-        ("push_user", 4, "HTTP 500: down"),
-        ("email", 4, "HTTP 500: down"),
+    assert [(f["kind"], f["attempts"]) for f in status["failing"]] == [("push_user", 3)] * 3 + [
+        ("email", 3)
     ]
-    assert delivery_status(source.store, alert_after_attempts=5)["failing"] == []
+
+    down["yes"] = False
+    source.clock.advance(seconds=MAX)
+    source.deliver({"push_user": push, "email": fail}, **hooks)
+    assert recovered == [True]  # the outage is over: the next one alerts again
+    assert len(outages) == 2
+    assert delivery_status(source.store, alert_after_attempts=2)["depth"] == {"email": 1}
+
+
+def test_circuit_breaker_stops_a_run_against_a_dead_downstream(source):
+    calls: list[str] = []
+
+    def dead(message: OutboxMessage) -> None:
+        calls.append(message.key)
+        raise DeliveryError("GET /Users: timed out")
+
+    for i in range(10):
+        source.enqueue("push_user", f"u-{i}", user_id=f"u-{i}")
+    source.enqueue("note", "other")
+    noted: list[str] = []
+    report = source.deliver({"push_user": dead, "note": lambda m: noted.append(m.key)})
+    assert calls == ["u-0", "u-1", "u-2"]  # three timeouts, not ten
+    assert report.broken == ["push_user"] and report.retry_later == 3
+    assert noted == ["other"]  # other kinds are still delivered
+    attempts = {m.key: m.attempts for m in source.pending()}
+    assert attempts == {f"u-{i}": (1 if i < 3 else 0) for i in range(10)}
+
+
+def test_keep_going_false_stops_between_messages(source):
+    for i in range(4):
+        source.enqueue("note", f"k{i}")
+    done: list[str] = []
+    report = source.deliver({"note": lambda m: done.append(m.key)}, keep_going=lambda: len(done) < 2)
+    assert done == ["k0", "k1"] and report.stopped
+    assert [m.key for m in source.pending()] == ["k2", "k3"]
 
 
 def test_limit_bounds_one_run(source):
@@ -403,5 +453,7 @@ def test_backoff_doubles_up_to_the_cap():
     assert backoff_seconds(9, 2, 600) == 600
     assert backoff_seconds(10_000, 2, 600) == 600
     assert backoff_seconds(0, 2, 600, retry_after=7) == 7
-    assert backoff_seconds(0, 2, 600, retry_after=7200) == 600
+    assert backoff_seconds(0, 2, 600, retry_after=1800) == 1800  # Retry-After beats the cap
+    assert backoff_seconds(0, 2, 600, retry_after=7200) == RETRY_AFTER_MAX == 3600
+    assert backoff_seconds(0, 2, 7200, retry_after=7200) == 7200
     assert backoff_seconds(0, 2, 600, permanent=True) == 600

@@ -370,3 +370,64 @@ def test_gunicorn_workers_aggregate_metrics_and_log_json(tmp_path, monkeypatch):
     assert list(home.iterdir()) == []
     for secret in (SCIM_TOKEN, ADMIN_TOKEN, PASSWORD):
         assert secret not in log
+
+
+# -- /readyz -------------------------------------------------------------------------------
+
+
+def test_readyz_is_ok_at_the_newest_migration(api):
+    r = api.client.get("/readyz")
+    assert (r.status_code, r.get_json()) == (200, {"status": "ok"})
+    assert api.client.get("/healthz").status_code == 200
+
+
+def test_readyz_is_503_while_migrations_are_not_current(api):
+    from agent.storage import migrate
+
+    engine = api.agent.store.engine
+    head = migrate.head_revision(engine)
+    migrate.downgrade(engine, "0001")
+    r = api.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json() == {
+        "status": "unavailable",
+        "error": "migrations not current",
+        "database": "0001",
+        "code": head,
+    }
+    assert api.client.get("/healthz").status_code == 200  # alive, only not ready
+    migrate.upgrade(engine)
+    assert api.client.get("/readyz").status_code == 200
+
+
+def test_readyz_says_when_a_newer_release_migrated_the_database(api):
+    from sqlalchemy import text
+
+    engine = api.agent.store.engine
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    r = api.client.get("/readyz")
+    assert r.status_code == 503
+    body = r.get_json()
+    assert body["database"] == "9999_from_the_future"
+    assert body["error"].startswith("database schema is newer than this code")
+
+
+def test_readyz_is_503_when_the_database_is_gone(api):
+    from sqlalchemy import create_engine
+
+    store = api.agent.store
+    working = store.engine
+    # Nothing listens on port 1: every connection is refused, as when the server is down.
+    store.engine = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 2}
+    )
+    try:
+        r = api.client.get("/readyz")
+        assert r.status_code == 503
+        assert r.get_json() == {"status": "unavailable", "error": "OperationalError"}
+        assert api.client.get("/healthz").status_code == 200
+    finally:
+        store.engine.dispose()
+        store.engine = working
+    assert api.client.get("/readyz").status_code == 200

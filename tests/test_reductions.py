@@ -274,7 +274,33 @@ def test_restart_mid_deactivation_never_deactivates_extra_users(make_api, clock)
     assert restarted.advance_all() == []
     assert admin_releases(api) == 5
     outcomes = [c["outcome"] for c in restarted.get(rid).plan["candidates"]]
-    assert outcomes == ["deactivated"] * 3 + ["already not consuming"] + ["deactivated"]
+    # the 4th was deactivated by this reduction just before the crash: the ledger says so
+    assert outcomes == ["deactivated"] * 5
+
+
+def test_user_deactivated_just_before_a_crash_is_cleaned_up(make_api, clock):
+    api, _, _ = setup(make_api, clock, seats=12)
+    ids = populate(api, clock, regular=11)
+    settings = {"cleanup": True, "cleanup_after_days": 30}
+    crashing = build(api, clock, settings, provisioning=Crashing(api.agent.provisioning, after=1))
+    rid = crashing.create(10).id
+    crashing.approve(rid)
+    with pytest.raises(RuntimeError):
+        crashing.advance(rid)
+    off = patch({"op": "replace", "path": "active", "value": False})
+    api.scim("PATCH", f"/Users/{ids['r05']}", off)  # the IdP itself frees another seat meanwhile
+    restarted = build(api, clock, settings)
+    assert restarted.advance(rid).state == "cleanup"
+    clock.advance(days=31)
+    done = restarted.advance(rid)
+    assert done.state == "done", done.history
+    by_name = {c["user_name"]: c for c in done.plan["candidates"]}
+    assert by_name["r00"]["outcome"] == "deactivated"  # the crash victim, recognised as ours
+    assert by_name["r00"]["cleanup"] == "deleted"
+    assert api.scim("GET", f"/Users/{ids['r00']}").status_code == 404
+    assert by_name["r01"]["outcome"] == "not needed"  # r05's own deactivation sufficed
+    # a user the IdP deactivated is never taken for one of ours
+    assert api.scim("GET", f"/Users/{ids['r05']}").status_code == 200
 
 
 def test_repeated_steps_do_not_repeat_work(make_api, clock):

@@ -38,21 +38,29 @@ class Lease:
         self.clock = clock
         self.name = name
         self.held = False
+        self.until: datetime | None = None
 
     def renew(self) -> bool:
         """Take or renew the lease; returns whether this process holds it now."""
         now = self.clock()
+        until = now + timedelta(seconds=self.seconds)
         with self.store.write() as tx:
-            self.held = outbox.acquire_lease(
-                tx, self.name, self.holder, now, now + timedelta(seconds=self.seconds)
-            )
+            self.held = outbox.acquire_lease(tx, self.name, self.holder, now, until)
+        self.until = until if self.held else None
         return self.held
+
+    def valid(self) -> bool:
+        """Whether this process may still act: it holds the lease and the lease has not
+        lapsed by the clock (a renewal that is late or failing does not extend it). Jobs ask
+        this between batches."""
+        return self.held and self.until is not None and self.clock() < self.until
 
     def release(self) -> None:
         if self.held:
             with self.store.write() as tx:
                 outbox.release_lease(tx, self.name, self.holder)
             self.held = False
+            self.until = None
 
     def current_holder(self) -> str | None:
         with self.store.read() as tx:

@@ -2,13 +2,17 @@
 
 Each job runs only while this process holds the scheduler lease (agent.jobs.lease), so exactly
 one scheduler acts at a time whether it runs embedded beside ``seat-agent serve`` or as
-``seat-agent scheduler`` under its own systemd unit, on one host or several.
+``seat-agent scheduler`` under its own systemd unit, on one host or several. Jobs that work in
+batches check the lease between batches (``Lease.valid``), and every run is counted in the
+database (``job_runs``), so "each job ran once per interval, by the holder" can be checked.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -17,36 +21,74 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from agent.bootstrap import Agent
 from agent.jobs.lease import Lease, holder_id
+from agent.storage.store import StoreTx
 
 log = logging.getLogger("seat_agent.scheduler")
+JOB_STATE_PREFIX = "job:"
 
 
-def job_table(agent: Agent) -> list[tuple[str, Callable[[], Any], float]]:
-    """(name, function, interval seconds) for every job; functions take no arguments."""
+PURGE_HOURS = 24.0
+RUNS_KEPT_PER_HOLDER = 5  # job-run counts are kept for the last few scheduler processes
+
+
+def job_table(
+    agent: Agent, keep_going: Callable[[], bool] | None = None
+) -> list[tuple[str, Callable[[], Any], float]]:
+    """(name, function, interval seconds) for every job; functions take no arguments.
+    ``keep_going`` (the lease check) is handed to the jobs that work in batches."""
     from agent.jobs.tasks import Jobs
 
     s = agent.settings.scheduler
-    tasks = Jobs(agent)
+    tasks = Jobs(agent, keep_going) if keep_going is not None else Jobs(agent)
     jobs: list[tuple[str, Callable[[], Any], float]] = [
         ("reconcile", tasks.reconcile, s.reconcile_minutes * 60),
         ("drain_queue", tasks.drain_queue, s.queue_drain_seconds),
         ("deliver_outbox", tasks.deliver_outbox, s.outbox_seconds),
         ("advance_workflows", tasks.advance_workflows, s.workflow_seconds),
         ("renewal_check", tasks.renewal_check, s.renewal_check_hours * 3600),
+        ("purge_outbox", tasks.purge_outbox, PURGE_HOURS * 3600),
     ]
     if agent.settings.alerts.enabled and agent.settings.alerts.digest:
         jobs.append(("digest", tasks.digest, s.digest_hours * 3600))
     return jobs
 
 
+def job_runs(tx: StoreTx, name: str) -> dict[str, Any]:
+    """What the database records of job ``name``: ``runs`` (all schedulers together),
+    ``last`` (ISO time), ``holder`` (who ran it last) and ``by`` (runs per recent holder)."""
+    raw = tx.get_state(f"{JOB_STATE_PREFIX}{name}")
+    return json.loads(raw) if raw else {"runs": 0, "last": None, "holder": None, "by": {}}
+
+
+def record_run(tx: StoreTx, name: str, holder: str, at: datetime, ok: bool) -> None:
+    """Count one run of ``name`` by ``holder`` (shown by ``seat-agent status``)."""
+    data = job_runs(tx, name)
+    by: dict[str, int] = data.get("by") or {}
+    by[holder] = by.get(holder, 0) + 1
+    if len(by) > RUNS_KEPT_PER_HOLDER:
+        by = dict(list(by.items())[-RUNS_KEPT_PER_HOLDER:])
+    data.update(runs=int(data.get("runs", 0)) + 1, last=at.isoformat(), holder=holder, by=by)
+    data["failed"] = int(data.get("failed", 0)) + (0 if ok else 1)
+    tx.put_state(f"{JOB_STATE_PREFIX}{name}", json.dumps(data))
+
+
 def guarded(lease: Lease, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+    """Run ``fn`` only while ``lease`` is valid, and record the run in the database."""
+
     def run() -> None:
-        if not lease.held:
+        if not lease.valid():
             return
+        ok = True
         try:
             fn()
         except Exception:  # a failing job must not stop the scheduler; it runs again next time
+            ok = False
             log.exception("job %s failed", name)
+        try:
+            with lease.store.write() as tx:
+                record_run(tx, name, lease.holder, lease.clock(), ok)
+        except Exception:
+            log.exception("recording the run of job %s failed", name)
 
     run.__name__ = f"job_{name}"
     return run
@@ -79,7 +121,7 @@ def build_scheduler(
         coalesce=True,
         next_run_time=agent.clock(),
     )
-    for name, fn, seconds in job_table(agent):
+    for name, fn, seconds in job_table(agent, keep_going=lease.valid):
         scheduler.add_job(
             guarded(lease, name, fn),
             "interval",

@@ -1,23 +1,44 @@
 """The scheduled jobs: each a thin wrapper that calls plain service functions with the
-agent's parts. Tests call the service functions directly; this only binds arguments."""
+agent's parts. Tests call the service functions directly; this only binds arguments.
+
+``keep_going`` is the scheduler's lease check: jobs that work in batches (outbox delivery,
+the reduction workflows) ask it between batches and stop when this process no longer holds
+the lease, so a scheduler that lost it never keeps acting beside the new holder.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from agent.bootstrap import Agent
-from agent.services.reconcile import ReconcileReport, drain_queue, reconcile
+from agent.services.reconcile import Progress, ReconcileReport, drain_queue, reconcile
+from agent.storage import outbox
 
 log = logging.getLogger("seat_agent.jobs")
 
 
-class Jobs:
-    def __init__(self, agent: Agent):
-        self.agent = agent
+def _always() -> bool:
+    return True
 
-    def reconcile(self, dry_run: bool = False, progress=None) -> ReconcileReport:
+
+class Jobs:
+    def __init__(self, agent: Agent, keep_going: Callable[[], bool] = _always):
+        self.agent = agent
+        self.keep_going = keep_going
+
+    def reconcile(
+        self,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        downstream_progress: Progress | None = None,
+    ) -> ReconcileReport:
+        """Recount, compare with the downstream, record the run, then propose a reduction
+        when one is due. A downstream that cannot be read is a finding of the report; the
+        rest still happens."""
         a = self.agent
         report = reconcile(
             a.store,
@@ -25,6 +46,7 @@ class Jobs:
             dry_run=dry_run,
             progress=progress,
             compare_downstream=a.drift_check,
+            downstream_progress=downstream_progress,
         )
         if not dry_run:
             with a.store.write() as tx:
@@ -44,12 +66,12 @@ class Jobs:
     def deliver_outbox(self) -> Any:
         if self.agent.delivery is None:
             return None
-        return self.agent.delivery()
+        return self.agent.delivery(keep_going=self.keep_going)
 
     def advance_workflows(self) -> Any:
         if self.agent.reductions is None:
             return None
-        return self.agent.reductions.advance_all()
+        return self.agent.reductions.advance_all(keep_going=self.keep_going)
 
     def renewal_check(self) -> Any:
         if self.agent.reductions is None:
@@ -60,3 +82,14 @@ class Jobs:
         if self.agent.digest is None:
             return None
         return self.agent.digest()
+
+    def purge_outbox(self) -> int:
+        """Delete delivered outbox rows older than ``[scheduler] outbox_retention_days``
+        (undelivered rows are never purged: an accepted change is never dropped)."""
+        a = self.agent
+        before = a.clock() - timedelta(days=a.settings.scheduler.outbox_retention_days)
+        with a.store.write() as tx:
+            purged = outbox.purge_delivered(tx, before)
+        if purged:
+            log.info("purged %d delivered outbox rows older than %s", purged, before.isoformat())
+        return purged

@@ -34,8 +34,14 @@ log = logging.getLogger("seat_agent.delivery")
 Completion = Callable[[StoreTx, datetime], None]
 # Does the external work of one message outside any transaction; may return a Completion.
 Handler = Callable[[OutboxMessage], Completion | None]
-# Called in the transaction that records the failure making a message reach the alert threshold.
-FailingHook = Callable[[StoreTx, OutboxMessage, str], None]
+# Called, in a write transaction, at the end of a run in which a downstream message reached
+# the alert threshold (an outage), and at the end of a run that delivered again with nothing
+# failing any more (the outage is over: the next one alerts again).
+FailingHook = Callable[[StoreTx, "Outage"], None]
+RecoveredHook = Callable[[StoreTx], None]
+
+RETRY_AFTER_MAX = 3600.0  # a downstream's Retry-After is honoured up to one hour
+BREAKER_AFTER = 3  # temporary failures in a row of one kind before a run stops trying it
 
 _unhandled_logged: set[str] = set()
 
@@ -48,6 +54,10 @@ class DeliveryReport:
     failed: int = 0
     retry_later: int = 0
     errors: list[str] = field(default_factory=list)
+    # Kinds whose circuit breaker opened in this run: their remaining messages wait for the
+    # next run instead of each waiting out a timeout against a dead downstream.
+    broken: list[str] = field(default_factory=list)
+    stopped: bool = False  # keep_going said stop (the scheduler lost its lease)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +65,27 @@ class DeliveryReport:
             "failed": self.failed,
             "retry_later": self.retry_later,
             "errors": self.errors,
+            "broken": self.broken,
+            "stopped": self.stopped,
         }
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Downstream (non-email) delivery that keeps failing, for one alert per outage."""
+
+    failing: int  # undelivered messages that failed at least alert_after_attempts times
+    pending: int  # every undelivered downstream message
+    oldest: OutboxMessage  # the oldest failing message
+
+
+@dataclass
+class _Run:
+    """Per-run bookkeeping: consecutive temporary failures per kind, outage signals."""
+
+    streak: dict[str, int] = field(default_factory=dict)
+    reached_threshold: bool = False
+    delivered_downstream: bool = False
 
 
 def backoff_seconds(
@@ -69,13 +99,15 @@ def backoff_seconds(
     """Delay before the next attempt of a message that has failed ``attempts`` times before.
 
     ``min(base * 2**attempts, maximum)``, no jitter (one worker runs: the scheduler lease).
-    A downstream ``Retry-After`` wins (capped at ``maximum``); a permanent error waits
-    ``maximum``: it is still retried, because an accepted change is never dropped.
+    A downstream ``Retry-After`` (RFC 7231 §7.1.3) wins, even beyond ``maximum``, capped at
+    ``RETRY_AFTER_MAX`` (one hour; or ``maximum`` when that is longer) so a bogus header
+    cannot park a change for days; a permanent error waits ``maximum``: it is still retried,
+    because an accepted change is never dropped.
     """
     if permanent:
         return maximum
     if retry_after is not None:
-        return min(max(retry_after, 0.0), maximum)
+        return min(max(retry_after, 0.0), max(RETRY_AFTER_MAX, maximum))
     return float(min(base * 2 ** min(attempts, 62), maximum))
 
 
@@ -89,31 +121,51 @@ def deliver_due(
     *,
     alert_after_attempts: int | None = None,
     on_failing: FailingHook | None = None,
+    on_recovered: RecoveredHook | None = None,
+    keep_going: Callable[[], bool] | None = None,
+    breaker_after: int = BREAKER_AFTER,
 ) -> DeliveryReport:
     """Deliver up to ``limit`` due messages whose kind has a handler, oldest first and at most
     one in flight per key (``outbox.due``), so one user's changes arrive in order.
 
     Messages whose kind has no handler stay undelivered (logged once per kind). A failure is
-    recorded with ``mark_failed`` and the delay of ``backoff_seconds``; when a message's
-    failures reach ``alert_after_attempts``, ``on_failing`` is called in the same transaction
-    (not for ``email`` rows: an alert about failing alert mail would only add to the pile).
+    recorded with ``mark_failed`` and the delay of ``backoff_seconds``. After
+    ``breaker_after`` temporary failures in a row of one kind the run stops trying that kind
+    (a circuit breaker: a dead downstream costs a few timeouts per run, not ``limit``).
+    ``keep_going`` is asked before each message; False ends the run (a scheduler that lost its
+    lease stops between messages).
+
+    Alerts, once per outage (not per message, not for ``email`` rows: an alert about failing
+    alert mail would only add to the pile): when a downstream message reaches
+    ``alert_after_attempts`` failures, ``on_failing`` gets the outage summary at the end of the
+    run; when a run delivers downstream messages again and none is failing any more,
+    ``on_recovered`` re-arms the alert.
     """
     report = DeliveryReport()
     kinds = tuple(handlers)
     _log_unhandled(store, kinds)
     if not kinds:
         return report
+    run = _Run()
     tried: set[int] = set()
     while len(tried) < limit:
+        open_kinds = tuple(k for k in kinds if k not in report.broken)
+        if not open_kinds:
+            break
         with store.read() as tx:
             batch = [
                 m
-                for m in outbox.due(tx, clock(), limit=limit - len(tried), kinds=kinds)
+                for m in outbox.due(tx, clock(), limit=limit - len(tried), kinds=open_kinds)
                 if m.seq not in tried
             ]
         if not batch:
             break
         for message in batch:
+            if message.kind in report.broken:
+                continue
+            if keep_going is not None and not keep_going():
+                report.stopped = True
+                break
             tried.add(message.seq)
             _deliver_one(
                 store,
@@ -124,9 +176,58 @@ def deliver_due(
                 backoff_max,
                 report,
                 alert_after_attempts,
-                on_failing,
+                run,
             )
+            if run.streak.get(message.kind, 0) >= breaker_after:
+                report.broken.append(message.kind)
+                log.warning(
+                    "outbox %s: %d failures in a row; not trying more this run",
+                    message.kind,
+                    breaker_after,
+                )
+        if report.stopped:
+            break
+    if alert_after_attempts is not None:
+        _outage_hooks(store, clock, alert_after_attempts, run, on_failing, on_recovered)
     return report
+
+
+def _outage_hooks(
+    store: Store,
+    clock: Callable[[], datetime],
+    threshold: int,
+    run: _Run,
+    on_failing: FailingHook | None,
+    on_recovered: RecoveredHook | None,
+) -> None:
+    if run.reached_threshold and on_failing is not None:
+        with store.write() as tx:
+            outage = outage_summary(tx, threshold)
+            if outage is not None:
+                on_failing(tx, outage)
+    elif run.delivered_downstream and on_recovered is not None:
+        with store.write() as tx:
+            if outage_summary(tx, threshold) is None:
+                on_recovered(tx)
+
+
+def outage_summary(tx: StoreTx, threshold: int) -> Outage | None:
+    """Undelivered downstream (non-email) messages that failed ``threshold`` times or more:
+    how many, how many downstream messages wait in all, and the oldest failing one."""
+    waiting = (outbox_table.c.delivered_at.is_(None), outbox_table.c.kind != EMAIL)
+    failing_rows = (*waiting, outbox_table.c.attempts >= threshold)
+    count = tx.conn.execute(
+        select(func.count()).select_from(outbox_table).where(*failing_rows)
+    ).scalar_one()
+    if not count:
+        return None
+    oldest = tx.conn.execute(
+        select(outbox_table).where(*failing_rows).order_by(outbox_table.c.seq).limit(1)
+    ).first()
+    pending = tx.conn.execute(
+        select(func.count()).select_from(outbox_table).where(*waiting)
+    ).scalar_one()
+    return Outage(int(count), int(pending), outbox.message_of(oldest))
 
 
 def _deliver_one(
@@ -138,7 +239,7 @@ def _deliver_one(
     backoff_max: float,
     report: DeliveryReport,
     alert_after_attempts: int | None,
-    on_failing: FailingHook | None,
+    run: _Run,
 ) -> None:
     try:
         completion = handler(message)
@@ -148,12 +249,21 @@ def _deliver_one(
                 completion(tx, now)
             outbox.mark_delivered(tx, message.seq, now)
         report.delivered += 1
+        run.streak[message.kind] = 0
+        if message.kind != EMAIL:
+            run.delivered_downstream = True
         return
     except DeliveryError as err:
         error, retry_after, permanent = str(err), err.retry_after, err.permanent
+        transient = not permanent
+    except OSError as err:  # e.g. the SMTP server is down
+        error, retry_after, permanent = f"{err.__class__.__name__}: {err}", None, False
+        transient = True
     except Exception as err:  # a handler bug must not stop the other messages
         log.exception("outbox %s #%s (%s) raised", message.kind, message.seq, message.key)
         error, retry_after, permanent = f"{err.__class__.__name__}: {err}", None, False
+        transient = False
+    run.streak[message.kind] = run.streak.get(message.kind, 0) + 1 if transient else 0
     delay = backoff_seconds(
         message.attempts, backoff_base, backoff_max, retry_after=retry_after, permanent=permanent
     )
@@ -161,14 +271,13 @@ def _deliver_one(
     with store.write() as tx:
         now = clock()
         outbox.mark_failed(tx, message.seq, text, now + timedelta(seconds=delay))
-        attempts = message.attempts + 1
-        if (
-            on_failing is not None
-            and alert_after_attempts is not None
-            and attempts == alert_after_attempts
-            and message.kind != EMAIL
-        ):
-            on_failing(tx, message, text)
+    attempts = message.attempts + 1
+    if (
+        alert_after_attempts is not None
+        and attempts >= alert_after_attempts
+        and message.kind != EMAIL
+    ):
+        run.reached_threshold = True
     if permanent:
         report.failed += 1
     else:
@@ -179,7 +288,7 @@ def _deliver_one(
         message.kind,
         message.seq,
         message.key,
-        message.attempts + 1,
+        attempts,
         delay,
         text,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
 
@@ -22,6 +22,7 @@ from agent.storage.tables import group_members, groups, user_values, users
 
 BATCH = 1000
 RECONCILE = Cause("reconcile")
+Progress = Callable[[int], None]
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Drift:
     problem: str  # e.g. "missing downstream", "active differs", "unknown downstream user"
     expected: str = ""
     found: str = ""
+    remote_id: str | None = None  # the downstream id, for users unknown to seat-agent
 
 
 @dataclass
@@ -44,6 +46,7 @@ class ReconcileReport:
     drift: list[Drift] = field(default_factory=list)
     repaired: bool = False
     dry_run: bool = False
+    downstream_error: str | None = None  # set when the downstream could not be read
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,7 +59,14 @@ class ReconcileReport:
             "drift": [d.__dict__ for d in self.drift],
             "repaired": self.repaired,
             "dry_run": self.dry_run,
+            "downstream_error": self.downstream_error,
         }
+
+
+class CompareDownstream(Protocol):
+    """The downstream comparison (agent.services.drift.DriftCheck)."""
+
+    def __call__(self, report: ReconcileReport, progress: Progress | None = None) -> None: ...
 
 
 def iter_users(store: Store, batch: int = BATCH) -> Iterator[list[UserRecord]]:
@@ -179,12 +189,16 @@ def reconcile(
     seats: SeatEngine,
     *,
     dry_run: bool = False,
-    progress: Callable[[int], None] | None = None,
-    compare_downstream: Callable[[ReconcileReport], None] | None = None,
+    progress: Progress | None = None,
+    compare_downstream: CompareDownstream | None = None,
     now: Callable[[], datetime] | None = None,
+    downstream_progress: Progress | None = None,
 ) -> ReconcileReport:
-    """Recount and repair. Counter repair and re-decisions happen in write transactions that
-    hold the seat-pool lock; nothing changes with ``dry_run``."""
+    """Recount and repair, then compare with the downstream. Counter repair and re-decisions
+    happen in write transactions that hold the seat-pool lock; nothing changes with
+    ``dry_run``. ``progress`` counts users of the seat pass, ``downstream_progress`` those of
+    the comparison. A downstream that cannot be read is a finding in the report
+    (``downstream_error``), never a failure of the recount."""
     report = ReconcileReport(dry_run=dry_run)
     mismatched: list[str] = []
     for batch in iter_seat_rows(store):
@@ -218,9 +232,11 @@ def reconcile(
             )
             report.repaired = True
         if not dry_run:
+            was, counted_users = tx.recount_users()  # the unfiltered list's totalResults
+            report.repaired |= was != counted_users
             seats.promote_queue(tx, RECONCILE)
     if compare_downstream is not None:
-        compare_downstream(report)
+        compare_downstream(report, progress=downstream_progress)
     return report
 
 

@@ -20,26 +20,28 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from agent.config import LicenseSettings, ReductionSettings
+from agent.connectors.base import DeliveryError, RemoteUser
 from agent.domain import license as lic
 from agent.domain import reduction as red
 from agent.domain.reduction import State
 from agent.scim.errors import ScimError
 from agent.services.admin import SeatAdmin
+from agent.services.outbox_notifier import DELETE_USER, PUSH_USER
 from agent.services.provisioning import Provisioning
 from agent.services.seats import Cause, directory_state
 from agent.storage import reductions as rows
 from agent.storage.records import UserRecord
 from agent.storage.reductions import ReductionRow
 from agent.storage.store import Store, StoreTx, _user_from_row
-from agent.storage.tables import seat_ledger, users
+from agent.storage.tables import outbox, seat_ledger, users
 
 log = logging.getLogger("seat_agent.reductions")
 
@@ -54,6 +56,8 @@ MAX_STEPS = 20
 BATCH = 1000
 
 LastLogin = Callable[[], Mapping[str, datetime]]
+AppUsers = Callable[[], Iterable[RemoteUser]]
+IN_CHUNK = 500
 AlertTable = tuple[Sequence[str], Sequence[Sequence[object]]]  # (headers, rows)
 
 
@@ -85,6 +89,26 @@ class ReductionConflict(Exception):
 
 
 InvalidTransition = red.InvalidTransition
+
+
+@dataclass
+class AppView:
+    """The downstream application's users, read once and outside any database transaction
+    (a slow or dead downstream never holds the write lock). ``error`` says why it could not
+    be read; the plan then ranks by directory activity and verifying waits."""
+
+    logins: dict[str, datetime] = field(default_factory=dict)
+    active_ids: set[str] = field(default_factory=set)  # externalIds of active app users
+    active_unlinked: int = 0  # active app users without an externalId (not ours)
+    error: str | None = None
+
+    def notes(self) -> list[str]:
+        if self.error is None:
+            return []
+        return [
+            f"The application's last-login data could not be read ({self.error}); candidates"
+            " are ranked by their last directory activity instead."
+        ]
 
 
 @dataclass
@@ -165,6 +189,7 @@ def plan_dict(plan: red.Plan, round_no: int = 1) -> dict[str, Any]:
         "candidates": [candidate_dict(c, round_no) for c in plan.candidates],
         "excluded": [{"user_name": e.user_name, "reason": e.reason} for e in plan.excluded],
         "excluded_counts": plan.excluded_counts,
+        "notes": list(plan.notes),
         "retried": False,
     }
 
@@ -210,6 +235,7 @@ class Reductions:
         alerts: ReductionAlerts | None = None,
         last_login: LastLogin | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        app_users: AppUsers | None = None,
     ):
         self.store = store
         self.provisioning = provisioning
@@ -220,6 +246,7 @@ class Reductions:
         self.alerts = alerts
         self.last_login = last_login
         self.new_id = new_id
+        self.app_users = app_users
 
     @property
     def policy(self) -> lic.LicensePolicy:
@@ -243,9 +270,30 @@ class Reductions:
             today,
         )
 
-    def _holders(self, tx: StoreTx) -> Iterator[red.SeatHolder]:
+    def _app_view(self) -> AppView | None:
+        """Read the application's users now, with no transaction open; None without a
+        downstream. A downstream that cannot be read gives a view with ``error`` set."""
+        if self.app_users is None and self.last_login is None:
+            return None
+        view = AppView()
+        try:
+            if self.last_login is not None:
+                view.logins = dict(self.last_login())
+            if self.app_users is not None:
+                for r in self.app_users():
+                    if r.external_id and r.last_login is not None:
+                        view.logins.setdefault(r.external_id, r.last_login)
+                    if r.active and r.external_id:
+                        view.active_ids.add(r.external_id)
+                    elif r.active:
+                        view.active_unlinked += 1
+        except DeliveryError as err:
+            log.warning("cannot read the application's users: %s", err)
+            return AppView(error=str(err))
+        return view
+
+    def _holders(self, tx: StoreTx, logins: Mapping[str, datetime]) -> Iterator[red.SeatHolder]:
         """Every user holding a seat, in batches (memory stays flat as users grow)."""
-        logins = dict(self.last_login()) if self.last_login is not None else {}
         last = 0
         while True:
             batch = tx.conn.execute(
@@ -287,38 +335,52 @@ class Reductions:
         )
 
     def _plan(
-        self, tx: StoreTx, target: int, exclude_ids: tuple[str, ...] = (), reason: str = ""
+        self,
+        tx: StoreTx,
+        target: int,
+        view: AppView | None,
+        exclude_ids: tuple[str, ...] = (),
+        reason: str = "",
     ) -> red.Plan:
         pool = tx.pool()
         now = self.clock()
         kwargs = {"exclude_reason": reason} if reason else {}
-        return red.plan_reduction(
+        plan = red.plan_reduction(
             target=target,
             seats=pool.seats,
             consumed=pool.consumed,
-            holders=self._holders(tx),
+            holders=self._holders(tx, view.logins if view is not None else {}),
             rules=self._rules(),
             now=now,
             window=self._window(now.date()),
             exclude_ids=exclude_ids,
             **kwargs,
         )
+        if view is not None:
+            plan.notes.extend(view.notes())
+        return plan
 
     def preview(self, target: int) -> dict[str, Any]:
         """The plan a reduction to ``target`` would follow now; creates nothing (dry run)."""
         _check_target(target)
+        view = self._app_view()
         with self.store.read() as tx:
-            return plan_dict(self._plan(tx, target))
+            return plan_dict(self._plan(tx, target, view))
 
     def create(self, target: int, proposed_by: str = "admin", trigger: str = "admin") -> Reduction:
         """Plan a reduction to ``target`` licenses and persist it (``planned``, or ``approved``
         with ``auto_approve``). ReductionConflict when another is open, when there is nothing
-        to reduce, or when not enough users can stop consuming."""
+        to reduce, or when not enough users can stop consuming. The application's users
+        (last logins) are read before the write transaction opens; when they cannot be read
+        the plan ranks by directory activity and says so in its notes."""
         _check_target(target)
+        view = self._app_view()
         with self.store.write() as tx:
-            return self._create(tx, target, proposed_by, trigger)
+            return self._create(tx, target, proposed_by, trigger, view)
 
-    def _create(self, tx: StoreTx, target: int, proposed_by: str, trigger: str) -> Reduction:
+    def _create(
+        self, tx: StoreTx, target: int, proposed_by: str, trigger: str, view: AppView | None
+    ) -> Reduction:
         open_ = rows.list_reductions(tx, tuple(s.value for s in red.OPEN_STATES), limit=1)
         if open_:
             raise ReductionConflict(
@@ -329,7 +391,7 @@ class Reductions:
             raise ReductionConflict(
                 f"nothing to reduce: {pool.seats} licenses are held, target is {target}"
             )
-        plan = self._plan(tx, target)
+        plan = self._plan(tx, target, view)
         data = plan_dict(plan)
         data["trigger"] = trigger
         if not plan.feasible:
@@ -401,8 +463,9 @@ class Reductions:
 
     # -- the workflow ----------------------------------------------------------------------
 
-    def advance_all(self) -> list[Reduction]:
-        """The scheduler job: advance every open reduction as far as it can go now."""
+    def advance_all(self, keep_going: Callable[[], bool] | None = None) -> list[Reduction]:
+        """The scheduler job: advance every open reduction as far as it can go now.
+        ``keep_going`` (the scheduler's lease check) is asked before each reduction."""
         out = []
         with self.store.read() as tx:
             ids = [
@@ -412,6 +475,9 @@ class Reductions:
                 )
             ]
         for reduction_id in ids:
+            if keep_going is not None and not keep_going():
+                log.info("scheduler lease lost: reductions are advanced by the new holder")
+                break
             try:
                 out.append(self.advance(reduction_id))
             except Exception:  # a transient failure: the next run resumes from the same state
@@ -471,11 +537,20 @@ class Reductions:
                 self._transition(reduction_id, State.DEACTIVATING, State.VERIFYING, "verifying")
                 return
             candidate = row.plan["candidates"][index]
-            if consumed <= row.target:
+            if self._ours_before_crash(record, row):
+                # Deactivated by this reduction just before a crash (the progress record was
+                # never written): it is ours, so the cleanup step may delete it later.
+                outcome = "deactivated"
+            elif consumed <= row.target:
                 outcome = "not needed"
             else:
                 outcome = self._stop_consuming(candidate, record)
             self._record_outcome(reduction_id, index, outcome)
+
+    def _ours_before_crash(self, record: UserRecord | None, row: ReductionRow) -> bool:
+        if record is None or record.seat.holds_seat or record.active:
+            return False
+        return self._released_by_us(record.id, _deactivating_since(row))
 
     def _stop_consuming(self, candidate: dict[str, Any], record: UserRecord | None) -> str:
         if record is None:
@@ -503,6 +578,24 @@ class Reductions:
             raise
         return "deactivated" if not after.seat.holds_seat else "skipped: still consuming"
 
+    def _released_by_us(self, user_id: str, since: datetime | None) -> bool:
+        """Whether the seat ledger shows an admin-caused release of ``user_id`` since this
+        reduction began deactivating (the reduction's own PATCH)."""
+        if since is None:
+            return False
+        with self.store.read() as tx:
+            found = tx.conn.execute(
+                select(seat_ledger.c.seq)
+                .where(
+                    seat_ledger.c.user_id == user_id,
+                    seat_ledger.c.kind == "release",
+                    seat_ledger.c.cause == ADMIN.kind,
+                    seat_ledger.c.at >= since,
+                )
+                .limit(1)
+            ).first()
+        return found is not None
+
     def _record_outcome(self, reduction_id: str, index: int, outcome: str) -> None:
         with self.store.write() as tx:
             row = self._require(tx, reduction_id)
@@ -516,7 +609,28 @@ class Reductions:
             rows.save_reduction(tx, row, row.state)
 
     def _verify(self, reduction_id: str) -> None:
-        """Recount: someone the IdP re-activated meanwhile means one more round, once."""
+        """Recount: someone the IdP re-activated meanwhile means one more round, once.
+
+        On target by the agent's own count, the step also waits (the reason shown in the
+        workflow) until the application agrees, seed 000 STEP 3 "change the number of licensed
+        users after you confirm the number of application users": every deactivation of this
+        reduction delivered (no pending outbox push for those users) and, with a downstream,
+        the application's active users at or below the target. After ``[reductions]
+        verify_timeout_hours`` of waiting the reduction fails with the reason.
+        """
+        with self.store.read() as tx:
+            row = self._require(tx, reduction_id)
+            if row.state != State.VERIFYING:
+                return
+            pool = tx.pool()
+        local = red.after_verify(
+            pool.consumed, row.target, bool(row.plan.get("retried")), self.license.decrease
+        )
+        view = None
+        if local is State.DEACTIVATING or (
+            local is not State.FAILED and self.app_users is not None
+        ):
+            view = self._app_view()  # before the write transaction: the downstream may be slow
         with self.store.write() as tx:
             row = self._require(tx, reduction_id)
             if row.state != State.VERIFYING:
@@ -529,6 +643,7 @@ class Reductions:
                 plan = self._plan(
                     tx,
                     row.target,
+                    view,
                     exclude_ids=chosen,
                     reason="already chosen by this reduction (re-activated by the directory?)",
                 )
@@ -538,6 +653,7 @@ class Reductions:
                     self._alert(tx, row, "failed", [why])
                     return
                 row.plan["retried"] = True
+                row.plan.pop("verify_waiting_since", None)
                 row.plan["candidates"] += [candidate_dict(c, 2) for c in plan.candidates]
                 names = ", ".join(c.user_name for c in plan.candidates)
                 note = (
@@ -552,11 +668,81 @@ class Reductions:
                 )
                 self._move(tx, row, State.FAILED, why, reason=why)
                 self._alert(tx, row, "failed", [why])
-            elif nxt is State.AWAITING_MANUAL_LICENSE_CHANGE:
-                self._enter_manual(tx, row, pool.seats)
             else:
-                note = f"{pool.consumed} users consume, target {row.target}: lowering licenses"
-                self._move(tx, row, nxt, note, reason=None)
+                waiting = self._application_lags(tx, row, view)
+                if waiting is not None:
+                    self._wait_or_fail(tx, row, waiting)
+                    return
+                row.plan.pop("verify_waiting_since", None)
+                if nxt is State.AWAITING_MANUAL_LICENSE_CHANGE:
+                    self._enter_manual(tx, row, pool.seats)
+                else:
+                    note = (
+                        f"{pool.consumed} users consume, target {row.target}"
+                        + (
+                            ", and the application agrees"
+                            if self.app_users is not None
+                            else ""
+                        )
+                        + ": lowering licenses"
+                    )
+                    self._move(tx, row, nxt, note, reason=None)
+
+    def _application_lags(self, tx: StoreTx, row: ReductionRow, view: AppView | None) -> str | None:
+        """Why the application does not yet show the reduction, or None when it does."""
+        stopped = [
+            c["user_id"]
+            for c in row.plan["candidates"]
+            if c.get("outcome") in ("deactivated", "deleted")
+        ]
+        pending = 0
+        for start in range(0, len(stopped), IN_CHUNK):
+            pending += tx.conn.execute(
+                select(func.count(func.distinct(outbox.c.key))).where(
+                    outbox.c.delivered_at.is_(None),
+                    outbox.c.kind.in_((PUSH_USER, DELETE_USER)),
+                    outbox.c.key.in_(stopped[start : start + IN_CHUNK]),
+                )
+            ).scalar_one()
+        if pending:
+            return (
+                f"waiting for {pending} of {len(stopped)} deactivations to reach the application"
+                " (outbox; see `seat-agent status`)"
+            )
+        if self.app_users is None:
+            return None
+        if view is None or view.error is not None:
+            error = view.error if view is not None else "not read"
+            return f"waiting to read the application's users to confirm the count ({error})"
+        free = {
+            r[0]
+            for r in tx.conn.execute(select(users.c.id).where(users.c.license_state == "free"))
+        }
+        active = view.active_unlinked + len(view.active_ids - free)
+        if active > row.target:
+            return (
+                f"the application still shows {active} active users, target {row.target}"
+                " (users unknown to seat-agent count too: they hold vendor licences)"
+            )
+        return None
+
+    def _wait_or_fail(self, tx: StoreTx, row: ReductionRow, waiting: str) -> None:
+        now = self.clock()
+        since = _parse(row.plan.get("verify_waiting_since"))
+        if since is None:
+            since = now
+            row.plan["verify_waiting_since"] = now.isoformat()
+        hours = self.settings.verify_timeout_hours
+        if now - since >= timedelta(hours=hours):
+            why = f"verification timed out after {hours:g} hours: {waiting}"
+            self._move(tx, row, State.FAILED, why, reason=why)
+            self._alert(tx, row, "failed", [why])
+            return
+        if row.reason != waiting:
+            row.reason = waiting
+            row.history.append(_entry(now, row.state, waiting))
+        row.updated = now
+        rows.save_reduction(tx, row, row.state)
 
     def _enter_manual(self, tx: StoreTx, row: ReductionRow, seats: int) -> None:
         steps = red.manual_steps(self.license.decrease, seats, row.target)
@@ -779,27 +965,41 @@ class Reductions:
         propose_after_days, from the seat ledger) or when the renewal window opens with
         propose_at_renewal (seed 001's automatic adjustment). Never with another one open."""
         now = now or self.clock()
+        with self.store.read() as tx:
+            if self._due_trigger(tx, now) is None:
+                return None
+        view = self._app_view()  # only when a proposal is due, and outside the write lock
         with self.store.write() as tx:
-            if rows.list_reductions(tx, tuple(s.value for s in red.OPEN_STATES), limit=1):
+            trigger = self._due_trigger(tx, now)
+            if trigger is None:
                 return None
-            pool = tx.pool()
-            if pool.consumed >= pool.seats:
-                return None
-            renewal = self.license.renewal_date
-            if (
-                self.settings.propose_at_renewal
-                and red.renewal_window_open(renewal, self.license.renewal_window_days, now.date())
-                and tx.get_state(RENEWAL_PROPOSED_KEY) != _iso(renewal)
-            ):
-                tx.put_state(RENEWAL_PROPOSED_KEY, _iso(renewal) or "")
-                return self._propose(tx, pool.consumed, "renewal")
-            if self._unused_long_enough(tx, pool.seats - pool.consumed, now):
-                return self._propose(tx, pool.consumed, "unused")
+            if trigger == "renewal":
+                tx.put_state(RENEWAL_PROPOSED_KEY, _iso(self.license.renewal_date) or "")
+            return self._propose(tx, tx.pool().consumed, trigger, view)
+
+    def _due_trigger(self, tx: StoreTx, now: datetime) -> str | None:
+        """``renewal`` or ``unused`` when a proposal is due now, else None."""
+        if rows.list_reductions(tx, tuple(s.value for s in red.OPEN_STATES), limit=1):
+            return None
+        pool = tx.pool()
+        if pool.consumed >= pool.seats:
+            return None
+        renewal = self.license.renewal_date
+        if (
+            self.settings.propose_at_renewal
+            and red.renewal_window_open(renewal, self.license.renewal_window_days, now.date())
+            and tx.get_state(RENEWAL_PROPOSED_KEY) != _iso(renewal)
+        ):
+            return "renewal"
+        if self._unused_long_enough(tx, pool.seats - pool.consumed, now):
+            return "unused"
         return None
 
-    def _propose(self, tx: StoreTx, target: int, trigger: str) -> Reduction | None:
+    def _propose(
+        self, tx: StoreTx, target: int, trigger: str, view: AppView | None
+    ) -> Reduction | None:
         try:
-            return self._create(tx, target, "reconcile", trigger)
+            return self._create(tx, target, "reconcile", trigger, view)
         except ReductionConflict as err:
             log.info("no reduction proposed (%s): %s", trigger, err.message)
             return None
@@ -831,6 +1031,14 @@ class Reductions:
 
 def _entry(at: datetime, state: str, note: str) -> dict[str, str]:
     return {"at": at.isoformat(), "state": state, "note": note}
+
+
+def _deactivating_since(row: ReductionRow) -> datetime | None:
+    """When the first round of deactivations began (the first ``deactivating`` entry)."""
+    for entry in row.history:
+        if entry.get("state") == State.DEACTIVATING.value:
+            return _parse(entry.get("at"))
+    return None
 
 
 def _next_pending(plan: Mapping[str, Any]) -> int | None:

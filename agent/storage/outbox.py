@@ -42,7 +42,7 @@ def enqueue(tx: StoreTx, kind: str, key: str, payload: dict[str, Any], now: date
     )
 
 
-def _message(row: Any) -> OutboxMessage:
+def message_of(row: Any) -> OutboxMessage:
     return OutboxMessage(
         seq=row.seq,
         kind=row.kind,
@@ -76,7 +76,7 @@ def due(tx: StoreTx, now: datetime, limit: int = 100, kinds: tuple[str, ...] | N
     )
     if kinds is not None:
         q = q.where(outbox.c.kind.in_(list(kinds)))
-    return [_message(r) for r in tx.conn.execute(q)]
+    return [message_of(r) for r in tx.conn.execute(q)]
 
 
 def mark_delivered(tx: StoreTx, seq: int, now: datetime) -> None:
@@ -111,7 +111,7 @@ def failing(tx: StoreTx, min_attempts: int) -> list[OutboxMessage]:
         .order_by(outbox.c.seq)
         .limit(100)
     )
-    return [_message(r) for r in tx.conn.execute(q)]
+    return [message_of(r) for r in tx.conn.execute(q)]
 
 
 def purge_delivered(tx: StoreTx, before: datetime) -> int:

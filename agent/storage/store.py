@@ -48,6 +48,7 @@ from agent.storage.tables import (
     agent_state,
     group_members,
     groups,
+    reductions,
     seat_ledger,
     seat_pool,
     user_values,
@@ -565,6 +566,14 @@ class StoreTx:
         for r in self.conn.execute(q2):
             seen(r[0], utc(r[1]))
         return list(latest.values())
+
+    def reduction_ceiling(self, states: Sequence[str]) -> int | None:
+        """The lowest target of the reduction workflows in ``states``, None when there is none
+        (the queue is not served above it while a workflow reduces consumption)."""
+        found = self.conn.execute(
+            select(func.min(reductions.c.target)).where(reductions.c.state.in_(list(states)))
+        ).scalar()
+        return int(found) if found is not None else None
 
     def queued_count(self) -> int:
         return int(
