@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -194,8 +194,8 @@ class ScimSettings(Section):
 
 
 class DownstreamSettings(Section):
-    type: Literal["none", "scim", "webhook"] = Field(
-        "none", description="The downstream application: none, a SCIM 2.0 server, or a webhook."
+    type: Literal["none", "scim"] = Field(
+        "none", description="The downstream application: none, or a SCIM 2.0 server (scim)."
     )
     url: str | None = Field(None, description="Base URL (SCIM: ending in /scim/v2).")
     token: str | None = Field(None, description="Bearer token for the downstream application.")
@@ -208,6 +208,16 @@ class DownstreamSettings(Section):
     alert_after_attempts: int = Field(
         5, ge=1, description="Failed attempts of one change before a delivery-failing alert."
     )
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: object) -> object:
+        if value not in ("none", "scim"):
+            raise ValueError(
+                f"downstream type {value!r} is not supported: use 'none' or 'scim'"
+                " (a generic webhook connector is not implemented)"
+            )
+        return value
 
     def resolved_token(self) -> str | None:
         return self.token or os.environ.get(self.token_env) or None
@@ -231,6 +241,9 @@ class SchedulerSettings(Section):
     renewal_check_hours: float = Field(12, gt=0, description="Renewal window check interval.")
     lease_seconds: float = Field(
         60, ge=5, description="Scheduler lease length; another host takes over after it lapses."
+    )
+    outbox_retention_days: float = Field(
+        7, gt=0, description="Delivered outbox rows older than this are purged (daily job)."
     )
 
 
@@ -278,6 +291,12 @@ class ReductionSettings(Section):
     propose_after_days: float = Field(7, gt=0, description="... for this long.")
     propose_at_renewal: bool = Field(
         False, description="Propose matching licenses to consumption when the window opens."
+    )
+    verify_timeout_hours: float = Field(
+        24,
+        gt=0,
+        description="How long verifying waits for the application to show the deactivations"
+        " before the reduction fails.",
     )
 
 
