@@ -485,3 +485,45 @@ def test_admin_reevaluate_refuses_at_the_limit(make_api):
     assert r.status_code == 403
     assert r.get_json()["error"].startswith("Seat limit reached")
     assert seats(api)["consumed"] == 1
+
+
+# -- reductions and the queue ------------------------------------------------------------------
+
+
+def test_reduction_frees_seats_without_the_queue_refilling_them(make_api, clock):
+    """10 seats, 10 consuming, 2 queued, target 8: the workflow deactivates exactly 2 users;
+    the seats they free are not handed to the queue while it reduces consumption, so
+    consumption reaches 8 and licenses are lowered to 8 with both users still queued."""
+    from test_reductions import invariant
+    from test_reductions import setup as reduction_setup
+
+    api, service, _alerts = reduction_setup(make_api, clock, seats=10, on_full="queue")
+    for i in range(10):
+        clock.advance(days=1)
+        create(api, f"u{i}")
+    clock.advance(days=30)
+    queued = [create(api, f"q{i}")["id"] for i in range(2)]
+    assert (seats(api)["consumed"], seats(api)["queued"]) == (10, 2)
+
+    r = api.admin("POST", "/reductions", {"target": 8})
+    assert r.status_code == 201, r.get_json()
+    rid = r.get_json()["id"]
+    assert api.admin("POST", f"/reductions/{rid}/approve").status_code == 200
+    done = service.advance(rid)
+    assert done.state in ("cleanup", "done"), done.history
+
+    deactivated = [
+        c for c in done.as_dict()["plan"]["candidates"] if c.get("outcome") == "deactivated"
+    ]
+    assert len(deactivated) == 2
+    report = seats(api)
+    assert (report["licensed"], report["consumed"], report["queued"]) == (8, 8, 2)
+    assert [seat_of(api, q)["queuePosition"] for q in queued] == [1, 2]
+    assert invariant(api) == (8, 8)
+    with api.agent.store.read() as tx:
+        kinds = [e.kind for e in tx.ledger(limit=10_000)]
+    assert kinds.count("release") == 2 and "promote" not in kinds
+
+    # the workflow over, a license increase serves the queue again
+    assert api.admin("PUT", "/licenses", {"seats": 9}).status_code == 200
+    assert seat_of(api, queued[0])["licenseState"] == "licensed"

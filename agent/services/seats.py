@@ -17,9 +17,23 @@ from decimal import Decimal
 
 from agent.domain import license as lic
 from agent.domain.billing import BillingTerms, prorated_cost
+from agent.domain.reduction import State as ReductionState
 from agent.services.events import Notifier, NullNotifier, SeatEvent
 from agent.storage.records import SeatState, UserRecord
 from agent.storage.store import StoreTx
+
+# Reduction workflow states in which the workflow is lowering consumption to its target and
+# the queue must not refill the seats it frees.
+REDUCTION_HOLDS_QUEUE = tuple(
+    s.value
+    for s in (
+        ReductionState.APPROVED,
+        ReductionState.DEACTIVATING,
+        ReductionState.VERIFYING,
+        ReductionState.REDUCING_LICENSES,
+        ReductionState.AWAITING_MANUAL_LICENSE_CHANGE,
+    )
+)
 
 
 class SeatRefused(Exception):
@@ -293,11 +307,19 @@ class SeatEngine:
             )
 
     def promote_queue(self, tx: StoreTx, cause: Cause) -> list[UserRecord]:
-        """Give free seats to queued users, first come first served, in this transaction."""
+        """Give free seats to queued users, first come first served, in this transaction.
+
+        While a reduce-users-then-licenses workflow (seed 000) is carrying out its plan, seats
+        it frees are not handed to the queue above its target: otherwise each deactivation
+        would be refilled, consumption would never drop, and the workflow would deactivate
+        twice the users it planned. Promotion capacity is ``min(seats, target) - consumed``.
+        """
         promoted: list[UserRecord] = []
+        ceiling = tx.reduction_ceiling(REDUCTION_HOLDS_QUEUE)
         while True:
             pool = tx.pool()
-            if pool.seats - pool.consumed <= 0:
+            usable = pool.seats if ceiling is None else min(pool.seats, ceiling)
+            if usable - pool.consumed <= 0:
                 return promoted
             head = tx.queued_users(limit=1)
             if not head:
