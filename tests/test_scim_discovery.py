@@ -17,6 +17,7 @@ from scim2_models import (
 
 from agent.scim import discovery as d
 from agent.scim.render import render_group, render_user
+from agent.scim.resources import without_member_display
 from agent.storage.records import GroupRecord, SeatState, UserRecord
 
 BASE = "http://host/scim/v2"
@@ -178,7 +179,8 @@ def test_group_schema():
     assert members["multiValued"] is True
     assert [s["name"] for s in members["subAttributes"]] == ["value", "$ref", "display", "type"]
     assert _attribute(d.GROUP_SCHEMA, "members.value")["mutability"] == "immutable"
-    assert _attribute(d.GROUP_SCHEMA, "members.display")["mutability"] == "readOnly"
+    member_display = _attribute(d.GROUP_SCHEMA, "members.display")
+    assert (member_display["mutability"], member_display["returned"]) == ("readOnly", "request")
     assert _attribute(d.GROUP_SCHEMA, "members.type")["canonicalValues"] == ["User"]
     assert _attribute(d.GROUP_SCHEMA, "members.$ref")["referenceTypes"] == ["User"]
 
@@ -359,7 +361,8 @@ def test_rendered_group_matches_published_schema():
         version=1,
         members=[("u-1", "Barbara Jensen")],
     )
-    payload = render_group(record, BASE)
+    payload = without_member_display(render_group(record, BASE), None)
+    assert "display" not in payload["members"][0]
     model = _provider().model_for("Group")
     assert model is not None
     group = model.model_validate(payload, scim_ctx=RESPONSE)

@@ -86,19 +86,10 @@ def test_create_group_with_members(api):
     assert body["schemas"] == [GROUP]
     assert body["displayName"] == "Engineering"
     assert body["externalId"] == "ext-eng"
+    # members.display is returned "request" (/Schemas): not in the default representation.
     assert body["members"] == [
-        {
-            "value": alice,
-            "$ref": f"http://localhost/scim/v2/Users/{alice}",
-            "display": "Alice A",
-            "type": "User",
-        },
-        {
-            "value": bob,
-            "$ref": f"http://localhost/scim/v2/Users/{bob}",
-            "display": "bob@example.com",
-            "type": "User",
-        },
+        {"value": alice, "$ref": f"http://localhost/scim/v2/Users/{alice}", "type": "User"},
+        {"value": bob, "$ref": f"http://localhost/scim/v2/Users/{bob}", "type": "User"},
     ]
     assert member_rows(api, gid) == {alice, bob}
     assert stored_group(api, gid).resource == {
@@ -106,6 +97,14 @@ def test_create_group_with_members(api):
         "externalId": "ext-eng",
     }
     assert api.scim("GET", f"/Groups/{gid}").get_json() == body
+    # Asked for, display is the member's displayName or userName, never what the client sent.
+    asked = api.scim("GET", f"/Groups/{gid}?attributes=members.value,members.display").get_json()
+    assert asked["members"] == [
+        {"value": alice, "display": "Alice A"},
+        {"value": bob, "display": "bob@example.com"},
+    ]
+    listed = api.scim("GET", "/Groups?attributes=members.display").get_json()["Resources"]
+    assert listed[0]["members"] == [{"display": "Alice A"}, {"display": "bob@example.com"}]
 
 
 def test_display_name_is_unique_case_insensitively(api):
@@ -234,6 +233,19 @@ def test_excluded_attributes_members_on_list_and_get(api):
     assert set(only) == {"schemas", "id", "meta", "displayName"}
     full = api.scim("GET", f"/Groups/{gid}?attributes=members").get_json()
     assert [m["value"] for m in full["members"]] == [uid]
+
+
+def test_excluding_a_member_sub_attribute_keeps_the_members(api):
+    """RFC 7644 §3.4.2.5: excludedAttributes=members.value drops that sub-attribute only."""
+    uid = create_user(api, "m@example.com")
+    gid = create_group(api, "Big", [uid])["id"]
+    ref = f"http://localhost/scim/v2/Users/{uid}"
+    one = api.scim("GET", f"/Groups/{gid}?excludedAttributes=members.value").get_json()
+    assert one["members"] == [{"$ref": ref, "type": "User"}]
+    listed = api.scim("GET", "/Groups?excludedAttributes=members.value,members.type").get_json()
+    assert listed["Resources"][0]["members"] == [{"$ref": ref}]
+    urn = api.scim("GET", f"/Groups/{gid}?excludedAttributes={GROUP}:members").get_json()
+    assert "members" not in urn
 
 
 def test_group_filters(api):

@@ -214,11 +214,91 @@ def test_paths_outside_scim_keep_their_own_errors(api):
         assert r.mimetype != SCIM_JSON
 
 
-def test_root_search_is_501(api):
-    r = api.scim(
-        "POST", "/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
-    )
-    assert_scim_error(r, 501)
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+def _root_search(api, **params) -> Any:
+    return api.scim("POST", "/.search", {"schemas": [SEARCH], **params})
+
+
+def _names_of(page: dict) -> list[str]:
+    return [r.get("userName") or r["displayName"] for r in page["Resources"]]
+
+
+def test_root_search_returns_users_then_groups_with_paging_across_them(api):
+    """RFC 7644 §3.4.3: POST /.search at the root searches every resource type."""
+    for name in ("u1@example.com", "u2@example.com", "u3@example.com"):
+        create(api, name, displayName=name.upper())
+    for name in ("G1", "G2"):
+        assert api.scim("POST", "/Groups", {"schemas": [GROUP], "displayName": name}).status_code
+    page = _root_search(api).get_json()
+    assert page["schemas"] == [LIST]
+    assert page["totalResults"] == 5
+    assert _names_of(page) == [
+        "u1@example.com",
+        "u2@example.com",
+        "u3@example.com",
+        "G1",
+        "G2",
+    ]
+    assert [r["meta"]["resourceType"] for r in page["Resources"]] == ["User"] * 3 + ["Group"] * 2
+    across = _root_search(api, startIndex=3, count=2).get_json()
+    assert (across["totalResults"], across["startIndex"], across["itemsPerPage"]) == (5, 3, 2)
+    assert _names_of(across) == ["u3@example.com", "G1"]
+    tail = _root_search(api, startIndex=5, count=10).get_json()
+    assert _names_of(tail) == ["G2"]
+    assert _root_search(api, startIndex=6).get_json()["Resources"] == []
+
+
+def test_root_search_filter_applies_per_resource_type(api):
+    create(api, "alpha@example.com", displayName="Alpha person")
+    create(api, "beta@example.com", displayName="Beta person")
+    api.scim("POST", "/Groups", {"schemas": [GROUP], "displayName": "Alpha team"})
+    both = _root_search(api, filter='displayName sw "alpha"').get_json()
+    assert both["totalResults"] == 2
+    assert _names_of(both) == ["alpha@example.com", "Alpha team"]
+    # userName is not a Group attribute: Groups simply contribute nothing.
+    users_only = _root_search(api, filter='userName eq "BETA@example.com"').get_json()
+    assert users_only["totalResults"] == 1
+    assert _names_of(users_only) == ["beta@example.com"]
+    # Unknown to every resource type: 400 invalidFilter, as on /Users.
+    assert_scim_error(_root_search(api, filter='fooBar eq "x"'), 400, "invalidFilter")
+    assert_scim_error(_root_search(api, filter="displayName eq"), 400, "invalidFilter")
+
+
+def test_root_search_sorts_and_pages_the_combined_list(api):
+    create(api, "m@example.com", displayName="Mike")
+    create(api, "a@example.com", displayName="alice")
+    create(api, "z@example.com")  # no displayName: sorts last ascending
+    for name in ("Bravo", "Yankee"):
+        api.scim("POST", "/Groups", {"schemas": [GROUP], "displayName": name})
+    asc = _root_search(api, sortBy="displayName").get_json()
+    assert _names_of(asc) == ["a@example.com", "Bravo", "m@example.com", "Yankee", "z@example.com"]
+    desc = _root_search(api, sortBy="displayName", sortOrder="descending").get_json()
+    assert _names_of(desc) == ["z@example.com", "Yankee", "m@example.com", "Bravo", "a@example.com"]
+    page = _root_search(api, sortBy="displayName", startIndex=2, count=2).get_json()
+    assert page["totalResults"] == 5
+    assert _names_of(page) == ["Bravo", "m@example.com"]
+    # Groups have no userName: absent values, last ascending (RFC 7644 §3.4.2.3).
+    by_user = _root_search(api, sortBy="userName").get_json()
+    assert _names_of(by_user) == [
+        "a@example.com",
+        "m@example.com",
+        "z@example.com",
+        "Bravo",
+        "Yankee",
+    ]
+    assert_scim_error(_root_search(api, sortBy="fooBar"), 400, "invalidValue")
+
+
+def test_root_search_honours_attributes(api):
+    create(api, "p@example.com", displayName="P", title="Boss")
+    api.scim("POST", "/Groups", {"schemas": [GROUP], "displayName": "G"})
+    page = _root_search(api, attributes=["displayName"]).get_json()
+    assert [sorted(r) for r in page["Resources"]] == [["displayName", "id", "meta", "schemas"]] * 2
+    page = _root_search(api, excludedAttributes=["displayName"]).get_json()
+    assert all("displayName" not in r for r in page["Resources"])
+    assert page["Resources"][0]["title"] == "Boss"
 
 
 # -- PATCH envelope (RFC 7644 §3.5.2) --------------------------------------------------------------

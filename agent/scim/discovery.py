@@ -422,8 +422,9 @@ def _group_attributes() -> list[Attr]:
                     referenceTypes=["User"],
                     mutability="immutable",
                 ),
-                # server: not in §8.7.1; rendered from the member's displayName or userName.
-                _attr("display", description=_DISPLAY, mutability=RO),
+                # server: not in §8.7.1; computed from the member's displayName or userName
+                # and returned only when requested (attributes=members.display).
+                _attr("display", description=_DISPLAY, mutability=RO, returned="request"),
                 _type(
                     "A label indicating the type of resource, e.g., 'User' or 'Group'.",
                     ["User"],  # server: §8.7.1 lists "User" and "Group".

@@ -309,12 +309,19 @@ def project(
                 if subkey is not None:
                     out.setdefault(key, {})[subkey] = resource[key][subkey]
             elif isinstance(resource[key], list):
-                picked = []
-                for item in resource[key]:
-                    subkey = _find_key(item, sub) if isinstance(item, dict) else None
+                # Several sub-attributes of one multi-valued attribute (``members.value,
+                # members.display``) are kept together, value by value.
+                items = [item for item in resource[key] if isinstance(item, dict)]
+                previous = out.get(key)
+                kept = previous if isinstance(previous, list) else [{} for _ in items]
+                for item, picked in zip(items, kept, strict=True):
+                    subkey = _find_key(item, sub)
                     if subkey is not None:
-                        picked.append({subkey: item[subkey]})
-                out[key] = picked
+                        picked[subkey] = item[subkey]
+                out[key] = kept
+        for key, value in list(out.items()):
+            if isinstance(value, list) and key in resource and value is not resource[key]:
+                out[key] = [item for item in value if item]
         return out
     if excluded:
         out = copy.copy(resource)
@@ -330,8 +337,29 @@ def project(
                 if subkey is not None:
                     del inner[subkey]
                 out[key] = inner
+            elif isinstance(out[key], list):
+                # ``members.value``: that sub-attribute of every value, not the attribute.
+                out[key] = [_without(item, sub) for item in out[key]]
         return out
     return resource
+
+
+def without_member_display(group: dict, attributes: Iterable[str] | None) -> dict:
+    """Drop ``members.display`` unless ``attributes`` names it: it is declared ``returned:
+    "request"`` (RFC 7643 §2.4) because it is server-computed and not among RFC 7643 §8.7.1's
+    member sub-attributes."""
+    wanted = any(a.strip().lower().split(":")[-1] == "members.display" for a in attributes or ())
+    if wanted or "members" not in group:
+        return group
+    out = dict(group)
+    out["members"] = [_without(m, "display") for m in group["members"]]
+    return out
+
+
+def _without(item: Any, sub: str) -> Any:
+    if not isinstance(item, dict):
+        return item
+    return {k: v for k, v in item.items() if k.lower() != sub.lower()}
 
 
 def _split_attr(attr: str) -> tuple[str, str | None]:

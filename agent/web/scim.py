@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -10,11 +11,19 @@ from flask import Blueprint, Response, current_app, g, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from agent.scim import discovery
+from agent.scim import discovery, search
 from agent.scim.errors import ScimError
+from agent.scim.filter import ResourceType
 from agent.scim.render import list_response, render_group, render_user
-from agent.scim.resources import ERROR_SCHEMA, etag, parse_attr_list, project
+from agent.scim.resources import (
+    ERROR_SCHEMA,
+    etag,
+    parse_attr_list,
+    project,
+    without_member_display,
+)
 from agent.services.provisioning import ListQuery, Provisioning
+from agent.storage.records import Page
 from agent.web.auth import TokenSet, bearer_digest
 from agent.web.ratelimit import retry_after_header
 
@@ -214,9 +223,7 @@ def _list_query(args: Any) -> tuple[ListQuery, list[str] | None, list[str] | Non
         raise ScimError(400, "sortOrder must be 'ascending' or 'descending'", "invalidValue")
     attributes = _attr_list(args.get("attributes"))
     excluded = _attr_list(args.get("excludedAttributes"))
-    with_members = not _mentions(excluded, "members") and (
-        attributes is None or _mentions(attributes, "members")
-    )
+    with_members = _loads_members(attributes, excluded)
     query = ListQuery(
         filter=args.get("filter") or None,
         start_index=start,
@@ -235,7 +242,26 @@ def _attr_list(raw: Any) -> list[str] | None:
 
 
 def _mentions(attrs: list[str] | None, name: str) -> bool:
+    """``name`` or one of its sub-attributes is listed (``members``, ``members.value``)."""
     return any(a.lower().split(":")[-1].split(".")[0] == name for a in attrs or [])
+
+
+def _names(attrs: list[str] | None, name: str) -> bool:
+    """``name`` itself is listed (``members``), optionally schema-qualified; not a sub-attribute."""
+    return any(a.strip().lower().split(":")[-1] == name for a in attrs or [])
+
+
+def _loads_members(attrs: list[str] | None, excluded: list[str] | None) -> bool:
+    """Whether a Group response needs its members: ``excludedAttributes=members`` skips loading
+    them (a group can have 50,000); excluding only ``members.value`` does not."""
+    return not _names(excluded, "members") and (attrs is None or _mentions(attrs, "members"))
+
+
+def _group_body(record: Any, attrs: list[str] | None, excluded: list[str] | None) -> dict:
+    """A rendered, projected Group; ``members.display`` only when asked for (returned
+    "request", agent.scim.resources.without_member_display)."""
+    body = without_member_display(render_group(record, _base_url()), attrs)
+    return project(body, attrs, excluded)
 
 
 def _projection() -> tuple[list[str] | None, list[str] | None]:
@@ -255,12 +281,12 @@ def _user_out(record: Any, status: int = 200, location: bool = False) -> Respons
 
 
 def _group_out(record: Any, status: int = 200, location: bool = False) -> Response:
-    body = render_group(record, _base_url())
+    attrs, excluded = _projection()
+    body = _group_body(record, attrs, excluded)
     headers = {"ETag": etag(record.version)}
     if location:
         headers["Location"] = body["meta"]["location"]
-    attrs, excluded = _projection()
-    return scim_response(project(body, attrs, excluded), status, headers)
+    return scim_response(body, status, headers)
 
 
 # -- Users ---------------------------------------------------------------------------------
@@ -324,18 +350,14 @@ def list_groups() -> Response:
 def _list_groups(args: Any) -> Response:
     query, attrs, excluded = _list_query(args)
     page = _provisioning().list_groups(query)
-    base = _base_url()
-    resources = [project(render_group(r, base), attrs, excluded) for r in page.items]
+    resources = [_group_body(r, attrs, excluded) for r in page.items]
     return scim_response(list_response(resources, page.total, query.start_index))
 
 
 @bp.get("/Groups/<group_id>")
 def get_group(group_id: str) -> Response:
     attrs, excluded = _projection()
-    with_members = not _mentions(excluded, "members") and (
-        attrs is None or _mentions(attrs, "members")
-    )
-    return _group_out(_provisioning().get_group(group_id, with_members))
+    return _group_out(_provisioning().get_group(group_id, _loads_members(attrs, excluded)))
 
 
 @bp.put("/Groups/<group_id>")
@@ -376,8 +398,46 @@ def search_groups() -> Response:
 
 @bp.post("/.search")
 def search_root() -> Response:
-    """RFC 7644 §3.4.3 root-level search across resource types is not offered (§3.12: 501)."""
-    raise ScimError(501, "Search across resource types is not supported; use /Users/.search")
+    """RFC 7644 §3.4.3 search at the server root: Users and Groups in one list. The filter,
+    sortBy and paging rules are in agent.scim.search."""
+    query, attrs, excluded = _list_query(_search_args())
+    types = search.filterable_types(query.filter)
+    sort_attrs = search.sort_attrs(query.sort_by, types) if query.sort_by else {}
+    provisioning = _provisioning()
+    fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
+    base = _base_url()
+
+    def fetch(resource_type: ResourceType, start: int, count: int, sort: bool = True) -> Page:
+        sort_by = query.sort_by if sort and sort_attrs.get(resource_type) else None
+        q = dataclasses.replace(query, start_index=start, count=count, sort_by=sort_by)
+        return (provisioning.list_users if resource_type == "User" else provisioning.list_groups)(q)
+
+    def render(resource_type: ResourceType, record: Any) -> dict:
+        if resource_type == "User":
+            return render_user(record, base, fallback_role)
+        return render_group(record, base)
+
+    totals = {t: fetch(t, 1, 0, sort=False).total for t in types}
+    picked: list[tuple[ResourceType, Any]]
+    if not query.sort_by or sum(1 for n in totals.values() if n) <= 1:
+        picked = [
+            (s.resource_type, record)
+            for s in search.unsorted_slices(totals, query.start_index, query.count)
+            for record in fetch(s.resource_type, s.start_index, s.count).items
+        ]
+    else:
+        window = search.merge_window(query.start_index, query.count)
+        streams = [
+            ([((t, r), render(t, r)) for r in fetch(t, 1, window).items], sort_attrs[t])
+            for t in types
+        ]
+        merged = search.merge_sorted(streams, query.descending)
+        picked = merged[query.start_index - 1 : query.start_index - 1 + query.count]
+    resources = [
+        project(render(t, r), attrs, excluded) if t == "User" else _group_body(r, attrs, excluded)
+        for t, r in picked
+    ]
+    return scim_response(list_response(resources, sum(totals.values()), query.start_index))
 
 
 def _search_args() -> dict[str, Any]:
