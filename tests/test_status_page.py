@@ -507,6 +507,200 @@ def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Completed
     return proc
 
 
+class DevTools:
+    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+    NUL-terminated JSON messages, commands on fd 3, replies and events on fd 4), so a test can
+    click like a user: no WebDriver, no extra package."""
+
+    def __init__(self, binary: str, profile: Path):
+        import json
+
+        self.json = json
+        to_child, self._to_chromium = os.pipe()
+        self._from_chromium, from_child = os.pipe()
+
+        def pipes_as_3_and_4() -> None:
+            os.dup2(to_child, 3)
+            os.dup2(from_child, 4)
+
+        self.proc = subprocess.Popen(  # noqa: S603
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
+            preexec_fn=pipes_as_3_and_4,  # noqa: PLW1509
+        )
+        os.close(to_child)
+        os.close(from_child)
+        self._next_id = 0
+        self._buffer = b""
+        self.events: list[dict] = []
+        self.dialogs = 0
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+        self.send("Page.enable", session=True)
+
+    def _message(self, timeout: float = 60) -> dict:
+        import select
+
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_chromium], [], [], timeout)
+            assert ready, "no answer from chromium"
+            chunk = os.read(self._from_chromium, 65536)
+            assert chunk, "chromium closed the pipe"
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        message: dict = self.json.loads(raw)
+        return message
+
+    def send(self, method: str, session: bool = False, **params) -> dict:
+        """One command; events that arrive meanwhile are kept, and a JavaScript dialog (the
+        page's confirm()) is accepted as a user clicking OK would."""
+        self._next_id += 1
+        wanted = self._next_id
+        message: dict = {"id": wanted, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self._to_chromium, self.json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._message()
+            if reply.get("id") == wanted:
+                assert "error" not in reply, reply
+                result: dict = reply.get("result", {})
+                return result
+            if reply.get("method") == "Page.javascriptDialogOpening":
+                self.dialogs += 1
+                self._next_id += 1
+                accept = {
+                    "id": self._next_id,
+                    "method": "Page.handleJavaScriptDialog",
+                    "params": {"accept": True},
+                    "sessionId": self.session,
+                }
+                os.write(self._to_chromium, self.json.dumps(accept).encode() + b"\0")
+            elif "method" in reply:
+                self.events.append(reply)
+
+    def evaluate(self, expression: str):
+        result = self.send(
+            "Runtime.evaluate", session=True, expression=expression, returnByValue=True
+        )
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            time.sleep(0.1)
+
+    def click(self, x: float, y: float) -> None:
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.send(
+                "Input.dispatchMouseEvent",
+                session=True,
+                type=kind,
+                x=x,
+                y=y,
+                button="left",
+                buttons=1 if kind == "mousePressed" else 0,
+                clickCount=1,
+            )
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self._to_chromium)
+        os.close(self._from_chromium)
+
+
+def reduction_state(db_url: str, reduction_id: str) -> str:
+    from sqlalchemy import select
+
+    from agent.storage.store import Store
+    from agent.storage.tables import reductions
+
+    store = Store.from_url(db_url)
+    try:
+        with store.read() as tx:
+            state: str = tx.conn.execute(
+                select(reductions.c.state).where(reductions.c.id == reduction_id)
+            ).scalar_one()
+    finally:
+        store.dispose()
+    return state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_approve_button_in_headless_chromium_changes_the_workflow(live_server, db_url, tmp_path):
+    """A real click on Approve (and OK in its confirm dialog) in the rendered page: the
+    session-authenticated fetch reaches the admin API and the workflow moves on in the
+    database; the page then shows the new state."""
+    import requests
+
+    binary = need_chromium()
+    server = live_server(workers=2, seats=10)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for i in range(4):
+        r = requests.post(
+            server.url + "/scim/v2/Users",
+            json=new_user(f"click{i}@example.com"),
+            headers={"Authorization": f"Bearer {SCIM_TOKEN}"},
+            timeout=10,
+        )
+        assert r.status_code == 201, r.text
+    planned = requests.post(
+        server.url + "/admin/reductions", json={"target": 8}, headers=admin, timeout=10
+    )
+    assert planned.status_code == 201, planned.text
+    rid = planned.json()["id"]
+    assert reduction_state(db_url, rid) == "planned"
+
+    browser = DevTools(binary, tmp_path / "cdp")
+    try:
+        browser.send(
+            "Page.navigate", session=True, url=f"{server.url}/admin/login?token={ADMIN_TOKEN}"
+        )
+        where = browser.wait_for(
+            "(() => { const b = document.querySelector('button.reduction-approve');"
+            " if (!b) return null; b.scrollIntoView(); const r = b.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        assert browser.evaluate("document.cookie") == ""  # HttpOnly: not visible to scripts
+        browser.click(*where)
+        state = browser.wait_for(
+            "(() => { const row = document.querySelector('tr.reduction-row');"
+            " if (!row) return document.getElementById('reductions-status').textContent;"
+            " const s = row.children[1].textContent; return s === 'planned' ? null : s; })()"
+        )
+        assert browser.dialogs == 1  # the confirm() before the request
+    finally:
+        browser.close()
+    stored = reduction_state(db_url, rid)
+    assert stored != "planned"
+    assert state in (stored, "no workflows")  # the page re-read the list after the action
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_status_page_in_headless_chromium(live_server, tmp_path):
