@@ -158,8 +158,31 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     with _agent(config_path) as agent:
         with agent.store.read() as tx:
             total = tx.conn.execute(_count_users()).scalar_one()
-        with click.progressbar(length=total, label="users", file=sys.stderr, show_pos=True) as bar:
-            report = Jobs(agent).reconcile(dry_run=dry_run, progress=bar.update)
+        # One bar for the seat pass, one for the comparison with the downstream (when set).
+        bars: list[Any] = []
+
+        def bar_for(label: str) -> Any:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            bar.__enter__()
+            bars.append(bar)
+            return bar
+
+        seats_bar = bar_for("seats     ")
+        downstream_bar: list[Any] = []
+
+        def downstream_progress(n: int) -> None:
+            if not downstream_bar:
+                seats_bar.render_finish()
+                downstream_bar.append(bar_for("downstream"))
+            downstream_bar[0].update(n)
+
+        try:
+            report = Jobs(agent).reconcile(
+                dry_run=dry_run, progress=seats_bar.update, downstream_progress=downstream_progress
+            )
+        finally:
+            for bar in bars:
+                bar.__exit__(None, None, None)
     data = report.as_dict()
     lines = [
         f"users: {report.users}",
@@ -169,12 +192,14 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
         f"seat states re-decided: {len(report.resettled)}"
         + (f" ({', '.join(report.resettled[:20])})" if report.resettled else ""),
         f"wanting a seat with none free: {len(report.unresolved)}",
-        f"downstream drift: {len(report.drift)}",
     ]
-    for d in report.drift[:50]:
-        lines.append(
-            f"  {d.user_name or d.user_id}: {d.problem} (expected {d.expected}, found {d.found})"
-        )
+    if report.downstream_error is not None:
+        lines.append(f"downstream unreachable: {report.downstream_error} (comparison skipped)")
+    else:
+        lines.append(f"downstream drift: {len(report.drift)}")
+        for d in report.drift[:50]:
+            who = d.user_name or d.user_id or d.remote_id
+            lines.append(f"  {who}: {d.problem} (expected {d.expected}, found {d.found})")
     if dry_run:
         lines.append("dry run: nothing was changed")
     _emit(data, as_json, "\n".join(lines))
@@ -194,19 +219,24 @@ def _count_users() -> Any:
 def status(config_path: str | None, as_json: bool) -> None:
     """Scheduler, last reconcile, outbox delivery and seats at a glance."""
     from agent.jobs.lease import SCHEDULER_LEASE
+    from agent.jobs.scheduler import job_runs, job_table
     from agent.storage import outbox
 
     with _agent(config_path) as agent:
         report = agent.admin.report()
+        names = [name for name, _fn, _s in job_table(agent)]
         with agent.store.read() as tx:
             holder = outbox.lease_holder(tx, SCHEDULER_LEASE, agent.clock())
             last = tx.get_state("last_reconcile")
             depth = outbox.depth(tx)
             failing = outbox.failing(tx, agent.settings.downstream.alert_after_attempts)
+            jobs = {name: job_runs(tx, name) for name in names}
     last_data = json.loads(last) if last else None
     data: dict[str, Any] = {
         "scheduler": holder,
         "last_reconcile": last_data.get("at") if last_data else None,
+        "downstream_error": last_data.get("downstream_error") if last_data else None,
+        "jobs": {n: {k: j.get(k) for k in ("runs", "last", "holder")} for n, j in jobs.items()},
         "outbox": depth,
         "failing": [
             {
@@ -223,6 +253,15 @@ def status(config_path: str | None, as_json: bool) -> None:
     rows: list[list[Any]] = [
         ["scheduler", holder or "none running"],
         ["last reconcile", data["last_reconcile"] or "never"],
+        *(
+            [["downstream", f"unreachable at last reconcile: {data['downstream_error']}"]]
+            if data["downstream_error"]
+            else []
+        ),
+        *[
+            [f"job {n}", f"{j['runs']} runs, last {j['last'] or 'never'}"]
+            for n, j in data["jobs"].items()
+        ],
         ["outbox pending", sum(depth.values())],
         ["deliveries failing", len(failing)],
         *[[f"seats {k}", v] for k, v in data["seats"].items()],

@@ -4,6 +4,8 @@ the scheduler's job functions drive it all."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import ADMIN_TOKEN, SCIM_TOKEN, Api, free_port
 from downstream import running_downstream
@@ -33,17 +35,19 @@ def downstream(tmp_path):
 def wired(db_url, clock, smtp, downstream):
     apps = []
 
-    def build(**license) -> Api:
+    def build(reductions: dict | None = None, alert_after_attempts: int = 5, **license) -> Api:
         settings = settings_from_mapping(
             {
                 "database": {"url": db_url},
                 "auth": {"scim_token": SCIM_TOKEN, "admin_token": ADMIN_TOKEN},
                 "license": {"seats": 2, "on_full": "queue", **license},
+                "reductions": reductions or {},
                 "downstream": {
                     "type": "scim",
                     "url": downstream.base_url,
                     "token": downstream.token,
                     "timeout_seconds": 5,
+                    "alert_after_attempts": alert_after_attempts,
                 },
                 "alerts": {
                     "enabled": True,
@@ -137,3 +141,210 @@ def test_downstream_down_then_back_delivers_everything_once(wired, downstream, c
     assert sorted(u["userName"] for u in downstream.users()) == ["a", "b", "c"]
     with api.agent.store.read() as tx:
         assert outbox.depth(tx).get("push_user", 0) == 0
+
+
+# -- reductions against the real application (seed 000: users first, check, then licences) -----
+
+
+def _active_downstream(downstream) -> int:
+    return sum(1 for u in downstream.users() if u["active"])
+
+
+def test_reduction_waits_until_the_application_shows_the_deactivations(
+    wired, downstream, clock
+):
+    api = wired(reductions={"grace_days": 0}, seats=6)
+    jobs = Jobs(api.agent)
+    for i in range(6):
+        clock.advance(hours=1)
+        create(api, f"u{i}")
+    jobs.deliver_outbox()
+    assert _active_downstream(downstream) == 6
+
+    downstream.stop()
+    # the plan is made without the application's last logins, and says so (no 500)
+    r = api.admin("POST", "/reductions", {"target": 3})
+    assert r.status_code == 201, r.get_json()
+    planned = r.get_json()
+    assert any("last-login data could not be read" in n for n in planned["plan"]["notes"])
+    assert {c["activity_source"] for c in planned["plan"]["candidates"]} == {
+        "last directory activity"
+    }
+    rid = planned["id"]
+    api.admin("POST", f"/reductions/{rid}/approve")
+    jobs.advance_workflows()
+    got = api.admin("GET", f"/reductions/{rid}").get_json()
+    # the agent counts 3, but the application still shows 6 active users: no licence change
+    assert got["state"] == "verifying"
+    assert "waiting for 3 of 3 deactivations to reach the application" in got["reason"]
+    assert api.admin("GET", "/seats").get_json()["licensed"] == 6
+    jobs.advance_workflows()  # waiting again records nothing new
+    again = api.admin("GET", f"/reductions/{rid}").get_json()
+    assert len(again["history"]) == len(got["history"])
+
+    downstream.start()
+    clock.advance(minutes=10)
+    jobs.deliver_outbox()
+    assert _active_downstream(downstream) == 3
+    jobs.advance_workflows()
+    done = api.admin("GET", f"/reductions/{rid}").get_json()
+    assert done["state"] == "done", done["history"]
+    assert api.admin("GET", "/seats").get_json()["licensed"] == 3
+    notes = [h["note"] for h in done["history"]]
+    assert any("the application agrees" in n for n in notes)
+
+
+def test_reduction_counts_application_users_unknown_to_the_agent(wired, downstream, clock):
+    api = wired(reductions={"grace_days": 0, "verify_timeout_hours": 2}, seats=4)
+    jobs = Jobs(api.agent)
+    for i in range(4):
+        clock.advance(hours=1)
+        create(api, f"u{i}")
+    jobs.deliver_outbox()
+    local = downstream.create({"userName": "app-local-admin"})  # made in the app itself
+    rid = api.admin("POST", "/reductions", {"target": 2}).get_json()["id"]
+    api.admin("POST", f"/reductions/{rid}/approve")
+    jobs.advance_workflows()
+    jobs.deliver_outbox()
+    jobs.advance_workflows()
+    got = api.admin("GET", f"/reductions/{rid}").get_json()
+    assert got["state"] == "verifying"
+    assert "the application still shows 3 active users, target 2" in got["reason"]
+    assert api.admin("GET", "/seats").get_json()["licensed"] == 4
+
+    clock.advance(hours=2)
+    jobs.advance_workflows()
+    failed = api.admin("GET", f"/reductions/{rid}").get_json()
+    assert failed["state"] == "failed"
+    assert failed["reason"].startswith("verification timed out after 2 hours: the application")
+    assert api.admin("GET", "/seats").get_json()["licensed"] == 4  # never lowered
+    assert local["id"] in {u["id"] for u in downstream.users()}  # never deleted
+
+
+def test_reduction_proceeds_once_the_unknown_user_is_gone(wired, downstream, clock):
+    api = wired(reductions={"grace_days": 0}, seats=3)
+    jobs = Jobs(api.agent)
+    for i in range(3):
+        clock.advance(hours=1)
+        create(api, f"u{i}")
+    jobs.deliver_outbox()
+    local = downstream.create({"userName": "app-local-admin"})
+    rid = api.admin("POST", "/reductions", {"target": 2}).get_json()["id"]
+    api.admin("POST", f"/reductions/{rid}/approve")
+    jobs.advance_workflows()
+    jobs.deliver_outbox()
+    jobs.advance_workflows()
+    assert api.admin("GET", f"/reductions/{rid}").get_json()["state"] == "verifying"
+    downstream.delete(local["id"])  # the admin removes the stray account in the app
+    jobs.advance_workflows()
+    assert api.admin("GET", f"/reductions/{rid}").get_json()["state"] == "done"
+    assert api.admin("GET", "/seats").get_json()["licensed"] == 2
+
+
+# -- the downstream down: reconcile still recounts; one alert per outage ----------------------
+
+
+def test_reconcile_with_the_downstream_down_recounts_and_reports_it(
+    wired, downstream, smtp, clock
+):
+    api = wired(seats=10)
+    jobs = Jobs(api.agent)
+    create(api, "ann@example.com")
+    jobs.deliver_outbox()
+    with api.agent.store.write() as tx:  # a counter that drifted
+        pool = tx.pool()
+        tx.set_pool(pool.seats, 5, clock())
+    downstream.stop()
+    report = jobs.reconcile()
+    assert (report.counter_before, report.counter_after) == (5, 1)
+    assert api.admin("GET", "/seats").get_json()["consumed"] == 1
+    assert [d.problem for d in report.drift] == ["downstream unreachable"]
+    assert report.downstream_error and "cannot connect" in report.downstream_error
+    with api.agent.store.read() as tx:
+        last = json.loads(tx.get_state("last_reconcile"))
+    assert last["downstream_error"] == report.downstream_error
+    jobs.reconcile()  # still down: no second mail
+    jobs.deliver_outbox()
+    unreachable = [m for m in smtp.received if "cannot read the application" in m.subject]
+    assert len(unreachable) == 1
+    assert "Seats were recounted" in unreachable[0].text
+
+    downstream.start()
+    assert jobs.reconcile().downstream_error is None  # back: the alert re-arms
+    downstream.stop()
+    jobs.reconcile()
+    downstream.start()
+    jobs.deliver_outbox()
+    assert len([m for m in smtp.received if "cannot read the application" in m.subject]) == 2
+
+
+def test_cli_reconcile_with_the_downstream_down_prints_the_finding(
+    wired, downstream, db_url, tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    api = wired(seats=10)
+    create(api, "ann@example.com")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""[database]
+url = "{db_url}"
+[auth]
+scim_token = "{SCIM_TOKEN}"
+admin_token = "{ADMIN_TOKEN}"
+[license]
+seats = 10
+[downstream]
+type = "scim"
+url = "{downstream.base_url}"
+token = "{downstream.token}"
+timeout_seconds = 5
+"""
+    )
+    downstream.stop()
+    result = CliRunner().invoke(main, ["reconcile", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "downstream unreachable" in result.output
+    assert "Traceback" not in result.output
+    with api.agent.store.read() as tx:
+        assert tx.get_state("last_reconcile") is not None
+
+
+def test_one_delivery_alert_per_outage_with_the_count_and_the_oldest(
+    wired, downstream, smtp, clock
+):
+    api = wired(alert_after_attempts=2, seats=100)
+    jobs = Jobs(api.agent)
+    downstream.stop()
+    names = [f"user{i}@example.com" for i in range(8)]
+    for n in names:
+        create(api, n)
+    for _ in range(6):  # the breaker tries three per run: all eight reach the threshold
+        jobs.deliver_outbox()
+        clock.advance(minutes=15)
+    failing = [m for m in smtp.received if "Delivery to the application failing" in m.subject]
+    assert len(failing) == 1, [m.subject for m in smtp.received]
+    assert "8 changes waiting" in failing[0].subject
+    text = failing[0].text
+    with api.agent.store.read() as tx:
+        from agent.storage import outbox
+
+        [oldest] = outbox.failing(tx, 0)[:1]
+    assert f"Oldest failing: push_user {oldest.key}" in text
+    assert "cannot connect" in text
+
+    downstream.start()
+    jobs.deliver_outbox()
+    jobs.deliver_outbox()
+    jobs.deliver_outbox()
+    assert sorted(u["userName"] for u in downstream.users()) == sorted(names)
+    downstream.stop()  # a second outage alerts again, once
+    create(api, "late@example.com")
+    for _ in range(3):
+        clock.advance(minutes=15)
+        jobs.deliver_outbox()
+    failing = [m for m in smtp.received if "Delivery to the application failing" in m.subject]
+    assert len(failing) == 2
+    assert "1 changes waiting" in failing[1].subject
