@@ -113,6 +113,20 @@ class Downstream:
         assert response.status_code == 201, response.get_data(as_text=True)
         return response.get_json()
 
+    def replace(self, remote_id: str, **attrs: Any) -> dict:
+        """PATCH replace of top-level attributes, as an admin of the application would."""
+        client = self.app.test_client()
+        response = client.patch(
+            f"/scim/v2/Users/{remote_id}",
+            json={
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": k, "value": v} for k, v in attrs.items()],
+            },
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
     def delete(self, remote_id: str) -> None:
         client = self.app.test_client()
         response = client.delete(

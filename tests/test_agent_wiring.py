@@ -150,9 +150,7 @@ def _active_downstream(downstream) -> int:
     return sum(1 for u in downstream.users() if u["active"])
 
 
-def test_reduction_waits_until_the_application_shows_the_deactivations(
-    wired, downstream, clock
-):
+def test_reduction_waits_until_the_application_shows_the_deactivations(wired, downstream, clock):
     api = wired(reductions={"grace_days": 0}, seats=6)
     jobs = Jobs(api.agent)
     for i in range(6):
@@ -244,9 +242,7 @@ def test_reduction_proceeds_once_the_unknown_user_is_gone(wired, downstream, clo
 # -- the downstream down: reconcile still recounts; one alert per outage ----------------------
 
 
-def test_reconcile_with_the_downstream_down_recounts_and_reports_it(
-    wired, downstream, smtp, clock
-):
+def test_reconcile_with_the_downstream_down_recounts_and_reports_it(wired, downstream, smtp, clock):
     api = wired(seats=10)
     jobs = Jobs(api.agent)
     create(api, "ann@example.com")
@@ -348,3 +344,40 @@ def test_one_delivery_alert_per_outage_with_the_count_and_the_oldest(
     failing = [m for m in smtp.received if "Delivery to the application failing" in m.subject]
     assert len(failing) == 2
     assert "1 changes waiting" in failing[1].subject
+
+
+def test_reconcile_compares_roles_and_reports_app_users_without_external_id(
+    wired, downstream, smtp
+):
+    api = wired(seats=10)
+    jobs = Jobs(api.agent)
+    create(api, "ann@example.com", roles=[{"value": "Editor"}])
+    create(api, "bob@example.com", roles=[{"value": "Viewer"}])
+    jobs.deliver_outbox()
+    remote = {u["userName"]: u for u in downstream.users()}
+    assert remote["ann@example.com"]["roles"][0]["value"] == "Editor"
+    downstream.replace(remote["ann@example.com"]["id"], roles=[{"value": "Admin"}])
+    downstream.replace(remote["bob@example.com"]["id"], roles=[{"value": "viewer"}])  # case only
+    local = downstream.create({"userName": "app-only@example.com"})  # no externalId
+
+    report = jobs.reconcile()
+    found = sorted((d.user_name, d.problem, d.expected, d.found) for d in report.drift)
+    assert found == [
+        ("ann@example.com", "role differs", "Editor", "Admin"),
+        ("app-only@example.com", "unknown downstream user", "absent", "present, no externalId"),
+    ]
+    [unknown] = [d for d in report.drift if d.problem == "unknown downstream user"]
+    assert unknown.remote_id == local["id"] and unknown.user_id is None
+    jobs.deliver_outbox()
+    remote = {u["userName"]: u for u in downstream.users()}
+    assert remote["ann@example.com"]["roles"][0]["value"] == "Editor"  # repaired
+    assert "app-only@example.com" in remote  # reported, never deleted
+    drift_mails = [m for m in smtp.received if "drift" in m.subject.lower()]
+    assert len(drift_mails) == 1 and "app-only@example.com" in drift_mails[0].text
+
+    again = jobs.reconcile()
+    assert [(d.user_name, d.problem) for d in again.drift] == [
+        ("app-only@example.com", "unknown downstream user")
+    ]
+    jobs.deliver_outbox()
+    assert len([m for m in smtp.received if "drift" in m.subject.lower()]) == 1  # alerted once

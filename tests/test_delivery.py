@@ -436,7 +436,9 @@ def test_keep_going_false_stops_between_messages(source):
     for i in range(4):
         source.enqueue("note", f"k{i}")
     done: list[str] = []
-    report = source.deliver({"note": lambda m: done.append(m.key)}, keep_going=lambda: len(done) < 2)
+    report = source.deliver(
+        {"note": lambda m: done.append(m.key)}, keep_going=lambda: len(done) < 2
+    )
     assert done == ["k0", "k1"] and report.stopped
     assert [m.key for m in source.pending()] == ["k2", "k3"]
 

@@ -679,11 +679,7 @@ class Reductions:
                 else:
                     note = (
                         f"{pool.consumed} users consume, target {row.target}"
-                        + (
-                            ", and the application agrees"
-                            if self.app_users is not None
-                            else ""
-                        )
+                        + (", and the application agrees" if self.app_users is not None else "")
                         + ": lowering licenses"
                     )
                     self._move(tx, row, nxt, note, reason=None)
@@ -715,8 +711,7 @@ class Reductions:
             error = view.error if view is not None else "not read"
             return f"waiting to read the application's users to confirm the count ({error})"
         free = {
-            r[0]
-            for r in tx.conn.execute(select(users.c.id).where(users.c.license_state == "free"))
+            r[0] for r in tx.conn.execute(select(users.c.id).where(users.c.license_state == "free"))
         }
         active = view.active_unlinked + len(view.active_ids - free)
         if active > row.target:
