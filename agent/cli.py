@@ -140,7 +140,8 @@ def scheduler(config_path: str | None) -> None:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        click.echo(f"scheduler {lease.holder} started", err=True)
+        # A log record, not a bare line: with json_logs every line on stderr is JSON.
+        logging.getLogger("seat_agent.scheduler").info("scheduler %s started", lease.holder)
         try:
             sched.start()
         finally:

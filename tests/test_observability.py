@@ -431,3 +431,47 @@ def test_readyz_is_503_when_the_database_is_gone(api):
         store.engine.dispose()
         store.engine = working
     assert api.client.get("/readyz").status_code == 200
+
+
+@pytest.mark.slow
+def test_scheduler_process_logs_json_lines_too(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "scheduler.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[server]",
+                "json_logs = true",
+                "[database]",
+                f'url = "sqlite:///{tmp_path}/seat-agent.db"',
+                "[auth]",
+                f'scim_token = "{SCIM_TOKEN}"',
+                f'admin_token = "{ADMIN_TOKEN}"',
+            ]
+        )
+        + "\n"
+    )
+    log_path = tmp_path / "scheduler.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "scheduler", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while "lease taken" not in log_path.read_text():
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    messages = [r["message"] for r in records]
+    assert any(re.fullmatch(r"scheduler \S+ started", m) for m in messages), messages
+    assert any("lease taken" in m for m in messages)
