@@ -23,6 +23,7 @@ from agent.services.reductions import Reductions
 from agent.services.seats import SeatEngine
 from agent.storage.store import Store, StoreTx
 from agent.web.auth import TokenSet, digest
+from agent.web.observability import current_request_id
 from agent.web.ratelimit import RateLimiter
 
 Clock = Callable[[], datetime]
@@ -122,7 +123,9 @@ def build_agent(
         else None
     )
     notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock)
-    seats = SeatEngine(license_policy(lic), terms, clock, notifier)
+    seats = SeatEngine(
+        license_policy(lic), terms, clock, notifier, request_id=current_request_id
+    )
     scim_tokens, admin_tokens = token_sets(settings, store)
     provisioning = Provisioning(store, seats, clock)
     admin = SeatAdmin(store, seats, lic, terms, clock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from conftest import ADMIN_TOKEN
 from sqlalchemy import func, select
 
 from agent.storage.tables import users
@@ -221,6 +222,34 @@ def test_fallback_gives_free_role_and_no_seat(make_api):
     assert seats(api)["consumed"] == 1
 
 
+def test_fallback_user_has_the_status_of_the_fallback_role(make_api):
+    """A user put on fallback_role gets that role's status, not the status of the consuming
+    role it asked for, and keeps it on later changes while on the fallback role."""
+    api = make_api(
+        seats=1,
+        on_full="fallback",
+        fallback_role="Assistant",
+        free_roles=["Assistant"],
+        statuses=[{"name": "Editor", "consumes": True}, {"name": "Viewer", "consumes": False}],
+        rules=[
+            {"status": "Editor", "active": True, "roles_any": ["Editor"]},
+            {"status": "Viewer", "active": True, "roles_any": ["Assistant"]},
+        ],
+    )
+    a = create(api, "a", roles=[{"value": "Editor"}])
+    assert a[SEAT] == {"licenseState": "licensed", "appStatus": "Editor"}
+    b = create(api, "b", roles=[{"value": "Editor"}])
+    assert b[SEAT] == {"licenseState": "free", "appStatus": "Viewer", "fallbackRole": "Assistant"}
+    r = api.scim(
+        "PATCH", f"/Users/{b['id']}", patch({"op": "replace", "value": {"displayName": "B"}})
+    )
+    assert r.status_code == 200
+    assert seat_of(api, b["id"])["appStatus"] == "Viewer"
+    with api.agent.store.read() as tx:
+        assert tx.get_user(b["id"]).seat.app_status == "Viewer"
+    assert seats(api)["by_status"]["Viewer"] == {"users": 1, "consuming": 0}
+
+
 def test_expand_raises_licenses_with_prorated_cost_up_to_ceiling(make_api):
     api = make_api(
         seats=1,
@@ -428,6 +457,35 @@ def test_seats_report_breaks_down_by_status_and_role(make_api):
     assert report["by_role"] == {"member": 2, "owner": 1}
 
 
+def test_seats_report_by_role_counts_group_derived_roles_once(make_api):
+    """[license] group_roles grant roles too; by_role counts them, and a user holding a role
+    both as a SCIM role and through a group (or two groups) counts once."""
+    api = make_api(
+        seats=10,
+        free_roles=["Assistant"],
+        group_roles={"App Admins": "Administrator", "Ops Admins": "Administrator"},
+    )
+    both = create(api, "both", roles=[{"value": "Administrator"}])
+    two_groups = create(api, "two-groups")
+    via_group = create(api, "via-group", roles=[{"value": "Member"}])
+    create(api, "m", roles=[{"value": "Member"}])
+    for name, members in (
+        ("App Admins", [both, two_groups, via_group]),
+        ("ops admins", [two_groups]),
+    ):
+        r = api.scim(
+            "POST",
+            "/Groups",
+            {
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": name,
+                "members": [{"value": u["id"]} for u in members],
+            },
+        )
+        assert r.status_code == 201
+    assert seats(api)["by_role"] == {"administrator": 3, "member": 2}
+
+
 def test_ledger_since_filters_and_rejects_bad_dates(make_api, clock):
     api = make_api(seats=10)
     create(api, "a")
@@ -527,3 +585,69 @@ def test_reduction_frees_seats_without_the_queue_refilling_them(make_api, clock)
     # the workflow over, a license increase serves the queue again
     assert api.admin("PUT", "/licenses", {"seats": 9}).status_code == 200
     assert seat_of(api, queued[0])["licenseState"] == "licensed"
+
+
+# -- reports and causes --------------------------------------------------------------------
+
+
+def test_reevaluate_that_releases_a_seat_serves_the_queue_at_once(make_api):
+    """After Assistant became a free role in the config, re-deciding a user still holding a
+    seat for it frees the seat, and the queue gets it in the same transaction."""
+    api = make_api(seats=1, on_full="queue")
+    asst = create(api, "asst", roles=[{"value": "Assistant"}])
+    waiting = create(api, "waiting")
+    assert seat_of(api, waiting["id"])["licenseState"] == "queued"
+    api = make_api(seats=1, on_full="queue", free_roles=["Assistant"])  # same database
+    r = api.admin("POST", f"/users/{asst['id']}/reevaluate")
+    assert r.status_code == 200
+    assert r.get_json()["licenseState"] == "free"
+    assert seat_of(api, waiting["id"])["licenseState"] == "licensed"
+    report = seats(api)
+    assert (report["consumed"], report["queued"]) == (1, 0)
+    with api.agent.store.read() as tx:
+        last = tx.ledger(limit=2, newest_first=True)
+    assert [(e.kind, e.user_name, e.cause) for e in last] == [
+        ("promote", "waiting", "admin"),
+        ("release", "asst", "admin"),
+    ]
+
+
+def test_put_without_active_keeps_the_stored_value(make_api):
+    """RFC 7643 gives ``active`` no default: a PUT resending the profile without it must not
+    reactivate a deactivated user (and hand it a seat)."""
+    api = make_api(seats=1)
+    gone = create(api, "gone")
+    deactivate(api, gone["id"])
+    create(api, "b")
+    body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "gone"}
+    r = api.scim("PUT", f"/Users/{gone['id']}", {**body, "displayName": "Gone"})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["active"] is False
+    assert r.get_json()[SEAT]["licenseState"] == "inactive"
+    with api.agent.store.read() as tx:
+        stored = tx.get_user(gone["id"])
+    assert stored.resource["active"] is False and stored.resource["displayName"] == "Gone"
+    assert seats(api)["consumed"] == 1
+    r = api.scim("PUT", f"/Users/{gone['id']}", {**body, "Active": True})
+    assert r.status_code == 403  # an explicit activation still goes through the decision
+
+
+def test_ledger_entries_carry_the_request_id(make_api):
+    api = make_api(seats=5)
+    r = api.scim("POST", "/Users", user("a"), headers={"X-Request-Id": "okta-task-42"})
+    assert r.status_code == 201
+    assert r.headers["X-Request-Id"] == "okta-task-42"
+    r = api.client.put(
+        "/admin/licenses",
+        json={"seats": 6},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Request-Id": "admin-7"},
+    )
+    assert r.status_code == 200
+    entries = api.admin("GET", "/ledger?limit=2").get_json()["entries"]
+    assert [(e["kind"], e["requestId"], e["detail"]) for e in entries] == [
+        ("grant", "okta-task-42", "status Active"),
+        ("licenses", "admin-7", "licenses 5 -> 6"),
+    ]
+    with api.agent.store.read() as tx:
+        first = tx.ledger(limit=1)[0]
+    assert (first.cause, first.request) == ("config", None)  # first start: no request

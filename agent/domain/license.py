@@ -316,13 +316,19 @@ def _status_for(
     return policy.status(policy.inactive_status).name
 
 
-def app_status(policy: LicensePolicy, state: DirectoryState) -> str:
+def app_status(policy: LicensePolicy, state: DirectoryState, fallback: bool = False) -> str:
     """The application status for a directory state: ``rules`` first, then the defaults.
 
     Defaults: active -> ``active_status``; inactive -> ``suspended_status`` when
-    ``inactive_consumes`` (seed 003), else ``inactive_status`` (seeds 000, 002).
+    ``inactive_consumes`` (seed 003), else ``inactive_status`` (seeds 000, 002). With
+    ``fallback=True`` the roles are just ``{fallback_role}``, as in :func:`wants_seat`: a user
+    on the fallback role has the status of that role, not of the roles it asked for.
     """
-    return _status_for(policy, state.active, state.user_type, effective_roles(policy, state))
+    if fallback and policy.fallback_role:
+        roles = frozenset({policy.fallback_role})
+    else:
+        roles = effective_roles(policy, state)
+    return _status_for(policy, state.active, state.user_type, roles)
 
 
 def is_free(policy: LicensePolicy, roles: Iterable[str], user_type: str | None) -> bool:

@@ -64,7 +64,7 @@ class SeatAdmin:
         with self.store.read() as tx:
             pool = tx.pool()
             breakdown = tx.seat_breakdown()
-            roles = tx.role_values(True)
+            roles = tx.role_values(True, self.seats.policy.group_roles)
             queued = tx.queued_count()
         by_status: dict[str, dict[str, int]] = {}
         by_state: dict[str, int] = {}

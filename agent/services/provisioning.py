@@ -112,8 +112,20 @@ class Provisioning:
     def replace_user(
         self, user_id: str, body: object, if_match: str | None, cause: Cause = SCIM
     ) -> UserRecord:
-        """RFC 7644 §3.5.1: PUT replaces every writable attribute."""
+        """RFC 7644 §3.5.1: PUT replaces every writable attribute.
+
+        A PUT that leaves ``active`` out keeps the stored value: the schema gives ``active`` no
+        default, and reading an omission as ``true`` would reactivate (and hand a seat to) a
+        user the IdP deactivated, just because it resent the profile without the flag.
+        """
         resource = normalize_user(body)
+        if not _mentions_active(body):
+            return self._update_user(
+                user_id,
+                lambda old: {**resource, "active": bool(old.get("active", True))},
+                if_match,
+                cause,
+            )
         return self._update_user(user_id, lambda _old: resource, if_match, cause)
 
     @_announces_refusals
@@ -174,6 +186,8 @@ class Provisioning:
             if seat != record.seat:
                 tx.set_seat(user_id, seat, self.clock())
                 self.seats.notifier.user_changed(tx, user_id)
+            if record.seat.holds_seat and not seat.holds_seat:
+                self.seats.promote_queue(tx, cause)  # the freed seat, in this transaction
             return _reread_user(tx, user_id)
 
     def delete_user(self, user_id: str, if_match: str | None = None, cause: Cause = SCIM) -> None:
@@ -292,6 +306,14 @@ class Provisioning:
                 freed = freed or (user.seat.holds_seat and not seat.holds_seat)
         if freed:
             self.seats.promote_queue(tx, cause)
+
+
+def _mentions_active(body: object) -> bool:
+    """Whether a User body sets ``active`` (attribute names are case-insensitive, RFC 7643
+    §2.1; URN-prefixed keys are ignored by ``normalize_user``, so they do not count)."""
+    return isinstance(body, dict) and any(
+        isinstance(k, str) and k.lower() == "active" for k in body
+    )
 
 
 def _ordered(col, descending: bool):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from agent.domain import license as lic
 from agent.domain.billing import BillingTerms, prorated_cost
@@ -74,11 +75,14 @@ class SeatEngine:
         terms: BillingTerms,
         clock: Callable[[], datetime],
         notifier: Notifier | None = None,
+        request_id: Callable[[], str | None] = lambda: None,
     ):
         self.policy = policy
         self.terms = terms
         self.clock = clock
         self.notifier: Notifier = notifier or NullNotifier()
+        # The id of the request being served, if any (agent.web.observability).
+        self.request_id = request_id
 
     def _announce(
         self,
@@ -108,6 +112,11 @@ class SeatEngine:
             ),
         )
 
+    def _ledger(self, tx: StoreTx, *, cause: Cause, **entry: Any) -> None:
+        """Append to the seat ledger with the cause and the request it came in on (the
+        ``X-Request-Id`` the web layer assigned), so an entry can be traced to the IdP call."""
+        tx.append_ledger(cause=cause.kind, request=cause.request or self.request_id(), **entry)
+
     def _policy(self, seats: int) -> lic.LicensePolicy:
         return replace(self.policy, seats=seats)
 
@@ -129,9 +138,9 @@ class SeatEngine:
         now = self.clock()
         pool = tx.pool()
         prev = previous or SeatState(holds_seat=False)
-        status = lic.app_status(self.policy, state)
         # A user kept on the fallback role stays there while active (it was never given a seat).
         fallback = prev.on_fallback and state.active
+        status = lic.app_status(self.policy, state, fallback=fallback)
         # Seed 002 metered billing: a user is active up to the moment it is deactivated.
         was_active = previous is not None and prev.deactivated_at is None
         last_active = now if state.active or was_active else prev.last_active_at
@@ -178,10 +187,11 @@ class SeatEngine:
                 user_name,
             )
         if outcome is lic.Outcome.QUEUE:
-            tx.append_ledger(
+            self._ledger(
+                tx,
                 at=now,
                 kind="queue",
-                cause=cause.kind,
+                cause=cause,
                 user_id=user_id,
                 user_name=user_name,
                 detail=f"no seat free ({pool.consumed} of {pool.seats} in use); queued",
@@ -206,7 +216,7 @@ class SeatEngine:
                 after=(pool.seats, pool.consumed),
             )
             return SeatState(
-                app_status=status,
+                app_status=lic.app_status(self.policy, state, fallback=True),
                 license_state="free",
                 holds_seat=False,
                 on_fallback=True,
@@ -217,10 +227,11 @@ class SeatEngine:
             seats = pool.seats + 1
             cost = prorated_cost(self.terms, 1, now.date())
             tx.set_pool(seats, pool.consumed, now)
-            tx.append_ledger(
+            self._ledger(
+                tx,
                 at=now,
                 kind="expand",
-                cause=cause.kind,
+                cause=cause,
                 user_id=user_id,
                 user_name=user_name,
                 detail=(
@@ -241,10 +252,11 @@ class SeatEngine:
                 after=(seats, pool.consumed),
             )
         tx.set_pool(seats, pool.consumed + 1, now)
-        tx.append_ledger(
+        self._ledger(
+            tx,
             at=now,
             kind="grant",
-            cause=cause.kind,
+            cause=cause,
             user_id=user_id,
             user_name=user_name,
             detail=f"status {status}",
@@ -283,10 +295,11 @@ class SeatEngine:
     ) -> None:
         consumed = max(pool.consumed - 1, 0)
         tx.set_pool(pool.seats, consumed, now)
-        tx.append_ledger(
+        self._ledger(
+            tx,
             at=now,
             kind="release",
-            cause=cause.kind,
+            cause=cause,
             user_id=user_id,
             user_name=user_name,
             detail=detail,
@@ -355,10 +368,11 @@ class SeatEngine:
             )
             tx.set_seat(user.id, seat, now)
             tx.set_pool(pool.seats, pool.consumed + 1, now)
-            tx.append_ledger(
+            self._ledger(
+                tx,
                 at=now,
                 kind="promote",
-                cause=cause.kind,
+                cause=cause,
                 user_id=user.id,
                 user_name=user.user_name,
                 detail=f"queued since {user.seat.queued_at}",
@@ -409,10 +423,11 @@ class SeatEngine:
                 else None
             )
             tx.set_pool(new, pool.consumed, now)
-            tx.append_ledger(
+            self._ledger(
+                tx,
                 at=now,
                 kind="licenses",
-                cause=cause.kind,
+                cause=cause,
                 detail=f"licenses {pool.seats} -> {new}"
                 + (
                     " (recorded: lowered at the vendor, decrease = manual)"

@@ -74,3 +74,4 @@ class LedgerEntry:
     seats_after: int
     consumed_after: int
     cost: Decimal | None
+    request: str | None = None  # X-Request-Id of the call that caused it, when there was one

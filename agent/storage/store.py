@@ -9,7 +9,8 @@ dataclasses (agent.storage.records).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,11 +23,13 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
     select,
     text,
+    union,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -212,6 +215,35 @@ _SET_SEAT = (
 )
 
 
+_REQUEST_SUFFIX = re.compile(r"(?:^| )\[request ([A-Za-z0-9._:+=/-]+)\]$")
+
+
+def _with_request(detail: str | None, request: str | None) -> str | None:
+    if not request:
+        return detail
+    return f"{detail} [request {request}]" if detail else f"[request {request}]"
+
+
+def _ledger_entry(r: Any) -> LedgerEntry:
+    detail, request = r.detail, None
+    found = _REQUEST_SUFFIX.search(detail) if detail else None
+    if found:
+        detail, request = detail[: found.start()] or None, found.group(1)
+    return LedgerEntry(
+        seq=r.seq,
+        at=utc(r.at),  # type: ignore[arg-type]
+        kind=r.kind,
+        user_id=r.user_id,
+        user_name=r.user_name,
+        cause=r.cause,
+        detail=detail,
+        seats_after=r.seats_after,
+        consumed_after=r.consumed_after,
+        cost=Decimal(r.cost) if r.cost is not None else None,
+        request=request,
+    )
+
+
 @dataclass
 class _DeferredWrites:
     pool: dict[str, Any] | None = None
@@ -285,14 +317,18 @@ class StoreTx:
         user_name: str | None = None,
         detail: str | None = None,
         cost: Decimal | None = None,
+        request: str | None = None,
     ) -> None:
+        """Append one entry. ``request`` (the X-Request-Id of the call that caused it) is kept
+        at the end of ``detail`` as ``[request <id>]`` (no schema change) and given back as
+        ``LedgerEntry.request``; request ids hold no spaces or brackets."""
         entry = {
             "at": at,
             "kind": kind,
             "cause": cause,
             "user_id": user_id,
             "user_name": user_name,
-            "detail": detail,
+            "detail": _with_request(detail, request),
             "seats_after": seats_after,
             "consumed_after": consumed_after,
             "cost": cost,
@@ -317,21 +353,7 @@ class StoreTx:
         if kinds is not None:
             q = q.where(seat_ledger.c.kind.in_(list(kinds)))
         rows = self.conn.execute(q.limit(limit)).all()
-        return [
-            LedgerEntry(
-                seq=r.seq,
-                at=utc(r.at),  # type: ignore[arg-type]
-                kind=r.kind,
-                user_id=r.user_id,
-                user_name=r.user_name,
-                cause=r.cause,
-                detail=r.detail,
-                seats_after=r.seats_after,
-                consumed_after=r.consumed_after,
-                cost=Decimal(r.cost) if r.cost is not None else None,
-            )
-            for r in rows
-        ]
+        return [_ledger_entry(r) for r in rows]
 
     # -- users -----------------------------------------------------------------------------
 
@@ -563,8 +585,8 @@ class StoreTx:
             )
             .group_by(seat_ledger.c.user_id)
         )
-        for r in self.conn.execute(q2):
-            seen(r[0], utc(r[1]))
+        for uid, at in self.conn.execute(q2):
+            seen(uid, utc(at))
         return list(latest.values())
 
     def reduction_ceiling(self, states: Sequence[str]) -> int | None:
@@ -596,14 +618,34 @@ class StoreTx:
         ).group_by(users.c.app_status, users.c.license_state, users.c.holds_seat)
         return [(r[0], r[1], bool(r[2]), int(r[3])) for r in self.conn.execute(q)]
 
-    def role_values(self, user_ids_holding: bool = True) -> list[tuple[str, int]]:
-        """Role value -> number of seat-holding users with it."""
-        q = (
-            select(user_values.c.value_ci, func.count())
+    def role_values(
+        self, user_ids_holding: bool = True, group_roles: Mapping[str, str] | None = None
+    ) -> list[tuple[str, int]]:
+        """Role value (lowercased) -> number of seat-holding users with it, counting SCIM
+        ``roles`` and the roles group membership grants (``[license] group_roles``, group
+        displayName -> role, names matched case-insensitively); a user holding a role both
+        ways, or through two groups, counts once."""
+        parts: list[Any] = [
+            select(user_values.c.user_id.label("uid"), user_values.c.value_ci.label("role"))
             .join(users, users.c.id == user_values.c.user_id)
             .where(user_values.c.attr == "roles", users.c.holds_seat.is_(user_ids_holding))
-            .group_by(user_values.c.value_ci)
-        )
+        ]
+        mapping = {name.lower(): role.lower() for name, role in (group_roles or {}).items()}
+        if mapping:
+            parts.append(
+                select(
+                    group_members.c.user_id.label("uid"),
+                    case(mapping, value=groups.c.display_name_ci).label("role"),
+                )
+                .join(groups, groups.c.id == group_members.c.group_id)
+                .join(users, users.c.id == group_members.c.user_id)
+                .where(
+                    groups.c.display_name_ci.in_(list(mapping)),
+                    users.c.holds_seat.is_(user_ids_holding),
+                )
+            )
+        held = union(*parts).subquery() if len(parts) > 1 else parts[0].distinct().subquery()
+        q = select(held.c.role, func.count()).group_by(held.c.role)
         return [(r[0], int(r[1])) for r in self.conn.execute(q)]
 
     def user_group_names(self, user_id: str) -> list[str]:

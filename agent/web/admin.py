@@ -127,6 +127,7 @@ def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
         "seatsAfter": e.seats_after,
         "consumedAfter": e.consumed_after,
         "cost": str(e.cost) if e.cost is not None else None,
+        "requestId": e.request,
     }
 
 
