@@ -3,7 +3,9 @@
 It has its own SQLite file and tokens and plenty of seats, and speaks real SCIM (filters on
 ``externalId`` and ``userName``, 409 on a taken userName, 404 on a missing user). ``stop()``
 takes it off the network (connections are refused) and ``start()`` brings it back on the same
-port with the same data, to test delivery while the downstream is down.
+port with the same data, to test delivery while the downstream is down. ``hold()`` makes one
+request hang after the downstream has carried it out (the write is committed, the answer not
+yet sent), so a test can kill the delivering process at exactly that moment.
 """
 
 from __future__ import annotations
@@ -20,6 +22,27 @@ from agent.app import create_app
 from agent.config import settings_from_mapping
 
 DOWNSTREAM_TOKEN = "downstream-scim-token"
+
+
+class Hold:
+    """The ``nth`` request ``method path`` is carried out, then its answer waits for
+    ``release`` (``reached`` is set when it is waiting)."""
+
+    def __init__(self, method: str, path: str, nth: int):
+        self.method = method
+        self.path = path
+        self.nth = nth
+        self.seen = 0
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+
+    def matches(self, environ: dict[str, Any]) -> bool:
+        if environ["REQUEST_METHOD"] != self.method or environ["PATH_INFO"] != self.path:
+            return False
+        with self.lock:
+            self.seen += 1
+            return self.seen == self.nth
 
 
 class _OneRequestPerConnection(WSGIRequestHandler):
@@ -43,6 +66,7 @@ class Downstream:
         )
         self.app = create_app(settings)
         self.port = 0
+        self._hold: Hold | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -59,7 +83,7 @@ class Downstream:
         self._server = make_server(
             "127.0.0.1",
             self.port,
-            self.app,
+            self._wsgi,
             threaded=True,
             request_handler=_OneRequestPerConnection,
         )
@@ -69,7 +93,25 @@ class Downstream:
         )
         self._thread.start()
 
+    def hold(self, method: str, path: str, nth: int = 1) -> Hold:
+        """Make the ``nth`` ``method`` request to ``/scim/v2<path>`` hang after it was done."""
+        self._hold = Hold(method, "/scim/v2" + path, nth)
+        return self._hold
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        hold = self._hold
+        if hold is None or not hold.matches(environ):
+            return self.app(environ, start_response)
+        answer: list[Any] = []
+        body = b"".join(self.app(environ, lambda *a: answer.append(a)))  # the write is done
+        hold.reached.set()
+        hold.release.wait(timeout=60)
+        start_response(*answer[0])
+        return [body]
+
     def stop(self) -> None:
+        if self._hold is not None:
+            self._hold.release.set()
         if self._server is None:
             return
         self._server.shutdown()

@@ -7,10 +7,14 @@ the clock, never by sleeping.
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from conftest import FakeClock, make_settings
@@ -295,6 +299,92 @@ def test_kill_after_the_remote_write_resends_without_duplicate(source, downstrea
     [remote] = downstream.users_named("ada@example.com")
     assert source.remote_id(user_id) == remote["id"]
     assert source.pending() == []
+
+
+DELIVER_SCRIPT = """
+import sys
+from datetime import datetime, timedelta
+
+from agent.connectors.scim import ScimConnector
+from agent.services.delivery import PushHandlers, deliver_due
+from agent.storage.store import Store
+
+url, base_url, token, start = sys.argv[1:5]
+now = [datetime.fromisoformat(start)]
+
+
+def clock():
+    now[0] += timedelta(microseconds=1)
+    return now[0]
+
+
+store = Store.from_url(url)
+with ScimConnector(base_url, token, timeout=120) as connector:
+    report = deliver_due(store, PushHandlers(connector, store, None).handlers(), clock, 2, 10)
+print(report.as_dict(), flush=True)
+store.dispose()
+"""
+
+
+def _delivery_process(db_url: str, downstream: Downstream, clock: FakeClock) -> subprocess.Popen:
+    """A separate process delivering the outbox against the real downstream."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            DELIVER_SCRIPT,
+            db_url,
+            downstream.base_url,
+            downstream.token,
+            clock.now.isoformat(),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_sigkill_mid_delivery_then_restart_delivers_each_user_once(db_url, source, downstream):
+    ada = source.create("ada@example.com")
+    bob = source.create("bob@example.com")
+    cat = source.create("cat@example.com")
+    source.set_active(bob, False)  # bob's final state: inactive (waits behind his creation)
+    # bob's POST is carried out downstream, then the answer hangs: the process is killed there
+    hold = downstream.hold("POST", "/Users", nth=2)
+    worker = _delivery_process(db_url, downstream, source.clock)
+    try:
+        assert hold.reached.wait(timeout=60), worker.communicate(timeout=5)[0]
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
+    finally:
+        hold.release.set()
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == -signal.SIGKILL
+    assert len(downstream.users_named("bob@example.com")) == 1  # the write happened ...
+    assert source.remote_id(bob) is None  # ... but its delivery was never recorded
+    assert source.remote_id(ada) is not None
+    assert len(source.pending()) == 3  # bob's two changes and cat's creation
+
+    restarted = _delivery_process(db_url, downstream, source.clock)
+    output, _ = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, output
+    assert source.pending() == []
+    remote = downstream.users()
+    assert sorted(u["userName"] for u in remote) == [
+        "ada@example.com",
+        "bob@example.com",
+        "cat@example.com",
+    ]  # each exactly once
+    by_ext = {u["externalId"]: u for u in remote}
+    assert (by_ext[ada]["active"], by_ext[bob]["active"], by_ext[cat]["active"]) == (
+        True,
+        False,
+        True,
+    )
+    assert {source.remote_id(u) for u in (ada, bob, cat)} == set(by_ext[u]["id"] for u in by_ext)
 
 
 def test_kill_after_the_remote_delete_resend_succeeds(source, downstream, handlers):
