@@ -71,6 +71,29 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     )
 
 
+@main.command()
+@CONFIG_OPTION
+@click.option("--pid", "master_pid", required=True, type=int, help="The gunicorn master.")
+def reload(config_path: str | None, master_pid: int) -> None:
+    """Reload a running `seat-agent serve` (the unit's ExecReload=).
+
+    systemd runs this with the EnvironmentFile read afresh; the secrets the configuration names
+    (``*_env``) are handed to the master in a 0600 file of $RUNTIME_DIRECTORY, then SIGHUP makes
+    it re-read the configuration and replace its workers. Without $RUNTIME_DIRECTORY only the
+    configuration file is re-read.
+    """
+    import signal
+
+    from agent.web.server import handoff_path, write_handoff
+
+    settings = _settings(config_path)  # a broken file is reported here, before any signal
+    path = handoff_path()
+    if path is not None:
+        write_handoff(settings, dict(os.environ), path)
+    os.kill(master_pid, signal.SIGHUP)
+    click.echo(f"reload requested of {master_pid}", err=True)
+
+
 GENERATED_TOKENS_FILE = "seat-agent-generated-tokens.env"
 
 

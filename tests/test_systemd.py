@@ -130,7 +130,7 @@ def test_units_keep_their_hardening(unit: str) -> None:
     service = service_section(unit)
     for key, expected in HARDENING.items():
         assert expected in service.get(key, []), f"{unit}: {key}={expected} missing"
-    # Writable paths come only from StateDirectory= and PrivateTmp=; nothing broader.
+    # Writable paths come only from State/RuntimeDirectory= and PrivateTmp=; nothing broader.
     assert "ReadWritePaths" not in service
     assert "@system-service" in service["SystemCallFilter"]
     command = service["ExecStart"][0].split()
@@ -157,8 +157,13 @@ def test_environment_file_example_names_every_secret() -> None:
     assert AlertSettings().password_env in names
 
 
-def test_web_unit_reloads_with_sighup_to_the_gunicorn_master() -> None:
-    assert service_section("seat-agent.service")["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+def test_web_unit_reloads_through_seat_agent_reload() -> None:
+    service = service_section("seat-agent.service")
+    assert service["ExecReload"] == [
+        f"{INSTALLED_BINARY} reload --config /etc/seat-agent/config.toml --pid $MAINPID"
+    ]
+    assert service["RuntimeDirectory"] == ["seat-agent"]
+    assert service["RuntimeDirectoryMode"] == ["0700"]
 
 
 # -- `seat-agent serve` as systemd runs it: reload and scheduler supervision -----------------
@@ -381,3 +386,92 @@ def test_scheduler_supervisor_restarts_with_backoff_and_resets_once_stable() -> 
     count = len(spawned)
     sup.check()
     assert len(spawned) == count
+
+
+@pytest.mark.slow
+def test_reload_takes_over_tokens_changed_in_the_environment_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As systemd does it: the service started with the EnvironmentFile's token; the file is
+    edited and ExecReload (`seat-agent reload`, run with the new environment) hands the new
+    token to the running master. The old token stops working, the new one works, and neither
+    is ever logged."""
+    import time
+
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run))
+    monkeypatch.setenv("SEAT_AGENT_SCIM_TOKEN", "from-env-file-v1")
+    port = free_port()
+    config = tmp_path / "server.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[server]",
+                f"port = {port}",
+                "workers = 2",
+                "[database]",
+                f'url = "sqlite:///{tmp_path}/seat-agent.db"',
+                "[auth]",
+                f'admin_token = "{ADMIN_TOKEN}"',
+                "[scheduler]",
+                "embedded = false",
+            ]
+        )
+        + "\n"
+    )
+    server = LiveServer(config, port, tmp_path / "server.log")
+    try:
+        assert _scim_status(server.url, "from-env-file-v1") == 200
+        assert _scim_status(server.url, "from-env-file-v2") == 401
+        env = {**os.environ, "SEAT_AGENT_SCIM_TOKEN": "from-env-file-v2"}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "reload",
+                "--config",
+                str(config),
+                "--pid",
+                str(server.proc.pid),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 30
+        while (
+            _scim_status(server.url, "from-env-file-v2") != 200
+            or _scim_status(server.url, "from-env-file-v1") != 401
+        ):
+            assert time.monotonic() < deadline, "the new environment was not taken over"
+            time.sleep(0.2)
+        assert list(run.iterdir()) == []  # the handoff file is gone
+    finally:
+        server.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert "SEAT_AGENT_SCIM_TOKEN" in log  # named as taken over ...
+    assert "from-env-file-v1" not in log and "from-env-file-v2" not in log  # ... never shown
+
+
+def test_reload_command_refuses_a_broken_configuration(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    target = subprocess.Popen(["sleep", "60"])  # would die of a SIGHUP
+    try:
+        result = CliRunner().invoke(
+            main, ["reload", "--config", str(bad), "--pid", str(target.pid)]
+        )
+        assert result.exit_code != 0
+        assert "not valid TOML" in result.output
+        assert target.poll() is None  # no signal was sent
+    finally:
+        target.kill()
+        target.wait()

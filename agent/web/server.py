@@ -5,7 +5,10 @@ The gunicorn master also:
 - reloads on SIGHUP (``systemctl reload seat-agent``): it reads the configuration file again
   and replaces the workers gracefully (new ones start, old ones finish their requests); the
   listening socket stays open throughout, so no connection is refused. A configuration that no
-  longer validates is logged and the running one kept.
+  longer validates is logged and the running one kept. The secrets named by ``*_env`` settings
+  come from the process environment, which systemd fixes at start; ``seat-agent reload`` (the
+  unit's ExecReload=, which systemd runs with the EnvironmentFile read afresh) hands their new
+  values over in a file of the runtime directory before it sends SIGHUP.
 - supervises the embedded scheduler (``seat-agent scheduler``, a child of the master, never of
   a worker): when it dies it is started again, after 1 s, then 2, 4, ... up to 60 s while it
   keeps dying; the database lease decides which scheduler acts.
@@ -13,6 +16,7 @@ The gunicorn master also:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -34,6 +39,56 @@ from agent.config import ConfigError, Settings, load_settings
 OPTIONAL_SETTINGS = frozenset({"control_socket_disable"})
 
 log = logging.getLogger("seat_agent.server")
+
+HANDOFF_FILE = "reload-environment.json"
+
+
+def secret_variables(settings: Settings) -> list[str]:
+    """The environment variables the settings read secrets from."""
+    return [
+        settings.auth.scim_token_env,
+        settings.auth.admin_token_env,
+        settings.auth.session_secret_env,
+        settings.downstream.token_env,
+        settings.alerts.password_env,
+    ]
+
+
+def handoff_path() -> Path | None:
+    """Where ``seat-agent reload`` leaves the environment for the master: systemd's
+    ``RuntimeDirectory=`` (``$RUNTIME_DIRECTORY``, /run/seat-agent, mode 0700)."""
+    directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(directory) / HANDOFF_FILE if directory else None
+
+
+def write_handoff(settings: Settings, environ: dict[str, str], path: Path) -> None:
+    """Write the secret variables of ``environ`` (None: unset) for the master, mode 0600,
+    atomically; values never reach a log."""
+    values = {name: environ.get(name) for name in secret_variables(settings)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(values, out)
+    os.replace(tmp, path)
+
+
+def take_handoff(path: Path | None) -> list[str]:
+    """Apply and delete a handoff file, if there is one; the names of the variables set."""
+    if path is None:
+        return []
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    finally:
+        path.unlink(missing_ok=True)
+    values = json.loads(raw)
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return sorted(values)
 
 
 class SchedulerSupervisor:
@@ -168,8 +223,15 @@ class SeatAgentServer(BaseApplication):  # type: ignore[misc]
     def reread(self, running: Settings) -> Settings:
         """The configuration file again (tokens in it included; the environment is the one
         the process started with), or the running settings if it no longer validates."""
+        try:
+            names = take_handoff(handoff_path())
+        except (OSError, ValueError) as err:
+            log.error("reload: environment handoff unreadable (%s); environment unchanged", err)
+            names = []
+        if names:
+            log.info("reload: environment variables %s taken over", ", ".join(names))
         if self.config_path is None:
-            return running
+            return running  # *_env secrets are looked up in os.environ when workers start
         try:
             settings = load_settings(self.config_path)
         except ConfigError as err:
