@@ -191,7 +191,8 @@ def test_enterprise_manager():
     assert manager["multiValued"] is False
     assert [s["name"] for s in manager["subAttributes"]] == ["value", "$ref", "displayName"]
     assert _attribute(d.ENTERPRISE, "manager.value")["type"] == "string"
-    assert _attribute(d.ENTERPRISE, "manager.displayName")["mutability"] == "readOnly"
+    # Stored as the IdP sends it (POST, PUT and PATCH alike), so not readOnly.
+    assert _attribute(d.ENTERPRISE, "manager.displayName")["mutability"] == "readWrite"
 
 
 def test_seat_extension_read_only():

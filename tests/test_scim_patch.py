@@ -22,6 +22,7 @@ from agent.scim.patch import (
 )
 
 MANAGER_ID = "26118915-6090-4610-87e4-49d8ca9f808d"
+CORE_USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 def body(*operations: dict) -> dict:
@@ -602,7 +603,7 @@ def test_manager_value_sub_attribute(user):
     assert patched[ENTERPRISE]["manager"] == {"value": MANAGER_ID}
 
 
-def test_manager_extra_sub_attributes_are_dropped(user):
+def test_manager_display_name_is_kept_as_on_post_and_ref_is_derived(user):
     patched = patch_user(
         user,
         {
@@ -611,7 +612,22 @@ def test_manager_extra_sub_attributes_are_dropped(user):
             "value": {"value": MANAGER_ID, "displayName": "Boss", "$ref": "../Users/m"},
         },
     )
-    assert patched[ENTERPRISE]["manager"] == {"value": MANAGER_ID}
+    assert patched[ENTERPRISE]["manager"] == {"value": MANAGER_ID, "displayName": "Boss"}
+    renamed = patch_user(
+        patched,
+        {"op": "replace", "path": f"{ENTERPRISE}:manager.displayName", "value": "Big Boss"},
+        {"op": "replace", "path": f"{ENTERPRISE}:manager.$ref", "value": "../Users/x"},
+    )
+    assert renamed[ENTERPRISE]["manager"] == {"value": MANAGER_ID, "displayName": "Big Boss"}
+    moved = patch_user(renamed, {"op": "replace", "path": "manager.value", "value": "m2"})
+    assert moved[ENTERPRISE]["manager"] == {"value": "m2", "displayName": "Big Boss"}
+    dropped = patch_user(moved, {"op": "remove", "path": f"{ENTERPRISE}:manager.displayName"})
+    assert dropped[ENTERPRISE]["manager"] == {"value": "m2"}
+    # A display name alone names no manager.
+    nobody = patch_user(
+        {"userName": "x"}, {"op": "add", "path": "manager.displayName", "value": "Boss"}
+    )
+    assert nobody == {"userName": "x"}
 
 
 @pytest.mark.parametrize(
@@ -637,6 +653,27 @@ def test_manager_must_be_an_id(user):
         patch_user(user, {"op": "replace", "path": "manager", "value": 12})
 
 
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"op": "replace", "path": "roles", "value": ["Assistant", "Viewer"]},
+        {"op": "Replace", "value": {"roles": ["Assistant", "Viewer"]}},
+        {"op": "replace", "value": {f"{CORE_USER_URN}:roles": ["Assistant", "Viewer"]}},
+    ],
+)
+def test_roles_as_a_list_of_strings_like_post(user, operation):
+    """Okta "string array" roles (docs/okta.md): each string is a value, as POST/PUT take them."""
+    patched = patch_user(user, operation)
+    assert patched["roles"] == [{"value": "Assistant"}, {"value": "Viewer"}]
+
+
+def test_add_and_remove_roles_as_strings(user):
+    added = patch_user(user, {"op": "add", "path": "roles", "value": ["Viewer", "admin"]})
+    assert added["roles"] == [{"value": "admin"}, {"value": "reader"}, {"value": "Viewer"}]
+    removed = patch_user(added, {"op": "remove", "path": "roles", "value": ["reader"]})
+    assert removed["roles"] == [{"value": "admin"}, {"value": "Viewer"}]
+
+
 # --- read-only and case handling -----------------------------------------------------------
 
 
@@ -650,6 +687,56 @@ def test_read_only_attributes_are_ignored(user):
         {"op": "replace", "path": "password", "value": "hunter2"},
     )
     assert patched == user
+
+
+CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+SEAT = "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User"
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"op": "replace", "path": "fooBar", "value": "x"},
+        {"op": "add", "path": "fooBar", "value": "x"},
+        {"op": "remove", "path": "fooBar"},
+        {"op": "replace", "path": "name.fooBar", "value": "x"},
+        {"op": "replace", "path": f"{CORE_USER}:fooBar", "value": "x"},
+        {"op": "replace", "path": f"{ENTERPRISE}:fooBar", "value": "x"},
+        {"op": "replace", "path": f"{ENTERPRISE}:manager.fooBar", "value": "x"},
+        {"op": "replace", "path": "emails.fooBar", "value": "x"},
+        {"op": "replace", "path": 'emails[type eq "work"].fooBar', "value": "x"},
+        {"op": "replace", "value": {"fooBar": "x"}},
+        {"op": "replace", "value": {"name.fooBar": "x"}},
+        {"op": "replace", "value": {f"{ENTERPRISE}:fooBar": "x"}},
+        {"op": "add", "path": ENTERPRISE, "value": {"fooBar": "x"}},
+    ],
+)
+def test_unknown_core_and_enterprise_paths_are_invalid_path(user, operation):
+    """RFC 7644 §3.5.2: an attribute the core or enterprise schema does not define is not
+    silently dropped."""
+    before = copy.deepcopy(user)
+    with scim_error("invalidPath"):
+        patch_user(user, {"op": "replace", "path": "displayName", "value": "changed"}, operation)
+    assert user == before
+
+
+def test_read_only_and_foreign_extension_paths_are_still_accepted(user):
+    """What IdPs echo (id, meta, groups), the read-only seat-agent extension and a foreign
+    extension's attributes are not invalid paths (docs/scim.md)."""
+    patched = patch_user(
+        user,
+        {"op": "replace", "path": "id", "value": "other"},
+        {"op": "replace", "path": "meta.lastModified", "value": "2020-01-01T00:00:00Z"},
+        {"op": "add", "path": "groups", "value": [{"value": "g"}]},
+        {"op": "replace", "path": f"{SEAT}:licenseState", "value": "licensed"},
+        {
+            "op": "add",
+            "path": "urn:ietf:params:scim:schemas:extension:acme:2.0:User:badge",
+            "value": "B",
+        },
+    )
+    assert patched["id"] == user["id"]
+    assert patched["urn:ietf:params:scim:schemas:extension:acme:2.0:User"] == {"badge": "B"}
 
 
 def test_attribute_names_are_case_insensitive(user):
@@ -691,7 +778,8 @@ def test_new_keys_get_canonical_names():
     "operation",
     [
         {"op": "replace", "path": "emails", "value": "babs@example.com"},
-        {"op": "add", "path": "emails", "value": ["babs@example.com"]},
+        {"op": "add", "path": "emails", "value": [5]},
+        {"op": "add", "path": "roles", "value": "Assistant"},
         {"op": "replace", "path": "name", "value": "Babs Jensen"},
         {"op": "replace", "path": "name.givenName", "value": {"x": 1}},
         {"op": "replace", "path": "displayName", "value": {"value": "x"}},

@@ -237,6 +237,128 @@ def test_wrong_types_in_put_and_patch_change_nothing(api):
     assert record.resource == {"userName": "t@example.com", "displayName": "T", "active": True}
 
 
+@pytest.mark.parametrize(
+    ("extra", "detail_mentions"),
+    [
+        ({"userName": 123}, "userName"),
+        ({"nickName": 5}, "nickName"),
+        ({"displayName": True}, "displayName"),
+        ({"name": {"givenName": 5}}, "name.givenName"),
+        ({"emails": [{"value": 5}]}, "emails.value"),
+        ({"emails": [{"value": "a@example.com", "type": 1}]}, "emails.type"),
+        ({"roles": [{"value": 1.5}]}, "roles.value"),
+        ({ENTERPRISE: {"employeeNumber": 42}}, "employeeNumber"),
+        ({ENTERPRISE: {"manager": {"value": 7}}}, "manager.value"),
+    ],
+)
+def test_numbers_and_booleans_are_not_coerced_to_strings(api, extra, detail_mentions):
+    """RFC 7643 §2.3.1: string attributes take JSON strings; anything else is 400 invalidValue
+    on POST, PUT and PATCH, and nothing is stored."""
+    body = {**user("typed@example.com"), **extra}
+    err = assert_scim_error(api.scim("POST", "/Users", body), 400, "invalidValue")
+    assert detail_mentions in err["detail"]
+    assert user_count(api) == 0
+    uid = create(api, "typed@example.com")["id"]
+    assert_scim_error(api.scim("PUT", f"/Users/{uid}", body), 400, "invalidValue")
+    no_path = patch({"op": "replace", "value": extra})
+    assert_scim_error(api.scim("PATCH", f"/Users/{uid}", no_path), 400, "invalidValue")
+    record = stored(api, uid)
+    assert record.version == 1
+    assert record.resource == {"userName": "typed@example.com", "active": True}
+
+
+def test_typed_patch_values_are_refused(api):
+    uid = create(api, "typed@example.com", emails=[{"value": "t@example.com", "type": "work"}])[
+        "id"
+    ]
+    for operation in (
+        {"op": "replace", "path": "displayName", "value": 5},
+        {"op": "add", "path": "emails", "value": [{"value": 5}]},
+        {"op": "replace", "path": 'emails[type eq "work"].value', "value": 5},
+        {"op": "replace", "path": "name.familyName", "value": False},
+        {"op": "replace", "path": f"{ENTERPRISE}:department", "value": 9},
+    ):
+        r = api.scim("PATCH", f"/Users/{uid}", patch(operation))
+        assert_scim_error(r, 400, "invalidValue")
+    assert stored(api, uid).version == 1
+    # Entra's string booleans for active stay accepted.
+    r = api.scim(
+        "PATCH", f"/Users/{uid}", patch({"op": "Replace", "path": "active", "value": "False"})
+    )
+    assert r.status_code == 200
+    assert stored(api, uid).resource["active"] is False
+    r = api.scim("PUT", f"/Users/{uid}", user("typed@example.com", active="True"))
+    assert r.status_code == 200
+    assert stored(api, uid).resource["active"] is True
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"op": "replace", "path": "fooBar", "value": "x"},
+        {"op": "replace", "path": "name.fooBar", "value": "x"},
+        {"op": "replace", "path": f"{USER}:fooBar", "value": "x"},
+        {"op": "add", "path": f"{ENTERPRISE}:fooBar", "value": "x"},
+        {"op": "replace", "value": {"fooBar": "x", "displayName": "Changed"}},
+    ],
+)
+def test_patch_unknown_attribute_path_is_400_invalid_path(api, operation):
+    uid = create(api, "paths@example.com", displayName="P")["id"]
+    r = api.scim("PATCH", f"/Users/{uid}", patch(operation))
+    assert_scim_error(r, 400, "invalidPath")
+    record = stored(api, uid)
+    assert record.version == 1
+    assert record.resource == {"userName": "paths@example.com", "displayName": "P", "active": True}
+
+
+def test_patch_read_only_and_foreign_paths_are_accepted_and_ignored(api):
+    uid = create(api, "ignored@example.com", displayName="I")["id"]
+    r = api.scim(
+        "PATCH",
+        f"/Users/{uid}",
+        patch(
+            {"op": "replace", "path": "id", "value": "other"},
+            {"op": "replace", "path": "meta.lastModified", "value": "2020-01-01T00:00:00Z"},
+            {"op": "add", "path": "groups", "value": [{"value": "g"}]},
+            {"op": "replace", "path": f"{SEAT}:licenseState", "value": "free"},
+            {
+                "op": "add",
+                "path": "urn:ietf:params:scim:schemas:extension:acme:2.0:User:badge",
+                "value": "B",
+            },
+            {"op": "replace", "path": "displayName", "value": "J"},
+        ),
+    )
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert body["id"] == uid and body["displayName"] == "J"
+    assert body[SEAT]["licenseState"] == "licensed"
+    record = stored(api, uid)
+    assert record.resource == {
+        "userName": "ignored@example.com",
+        "displayName": "J",
+        "active": True,
+    }
+
+
+def test_patch_roles_as_strings_is_stored_like_post(api):
+    """docs/okta.md: Okta's "string array" roles arrive as strings on POST and PATCH alike."""
+    uid = create(api, "roles@example.com", roles=["Member"])["id"]
+    assert stored(api, uid).resource["roles"] == [{"value": "Member"}]
+    for operation, expected in (
+        (
+            {"op": "replace", "path": "roles", "value": ["Assistant", "Viewer"]},
+            ["Assistant", "Viewer"],
+        ),
+        ({"op": "add", "path": "roles", "value": ["Editor"]}, ["Assistant", "Viewer", "Editor"]),
+        ({"op": "replace", "value": {"roles": ["Member"]}}, ["Member"]),
+    ):
+        r = api.scim("PATCH", f"/Users/{uid}", patch(operation))
+        assert r.status_code == 200, r.get_json()
+        assert [v["value"] for v in stored(api, uid).resource["roles"]] == expected
+        assert [v["value"] for v in r.get_json()["roles"]] == expected
+
+
 def test_schemas_without_the_core_user_schema_is_400(api):
     r = api.scim("POST", "/Users", {"schemas": [ENTERPRISE], "userName": "s@example.com"})
     assert_scim_error(r, 400, "invalidSyntax")
@@ -360,6 +482,27 @@ def test_manager_is_returned_with_its_ref(api):
     assert api.scim("GET", f"/Users/{uid}").get_json()[ENTERPRISE]["manager"] == expected
     assert stored(api, uid).resource[ENTERPRISE] == {"manager": {"value": boss}}
     assert raw_row(api, uid).manager_id == boss
+
+
+def test_manager_display_name_is_kept_by_post_put_and_patch_alike(api):
+    boss = create(api, "boss@example.com")["id"]
+    sent = {"manager": {"value": boss, "displayName": "The Boss", "$ref": "ignored"}}
+    uid = create(api, "emp@example.com", **{ENTERPRISE: sent})["id"]
+    kept = {"manager": {"value": boss, "displayName": "The Boss"}}
+    assert stored(api, uid).resource[ENTERPRISE] == kept
+    api.scim("PATCH", f"/Users/{uid}", patch({"op": "remove", "path": f"{ENTERPRISE}:manager"}))
+    assert ENTERPRISE not in stored(api, uid).resource
+    r = api.scim(
+        "PATCH",
+        f"/Users/{uid}",
+        patch({"op": "add", "path": f"{ENTERPRISE}:manager", "value": sent["manager"]}),
+    )
+    assert r.status_code == 200
+    assert stored(api, uid).resource[ENTERPRISE] == kept
+    assert r.get_json()[ENTERPRISE]["manager"]["displayName"] == "The Boss"
+    r = api.scim("PUT", f"/Users/{uid}", user("emp@example.com", **{ENTERPRISE: sent}))
+    assert r.status_code == 200
+    assert stored(api, uid).resource[ENTERPRISE] == kept
 
 
 # -- deactivation and deletion ------------------------------------------------------------------

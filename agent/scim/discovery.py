@@ -467,10 +467,11 @@ def _enterprise_attributes() -> list[Attr]:
                     "The URI of the SCIM resource representing the User's manager.  REQUIRED.",
                     referenceTypes=["User"],
                 ),
+                # server: §8.7.1 says READ-ONLY; seat-agent does not compute it, it keeps the
+                # displayName an IdP sends (Okta maps its "manager" attribute here).
                 _attr(
                     "displayName",
-                    description="The displayName of the User's manager.  OPTIONAL and READ-ONLY.",
-                    mutability=RO,
+                    description="The displayName of the User's manager, as the client sent it.",
                 ),
             ],
         ),

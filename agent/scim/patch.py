@@ -213,6 +213,8 @@ USER = _ResourceType(
         ENTERPRISE: _Vocabulary(
             simple=("employeeNumber", "costCenter", "organization", "division", "department"),
             complex=("manager",),
+            # scim2-models and others echo an extension object's own "schemas" inside it.
+            read_only=("schemas",),
         )
     },
 )
@@ -636,8 +638,9 @@ def _apply_attribute(
 ) -> None:
     """Find the attribute's container and canonical key, then let its shape decide."""
     vocabulary = _vocabulary(resource_type, target.schema)
-    if target.schema is None and vocabulary.is_read_only(attribute):
+    if vocabulary.is_read_only(attribute):
         return  # IdPs echo id/meta/schemas/groups back; RFC 7643 §7 lets us ignore them
+    _require_known(resource_type, target, attribute, vocabulary)
     container = _schema_container(resource, target.schema, create=op != "remove")
     if container is None:
         return
@@ -645,6 +648,49 @@ def _apply_attribute(
     kind = _kind(vocabulary, target, container.get(key), value)
     _HANDLERS[kind](container, key, op, target, value)
     _drop_empty_extension(resource, target.schema)
+
+
+_NAME_PARTS = (
+    "formatted",
+    "familyName",
+    "givenName",
+    "middleName",
+    "honorificPrefix",
+    "honorificSuffix",
+)
+_MANAGER_PARTS = ("value", "$ref", "displayName")
+
+
+def _require_known(
+    resource_type: _ResourceType, target: AttributePath, attribute: str, vocabulary: _Vocabulary
+) -> None:
+    """RFC 7644 §3.5.2: a path naming an attribute the schema does not define is ``400
+    invalidPath``, for the core schema and the enterprise extension, whose attributes are all
+    known (RFC 7643 §4, §4.3). Attributes under other extension URNs (an IdP's custom schema,
+    the read-only seat-agent extension) are not ours to validate and are left to
+    ``sanitize_user``, which keeps only what the server stores."""
+    if target.schema is not None and target.schema not in resource_type.extensions:
+        return
+    if vocabulary.canonical(attribute) is None:
+        raise _invalid_path(f"Unknown attribute '{_describe(target, attribute)}'")
+    sub = target.sub_attribute
+    if sub is None:
+        return
+    kind = vocabulary.kind(attribute)
+    if target.schema == ENTERPRISE and attribute.lower() == "manager":
+        allowed: tuple[str, ...] = _MANAGER_PARTS
+    elif kind == "complex":
+        allowed = _NAME_PARTS
+    elif kind == "multi":
+        allowed = _SUB_ATTRIBUTES
+    else:
+        allowed = ()
+    if not any(sub.lower() == known.lower() for known in allowed):
+        raise _invalid_path(f"Unknown attribute '{_describe(target, attribute)}.{sub}'")
+
+
+def _describe(target: AttributePath, attribute: str) -> str:
+    return f"{target.schema}:{attribute}" if target.schema else attribute
 
 
 def _apply_to_schema_object(
@@ -797,18 +843,45 @@ def _merge_sub_attributes(parent: dict, changes: dict) -> None:
 
 
 def _patch_manager(container: dict, key: str, op: str, target: AttributePath, value: Any) -> None:
-    """Enterprise ``manager`` (RFC 7643 §4.3) is stored as ``{"value": id}`` whatever the IdP
-    sends: a bare id (Entra), an object, or a one-element list; an empty id removes it."""
+    """Enterprise ``manager`` (RFC 7643 §4.3) is stored as ``{"value": id}`` plus the
+    ``displayName`` an IdP sends (as on POST), whatever the form: a bare id (Entra), an object,
+    or a one-element list; an empty id removes it. ``$ref`` is derived from the id."""
     key = _existing_key(container, "manager") or "manager"
     if target.value_filter is not None:
         raise _invalid_path("'manager' is not multi-valued; it cannot take a value filter")
-    if target.sub_attribute is not None and target.sub_attribute.lower() != "value":
-        return  # displayName is read-only (RFC 7643 §4.3) and $ref is derived from the id
+    current = container.get(key) if isinstance(container.get(key), dict) else None
+    sub = target.sub_attribute.lower() if target.sub_attribute is not None else None
+    if sub == "$ref":
+        return  # derived from the id on output
+    if sub == "displayname":
+        if current is None:
+            return  # a display name without a manager id names nobody
+        name = None if op == "remove" else _manager_display_name(value)
+        updated = {k: v for k, v in current.items() if k != "displayName"}
+        if name:
+            updated["displayName"] = name
+        container[key] = updated
+        return
     manager_id = None if op == "remove" else _manager_id(value)
-    if manager_id:
-        container[key] = {"value": manager_id}
-    else:
+    if not manager_id:
         container.pop(key, None)
+        return
+    if sub == "value":
+        name = (current or {}).get("displayName")
+    else:
+        element = value[0] if isinstance(value, list) and value else value
+        name = (
+            _manager_display_name(_get_ignoring_case(element, "displayName"))
+            if isinstance(element, dict)
+            else None
+        )
+    container[key] = {"value": manager_id, **({"displayName": name} if name else {})}
+
+
+def _manager_display_name(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value.strip() or None if value else None
+    raise _invalid_value("'manager.displayName' must be a string")
 
 
 def _manager_id(value: Any) -> str | None:
@@ -870,8 +943,15 @@ def _elements(key: str, value: Any) -> list:
     (RFC 7643 §4.1.2); unknown extension attributes may be arrays of strings (Okta custom
     "string array" attributes)."""
     values = value if isinstance(value, list) else [value]
-    if key.lower() in _OBJECT_ARRAYS and not all(isinstance(e, dict) for e in values):
-        raise _invalid_value(f"'{key}' takes an object or an array of objects")
+    if key.lower() in _OBJECT_ARRAYS:
+        if isinstance(value, list):
+            # As on POST (resources._multi): Okta's "string array" roles, ["Member", "Viewer"],
+            # are values given by their "value" alone.
+            values = [{"value": e} if isinstance(e, str) else e for e in values]
+        if not all(isinstance(e, dict) for e in values):
+            raise _invalid_value(
+                f"'{key}' takes an object, an array of objects or an array of strings"
+            )
     if any(isinstance(e, list) for e in values):
         raise _invalid_value(f"'{key}' cannot hold nested arrays")
     return [_normalise_element(e) if isinstance(e, dict) else e for e in values]

@@ -87,15 +87,30 @@ def _too_long(attr: str, limit: int) -> ScimError:
 
 
 def _string(value: Any, attr: str) -> str | None:
+    """A string attribute (RFC 7643 §2.3.1) must be a JSON string: a number or boolean is
+    ``400 invalidValue``, not coerced (RFC 7644 §3.12)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ScimError(400, f"Attribute '{attr}' must be a string", "invalidValue")
-    text = str(value)
+    if not isinstance(value, str):
+        raise ScimError(
+            400, f"Attribute '{attr}' must be a string, not {_json_type(value)}", "invalidValue"
+        )
     limit = MAX_CHARS.get(attr, 255)
-    if len(text) > limit:
+    if len(value) > limit:
         raise _too_long(attr, limit)
-    return text
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
 
 
 def _multi(value: Any, attr: str) -> list[dict]:
@@ -117,6 +132,14 @@ def _multi(value: Any, attr: str) -> list[dict]:
                 raise _too_long(f"{attr}.{sub}", limit)
         if "primary" in clean:
             clean["primary"] = parse_bool(clean["primary"], f"{attr}.primary")
+        for sub, sub_value in clean.items():
+            # Every sub-attribute but primary is a string, reference or binary (RFC 7643 §4.1.2).
+            if sub != "primary" and not isinstance(sub_value, str):
+                raise ScimError(
+                    400,
+                    f"Attribute '{attr}.{sub}' must be a string, not {_json_type(sub_value)}",
+                    "invalidValue",
+                )
         if clean and clean not in out:
             out.append(clean)
     return out
@@ -134,9 +157,9 @@ def _manager(value: Any) -> dict | None:
         raise ScimError(400, "Attribute 'manager' must be an object", "invalidValue")
     if not value.get("value"):
         return None
-    if len(str(value["value"])) > 255:
-        raise _too_long("manager.value", 255)
-    return {k: v for k, v in value.items() if k in ("value", "displayName", "$ref") and v}
+    _string(value["value"], "manager.value")
+    _string(value.get("displayName"), "manager.displayName")
+    return {k: v for k, v in value.items() if k in ("value", "displayName") and v}
 
 
 def _check_schemas(body: Mapping[str, Any], core: str) -> None:
