@@ -123,9 +123,7 @@ def build_agent(
         else None
     )
     notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock)
-    seats = SeatEngine(
-        license_policy(lic), terms, clock, notifier, request_id=current_request_id
-    )
+    seats = SeatEngine(license_policy(lic), terms, clock, notifier, request_id=current_request_id)
     scim_tokens, admin_tokens = token_sets(settings, store)
     provisioning = Provisioning(store, seats, clock)
     admin = SeatAdmin(store, seats, lic, terms, clock)
