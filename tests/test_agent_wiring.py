@@ -275,7 +275,7 @@ def test_reconcile_with_the_downstream_down_recounts_and_reports_it(wired, downs
 
 
 def test_cli_reconcile_with_the_downstream_down_prints_the_finding(
-    wired, downstream, db_url, tmp_path, monkeypatch
+    wired, downstream, db_url, tmp_path
 ):
     from click.testing import CliRunner
 
@@ -283,6 +283,36 @@ def test_cli_reconcile_with_the_downstream_down_prints_the_finding(
 
     api = wired(seats=10)
     create(api, "ann@example.com")
+    config = _cli_config(tmp_path, db_url, downstream)
+    downstream.stop()
+    result = CliRunner().invoke(main, ["reconcile", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "downstream unreachable" in result.output
+    assert "Traceback" not in result.output
+    with api.agent.store.read() as tx:
+        assert tx.get_state("last_reconcile") is not None
+    status = CliRunner().invoke(main, ["status", "--config", str(config), "--json"])
+    assert status.exit_code == 0, status.output
+    assert "cannot connect" in json.loads(status.stdout)["downstream_error"]
+
+
+def test_cli_reconcile_shows_progress_for_the_downstream_pass_too(
+    wired, downstream, db_url, tmp_path
+):
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    api = wired(seats=10)
+    create(api, "ann@example.com")
+    config = _cli_config(tmp_path, db_url, downstream)
+    result = CliRunner().invoke(main, ["reconcile", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "seats" in result.stderr and "downstream" in result.stderr
+    assert "downstream drift: 1" in result.stdout  # ann was never delivered: missing
+
+
+def _cli_config(tmp_path, db_url, downstream):
     config = tmp_path / "agent.toml"
     config.write_text(
         f"""[database]
@@ -299,13 +329,7 @@ token = "{downstream.token}"
 timeout_seconds = 5
 """
     )
-    downstream.stop()
-    result = CliRunner().invoke(main, ["reconcile", "--config", str(config)])
-    assert result.exit_code == 0, result.output
-    assert "downstream unreachable" in result.output
-    assert "Traceback" not in result.output
-    with api.agent.store.read() as tx:
-        assert tx.get_state("last_reconcile") is not None
+    return config
 
 
 def test_one_delivery_alert_per_outage_with_the_count_and_the_oldest(

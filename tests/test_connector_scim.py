@@ -357,3 +357,14 @@ def test_effective_role_and_profile():
     assert user.emails == [{"value": "ada@example.com", "type": "work"}]
     on_fallback = effective_user(record("free", on_fallback=True), "Guest")
     assert on_fallback.role == "Guest" and on_fallback.active is True
+
+
+def test_webhook_downstream_is_refused_by_the_config_with_a_clear_message():
+    from agent.config import ConfigError, settings_from_mapping
+
+    with pytest.raises((ConfigError, ValueError)) as err:
+        settings_from_mapping(
+            {"downstream": {"type": "webhook", "url": "https://hooks.example.com/x"}}
+        )
+    assert "downstream type 'webhook' is not supported" in str(err.value)
+    assert "'none' or 'scim'" in str(err.value)

@@ -81,10 +81,20 @@ def test_renewal_window_open():
 
 
 def test_manual_steps_are_exact():
-    assert red.manual_steps("manual", 50, 40) == [
-        "1. In the vendor portal reduce licenses from 50 to 40.",
-        '2. Record it: PUT /admin/licenses {"seats": 40} or `seat-agent licenses set 40`.',
-    ]
+    steps = red.manual_steps("manual", 50, 40)
+    assert len(steps) == 3
+    # seed 000 STEP 3: confirm the number of application users first
+    assert steps[0].startswith("1. Check the number of application users")
+    assert "at most 40" in steps[0]
+    # seed 004: only the account manager reduces; the portal cannot
+    assert steps[1] == (
+        "2. Contact your account manager at the vendor and ask them to reduce the licences from"
+        " 50 to 40; the vendor portal can only increase them."
+    )
+    assert steps[2] == (
+        "3. When the vendor confirms the new count, record it: "
+        'PUT /admin/licenses {"seats": 40} or `seat-agent licenses set 40`.'
+    )
     never = " ".join(red.manual_steps("never", 50, 40))
     assert "only rises" in never and 'decrease = "manual"' in never
 

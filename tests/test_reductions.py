@@ -392,11 +392,10 @@ def test_manual_decrease_waits_for_the_admin_to_record_the_vendor_change(make_ap
     api.admin("POST", f"/reductions/{red['id']}/approve")
     waiting = service.advance(red["id"])
     assert waiting.state == "awaiting_manual_license_change"
-    steps = [
-        "1. In the vendor portal reduce licenses from 12 to 10.",
-        '2. Record it: PUT /admin/licenses {"seats": 10} or `seat-agent licenses set 10`.',
-    ]
-    assert waiting.plan["manual_steps"] == steps
+    steps = waiting.plan["manual_steps"]
+    assert steps[0].startswith("1. Check the number of application users")
+    assert "account manager" in steps[1] and "from 12 to 10" in steps[1]
+    assert 'PUT /admin/licenses {"seats": 10}' in steps[2]
     assert alerts.raised[-1]["state"] == "awaiting_manual_license_change"
     assert alerts.raised[-1]["lines"] == steps
     assert invariant(api) == (12, 10)
@@ -832,5 +831,6 @@ def test_real_alerts_mail_the_manual_steps(make_api, clock):
     ]
     assert len(texts) == 2, [m["subject"] for m in mails]
     assert "r00" in texts[0] and "r01" in texts[0]  # the plan table
-    assert "1. In the vendor portal reduce licenses from 12 to 10." in texts[1]
+    assert "1. Check the number of application users" in texts[1]
+    assert "account manager at the vendor and ask them to reduce the licences from 12" in texts[1]
     assert 'PUT /admin/licenses {"seats": 10}' in texts[1]

@@ -82,6 +82,27 @@ def test_batch_jobs_stop_when_the_lease_is_lost(make_api, clock):
     assert calls == [True, False]  # the job itself is told, between its batches
 
 
+def test_purge_job_removes_only_old_delivered_outbox_rows(make_api, clock):
+    from datetime import timedelta
+
+    from agent.jobs.tasks import Jobs
+    from agent.storage.tables import outbox as outbox_table
+
+    api = make_api()
+    store = api.agent.store
+    with store.write() as tx:
+        for key in ("old-delivered", "new-delivered", "old-undelivered"):
+            outbox.enqueue(tx, "note", key, {}, clock())
+        rows = {m.key: m.seq for m in outbox.failing(tx, 0)}
+        outbox.mark_delivered(tx, rows["old-delivered"], clock() - timedelta(days=8))
+        outbox.mark_delivered(tx, rows["new-delivered"], clock() - timedelta(days=6))
+    assert Jobs(api.agent).purge_outbox() == 1  # retention: 7 days by default
+    with store.read() as tx:
+        left = {r.key for r in tx.conn.execute(outbox_table.select())}
+    assert left == {"new-delivered", "old-undelivered"}  # undelivered rows are never purged
+    assert "purge_outbox" in {name for name, _fn, _s in job_table(api.agent)}
+
+
 def test_scheduler_has_every_job(make_api):
     api = make_api()
     names = {name for name, _fn, _s in job_table(api.agent)}
@@ -91,6 +112,7 @@ def test_scheduler_has_every_job(make_api):
         "deliver_outbox",
         "advance_workflows",
         "renewal_check",
+        "purge_outbox",
     } <= names
     sched, lease = build_scheduler(api.agent, blocking=False, holder="t")
     assert {j.id for j in sched.get_jobs()} == names | {"lease"}

@@ -153,8 +153,18 @@ def renewal_window_open(renewal_date: date | None, window_days: int, today: date
 
 
 def manual_steps(decrease: str, current: int, target: int) -> list[str]:
-    """The exact steps an admin takes when only the vendor can lower the count (seed 004)."""
+    """The exact steps an admin takes when only the vendor can lower the count.
+
+    Seed 000 STEP 3: "change the number of licensed users after you confirm the number of
+    application users", so the first step is that check. Seed 004: the portal "cannot reduce
+    your number of licences here, if you wish to do this please contact your Account Manager".
+    """
     record = f'PUT /admin/licenses {{"seats": {target}}} or `seat-agent licenses set {target}`'
+    check = (
+        f"1. Check the number of application users in the application's own user or"
+        f" subscription screen: it must be at most {target} (seat-agent has deactivated the"
+        " users of this reduction and verified the count)."
+    )
     if decrease == "never":
         return [
             f"1. This contract's license count only rises (decrease = never, seed 003); ask the"
@@ -163,8 +173,10 @@ def manual_steps(decrease: str, current: int, target: int) -> list[str]:
             f" record it: {record}.",
         ]
     return [
-        f"1. In the vendor portal reduce licenses from {current} to {target}.",
-        f"2. Record it: {record}.",
+        check,
+        f"2. Contact your account manager at the vendor and ask them to reduce the licences from"
+        f" {current} to {target}; the vendor portal can only increase them.",
+        f"3. When the vendor confirms the new count, record it: {record}.",
     ]
 
 
