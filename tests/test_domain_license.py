@@ -8,9 +8,11 @@ import pytest
 
 from agent.domain.license import (
     DEFAULT_STATUSES,
+    MAX_LICENSES,
     AccountStatus,
     DecreaseRefused,
     DirectoryState,
+    InvalidLicenseCount,
     LicensePolicy,
     Outcome,
     PolicyError,
@@ -18,9 +20,11 @@ from agent.domain.license import (
     StatusRule,
     app_status,
     check_license_change,
+    check_license_count,
     decide,
     effective_roles,
     is_free,
+    manual_decrease_steps,
     merge_statuses,
     queue_order,
     refusal_detail,
@@ -389,3 +393,51 @@ def test_policy_accepts_lists_from_configuration():
     )
     assert hash(policy) == hash(policy)  # stays hashable once normalised
     assert app_status(policy, user(user_type="robot")) == "Inactive"
+
+
+# --- license count bounds, manual decreases, fallback status -----------------------------------
+
+
+@pytest.mark.parametrize("value", [0, 7, MAX_LICENSES])
+def test_license_count_in_bounds(value):
+    assert check_license_count(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (MAX_LICENSES + 1, "at most"),
+        (2**63, "at most"),
+        (-1, "negative"),
+        (True, "integer"),
+        ("5", "integer"),
+        (5.0, "integer"),
+        (None, "integer"),
+    ],
+)
+def test_license_count_out_of_bounds(value, problem):
+    with pytest.raises(InvalidLicenseCount, match=problem):
+        check_license_count(value)
+
+
+def test_manual_decrease_steps_name_the_vendor_and_both_counts():
+    steps = manual_decrease_steps(10, 8)
+    assert steps[0].startswith("1. At the vendor") and "from 10 to 8" in steps[0]
+    assert all(str(8) in step for step in steps)
+
+
+def test_fallback_user_status_follows_the_fallback_role():
+    policy = LicensePolicy(
+        seats=1,
+        on_full="fallback",
+        fallback_role="Assistant",
+        free_roles=frozenset({"Assistant"}),
+        statuses=merge_statuses([AccountStatus("Editor", True), AccountStatus("Viewer", False)]),
+        rules=(
+            StatusRule(status="Editor", roles_any=frozenset({"Editor"})),
+            StatusRule(status="Viewer", roles_any=frozenset({"Assistant"})),
+        ),
+    )
+    editor = user(roles=["Editor"])
+    assert app_status(policy, editor) == "Editor"
+    assert app_status(policy, editor, fallback=True) == "Viewer"
