@@ -42,6 +42,8 @@ def plan_text(plan: dict[str, Any]) -> str:
     if plan.get("excluded_counts"):
         counts = ", ".join(f"{n} {why}" for why, n in sorted(plan["excluded_counts"].items()))
         out += f"\n\nnever chosen: {counts}"
+    for note in plan.get("notes") or []:
+        out += f"\n\nnote: {note}"
     if plan.get("problem"):
         out += f"\n\nNOT POSSIBLE: {plan['problem']}"
     return out
