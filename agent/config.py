@@ -29,6 +29,13 @@ class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the HTTP server.")
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
+    threads: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Request threads per worker. Threads of one worker share one GIL: for"
+        " the lowest tail latency use more workers with fewer threads (docs/performance.md).",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger -> 413."
     )

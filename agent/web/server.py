@@ -320,7 +320,7 @@ def run_gunicorn(
             "bind": f"{host or current.server.host}:{port or current.server.port}",
             "workers": workers or current.server.workers,
             "worker_class": "gthread",
-            "threads": 4,
+            "threads": current.server.threads,
             "timeout": 60,
             "graceful_timeout": 20,
             # agent.web.observability writes one line per request, with its request id.
