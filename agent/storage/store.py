@@ -192,6 +192,12 @@ _SET_POOL = (
     )
 )
 _LEDGER_INSERT = insert(seat_ledger)
+_USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
+_ADD_USERS_TOTAL = (
+    update(seat_pool)
+    .where(seat_pool.c.id == 1)
+    .values(users_total=seat_pool.c.users_total + bindparam("n"))
+)
 # Ledger kinds that show a user held a seat at that moment (metered billing, seed 002).
 _HELD_A_SEAT = ("grant", "promote", "release")
 _INSERT_USER = insert(users)
@@ -203,6 +209,24 @@ _SEAT_FIELDS = (
     "queued_at",
     "last_active_at",
     "deactivated_at",
+)
+
+# What a UserRecord is built from: the resource, its meta and the seat state. The filterable
+# copies of attributes (user_name_ci, given_name, ...) stay in the database, so a page of 100
+# users fetches and converts a third of the columns.
+_RECORD_COLUMNS = (
+    users.c.id,
+    users.c.resource,
+    users.c.created,
+    users.c.last_modified,
+    users.c.version,
+    *(users.c[f] for f in _SEAT_FIELDS),
+)
+_GROUPS_OF_USERS = (
+    select(group_members.c.user_id, groups.c.id, groups.c.display_name)
+    .join(groups, groups.c.id == group_members.c.group_id)
+    .where(group_members.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(groups.c.display_name_ci)
 )
 _SET_SEAT = (
     update(users)
@@ -380,6 +404,7 @@ class StoreTx:
                 self.conn.execute(_INSERT_USER, values)
         except IntegrityError:
             raise Conflict(f"userName '{resource['userName']}' is already in use") from None
+        self.conn.execute(_ADD_USERS_TOTAL, {"n": 1})
         rows = user_value_rows(user_id, resource)
         if rows:
             self.conn.execute(insert(user_values), rows)
@@ -426,10 +451,20 @@ class StoreTx:
     def delete_user(self, user_id: str) -> None:
         self.conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
         self.conn.execute(delete(user_values).where(user_values.c.user_id == user_id))
-        self.conn.execute(delete(users).where(users.c.id == user_id))
+        gone = self.conn.execute(delete(users).where(users.c.id == user_id)).rowcount
+        if gone:
+            self.conn.execute(_ADD_USERS_TOTAL, {"n": -gone})
+
+    def recount_users(self) -> tuple[int, int]:
+        """Set the stored user total from COUNT(*) (reconcile); returns (was, now)."""
+        was = int(self.conn.execute(_USERS_TOTAL).scalar_one())
+        now = int(self.conn.execute(select(func.count()).select_from(users)).scalar_one())
+        if was != now:
+            self.conn.execute(update(seat_pool).where(seat_pool.c.id == 1).values(users_total=now))
+        return was, now
 
     def get_user(self, user_id: str, with_groups: bool = True) -> UserRecord | None:
-        row = self.conn.execute(select(users).where(users.c.id == user_id)).first()
+        row = self.conn.execute(select(*_RECORD_COLUMNS).where(users.c.id == user_id)).first()
         if row is None:
             return None
         record = _user_from_row(row)
@@ -443,7 +478,7 @@ class StoreTx:
         out: list[UserRecord] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            rows = self.conn.execute(select(users).where(users.c.id.in_(chunk))).all()
+            rows = self.conn.execute(select(*_RECORD_COLUMNS).where(users.c.id.in_(chunk))).all()
             out.extend(_user_from_row(r) for r in rows)
         return out
 
@@ -458,7 +493,8 @@ class StoreTx:
 
         The page's keys come from a narrow subquery (an index-only walk, however deep the
         offset), so only the page's own rows are read. COUNT(*) is skipped when the page
-        itself shows where the results end (a filter lookup, the last page).
+        itself shows where the results end (a filter lookup, the last page), and an unfiltered
+        list reads the user total that every insert and delete keeps in seat_pool.
         """
         records: list[UserRecord] = []
         if count > 0:
@@ -466,11 +502,15 @@ class StoreTx:
             if where is not None:
                 keys = keys.where(where)
             keys = keys.order_by(*order, users.c.seq).offset(start_index - 1).limit(count)
-            q = select(users).where(users.c.seq.in_(keys.correlate(None).scalar_subquery()))
+            q = select(*_RECORD_COLUMNS).where(
+                users.c.seq.in_(keys.correlate(None).scalar_subquery())
+            )
             q = q.order_by(*order, users.c.seq)
             records = [_user_from_row(r) for r in self.conn.execute(q)]
         if len(records) < count and (records or start_index == 1):
             total = start_index - 1 + len(records)
+        elif where is None:
+            total = int(self.conn.execute(_USERS_TOTAL).scalar_one())
         else:
             total_q = select(func.count()).select_from(users)
             if where is not None:
@@ -484,13 +524,7 @@ class StoreTx:
         if not records:
             return
         by_id = {r.id: r for r in records}
-        q = (
-            select(group_members.c.user_id, groups.c.id, groups.c.display_name)
-            .join(groups, groups.c.id == group_members.c.group_id)
-            .where(group_members.c.user_id.in_(list(by_id)))
-            .order_by(groups.c.display_name_ci)
-        )
-        for row in self.conn.execute(q):
+        for row in self.conn.execute(_GROUPS_OF_USERS, {"user_ids": list(by_id)}):
             by_id[row.user_id].groups.append((row.id, row.display_name))
 
     def attach_queue_positions(self, records: list[UserRecord]) -> None:
