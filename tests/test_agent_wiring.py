@@ -251,7 +251,11 @@ def test_reconcile_with_the_downstream_down_recounts_and_reports_it(wired, downs
         pool = tx.pool()
         tx.set_pool(pool.seats, 5, clock())
     downstream.stop()
+    proposals = []
+    real_propose = api.agent.reductions.propose_if_due
+    api.agent.reductions.propose_if_due = lambda now: proposals.append(now) or real_propose(now)
     report = jobs.reconcile()
+    assert len(proposals) == 1  # reductions are still proposed when due
     assert (report.counter_before, report.counter_after) == (5, 1)
     assert api.admin("GET", "/seats").get_json()["consumed"] == 1
     assert [d.problem for d in report.drift] == ["downstream unreachable"]
