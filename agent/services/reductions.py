@@ -623,14 +623,17 @@ class Reductions:
             if row.state != State.VERIFYING:
                 return
             pool = tx.pool()
-        local = red.after_verify(
-            pool.consumed, row.target, bool(row.plan.get("retried")), self.license.decrease
-        )
-        view = None
-        if local is State.DEACTIVATING or (
-            local is not State.FAILED and self.app_users is not None
-        ):
-            view = self._app_view()  # before the write transaction: the downstream may be slow
+            local = red.after_verify(
+                pool.consumed, row.target, bool(row.plan.get("retried")), self.license.decrease
+            )
+            # The application is read only when its answer matters now (not while our own
+            # deactivations are still on their way to it).
+            wanted = local is State.DEACTIVATING or (
+                local is not State.FAILED
+                and self.app_users is not None
+                and not _pending_deliveries(tx, row)
+            )
+        view = self._app_view() if wanted else None  # outside the write transaction
         with self.store.write() as tx:
             row = self._require(tx, reduction_id)
             if row.state != State.VERIFYING:
@@ -686,20 +689,8 @@ class Reductions:
 
     def _application_lags(self, tx: StoreTx, row: ReductionRow, view: AppView | None) -> str | None:
         """Why the application does not yet show the reduction, or None when it does."""
-        stopped = [
-            c["user_id"]
-            for c in row.plan["candidates"]
-            if c.get("outcome") in ("deactivated", "deleted")
-        ]
-        pending = 0
-        for start in range(0, len(stopped), IN_CHUNK):
-            pending += tx.conn.execute(
-                select(func.count(func.distinct(outbox.c.key))).where(
-                    outbox.c.delivered_at.is_(None),
-                    outbox.c.kind.in_((PUSH_USER, DELETE_USER)),
-                    outbox.c.key.in_(stopped[start : start + IN_CHUNK]),
-                )
-            ).scalar_one()
+        stopped = _stopped_ids(row)
+        pending = _pending_deliveries(tx, row)
         if pending:
             return (
                 f"waiting for {pending} of {len(stopped)} deactivations to reach the application"
@@ -1026,6 +1017,29 @@ class Reductions:
 
 def _entry(at: datetime, state: str, note: str) -> dict[str, str]:
     return {"at": at.isoformat(), "state": state, "note": note}
+
+
+def _stopped_ids(row: ReductionRow) -> list[str]:
+    return [
+        c["user_id"]
+        for c in row.plan["candidates"]
+        if c.get("outcome") in ("deactivated", "deleted")
+    ]
+
+
+def _pending_deliveries(tx: StoreTx, row: ReductionRow) -> int:
+    """How many users this reduction stopped still have a push or delete in the outbox."""
+    stopped = _stopped_ids(row)
+    pending = 0
+    for start in range(0, len(stopped), IN_CHUNK):
+        pending += tx.conn.execute(
+            select(func.count(func.distinct(outbox.c.key))).where(
+                outbox.c.delivered_at.is_(None),
+                outbox.c.kind.in_((PUSH_USER, DELETE_USER)),
+                outbox.c.key.in_(stopped[start : start + IN_CHUNK]),
+            )
+        ).scalar_one()
+    return int(pending)
 
 
 def _deactivating_since(row: ReductionRow) -> datetime | None:
