@@ -13,7 +13,11 @@ the same rows on SQLite and PostgreSQL. Semantics, all deliberate:
   LIKE ignores ASCII case. (SQLite's ``lower()`` only folds ASCII; the ``*_ci`` columns are
   lowered by the application and are exact for all of Unicode.)
 * **co / sw / ew** on case-insensitive strings use LIKE with ``%``, ``_`` and the escape
-  character escaped (``autoescape``), so they only ever match literally.
+  character escaped (``autoescape``), so they only ever match literally; except ``sw`` on the
+  lowered, indexed columns, which is a range (``col >= 'abc' AND col < 'abd'``) the index
+  serves, on SQLite and on a PostgreSQL database with a code point collation (C, POSIX,
+  C.UTF-8; probed once per engine). Other PostgreSQL collations get the same range under
+  ``COLLATE "C"``: still exact, without the index.
 * **gt / ge / lt / le** on strings are lexicographic by code point (RFC 7644 §3.4.2.2), which
   is SQLite's default BINARY collation and ``COLLATE "C"`` on PostgreSQL. On dateTime they
   compare instants; values are bound in UTC, the zone the application stores (SQLite keeps
@@ -35,7 +39,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, false, func, not_, or_, select, true
+from sqlalchemy import Engine, Integer, String, and_, event, false, func, not_, or_, select, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -84,7 +89,9 @@ def _strpos_sqlite(element: _StrPos, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 class _Lexical(FunctionElement[str]):
-    """Its argument, compared by code point: ``COLLATE "C"`` on PostgreSQL, as is on SQLite."""
+    """Its argument, compared by code point: as is on SQLite (BINARY) and on a PostgreSQL
+    database whose collation already is code point order (then its indexes serve range
+    comparisons), ``COLLATE "C"`` on any other PostgreSQL database (exact, but no index)."""
 
     type = String()
     inherit_cache = True
@@ -98,7 +105,63 @@ def _lexical_default(element: _Lexical, compiler: SQLCompiler, **kw: Any) -> str
 
 @compiles(_Lexical, "postgresql")
 def _lexical_pg(element: _Lexical, compiler: SQLCompiler, **kw: Any) -> str:
+    if getattr(compiler.dialect, _CODE_POINT_ATTR, False):
+        return f"({compiler.process(element.clauses, **kw)})"
     return f'({compiler.process(element.clauses, **kw)}) COLLATE "C"'
+
+
+_CODE_POINT_ATTR = "seat_agent_code_point_collation"
+# libc collations that order by code point (PostgreSQL "Collation Support"; glibc C.UTF-8).
+_CODE_POINT_COLLATIONS = frozenset({"c", "posix", "c.utf-8", "c.utf8"})
+
+
+@event.listens_for(Engine, "engine_connect")
+def _probe_collation(conn: Connection) -> None:
+    """Once per PostgreSQL dialect (engine): is the database's default collation code point
+    order? Only then may ``sw`` and ``gt``... compare the columns as they are, which lets the
+    B-tree indexes (built in that collation) serve them."""
+    dialect = conn.dialect
+    if dialect.name != "postgresql" or hasattr(dialect, _CODE_POINT_ATTR):
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        cursor.execute("SELECT to_jsonb(d) FROM pg_database d WHERE d.datname = current_database()")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+        raw.rollback()
+    info = row[0] if row else {}
+    provider = info.get("datlocprovider", "c")  # PostgreSQL 15+: "c" libc, "i" ICU
+    collate = str(info.get("datcollate") or "").lower()
+    setattr(dialect, _CODE_POINT_ATTR, provider == "c" and collate in _CODE_POINT_COLLATIONS)
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix`` (code point
+    order), or None when there is none (the prefix is all U+10FFFF)."""
+    trimmed = prefix.rstrip("\U0010ffff")
+    if not trimmed:
+        return None
+    following = ord(trimmed[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are not characters: no string holds one
+        following = 0xE000
+    return trimmed[:-1] + chr(following)
+
+
+def _starts_with_range(col: Any, prefix: str) -> ColumnElement[bool]:
+    """``col`` starts with ``prefix`` as a range, ``col >= prefix AND col < successor``, which
+    an index on ``col`` serves (a LIKE 'x%' does not: SQLite's LIKE ignores case and so cannot
+    use a BINARY index, and PostgreSQL needs C collation or pattern_ops for it). Exact for
+    every string: both bounds compare by code point (_Lexical)."""
+    if prefix == "":
+        return true()
+    upper = _prefix_successor(prefix)
+    lower_bound: ColumnElement[bool] = _Lexical(col) >= prefix
+    if upper is None:
+        return lower_bound
+    return and_(lower_bound, _Lexical(col) < upper)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +294,8 @@ def _compare(attr: AttrDef, op: str, value: Any, target: _Target) -> ColumnEleme
             cmp = lhs != v
         elif op == "co":
             cmp = _StrPos(lhs, v) > 0 if exact else lhs.contains(v, autoescape=True)
+        elif op == "sw" and lowered:
+            cmp = _starts_with_range(col, v)
         elif op == "sw":
             cmp = func.substr(lhs, 1, len(v)) == v if exact else lhs.startswith(v, autoescape=True)
         elif op == "ew":

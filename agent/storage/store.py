@@ -239,20 +239,7 @@ _SET_SEAT = (
 )
 
 
-_REQUEST_SUFFIX = re.compile(r"(?:^| )\[request ([A-Za-z0-9._:+=/-]+)\]$")
-
-
-def _with_request(detail: str | None, request: str | None) -> str | None:
-    if not request:
-        return detail
-    return f"{detail} [request {request}]" if detail else f"[request {request}]"
-
-
 def _ledger_entry(r: Any) -> LedgerEntry:
-    detail, request = r.detail, None
-    found = _REQUEST_SUFFIX.search(detail) if detail else None
-    if found:
-        detail, request = detail[: found.start()] or None, found.group(1)
     return LedgerEntry(
         seq=r.seq,
         at=utc(r.at),  # type: ignore[arg-type]
@@ -260,11 +247,11 @@ def _ledger_entry(r: Any) -> LedgerEntry:
         user_id=r.user_id,
         user_name=r.user_name,
         cause=r.cause,
-        detail=detail,
+        detail=r.detail,
         seats_after=r.seats_after,
         consumed_after=r.consumed_after,
         cost=Decimal(r.cost) if r.cost is not None else None,
-        request=request,
+        request=r.request_id,
     )
 
 
@@ -343,16 +330,15 @@ class StoreTx:
         cost: Decimal | None = None,
         request: str | None = None,
     ) -> None:
-        """Append one entry. ``request`` (the X-Request-Id of the call that caused it) is kept
-        at the end of ``detail`` as ``[request <id>]`` (no schema change) and given back as
-        ``LedgerEntry.request``; request ids hold no spaces or brackets."""
+        """Append one entry. ``request`` is the X-Request-Id of the call that caused it."""
         entry = {
             "at": at,
             "kind": kind,
             "cause": cause,
             "user_id": user_id,
             "user_name": user_name,
-            "detail": _with_request(detail, request),
+            "detail": detail,
+            "request_id": request,
             "seats_after": seats_after,
             "consumed_after": consumed_after,
             "cost": cost,

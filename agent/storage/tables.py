@@ -141,6 +141,7 @@ seat_ledger = Table(
     Column("seats_after", Integer, nullable=False),
     Column("consumed_after", Integer, nullable=False),
     Column("cost", Numeric(12, 2)),
+    Column("request_id", String(128)),  # X-Request-Id of the call that caused it
 )
 
 # Generated secrets and other small agent state (token hashes of the embedded default).
