@@ -243,6 +243,18 @@ USER_CASES: list[tuple[str, set[str]]] = [
     ('userName ew "b%c"', {"a_b%c"}),
     ('userName eq "a_b%c"', {"a_b%c"}),
     ('userName sw "a"', {"a_b%c", "axbyc"}),
+    # sw on the lowered, indexed columns is a range: still exact, metacharacters literal
+    ('userName sw "a_"', {"a_b%c"}),  # a LIKE 'a_%' would match axbyc too
+    ('userName sw "A_B%"', {"a_b%c"}),
+    ('userName sw "a%"', set()),
+    ('userName sw ""', ALL),
+    ('userName sw "bjensen"', {"Bjensen"}),
+    ('userName sw "bjensenx"', set()),
+    ('userName sw "Z"', {"Zed"}),
+    ('userName sw "\\udbff\\udfff"', set()),  # U+10FFFF: no upper bound
+    ('not (userName sw "a")', {"Bjensen", "Zed"}),
+    ('emails.value sw "A@"', {"a_b%c", "axbyc"}),
+    ('emails[type eq "work" and value sw "b"]', {"Bjensen", "a_b%c"}),
     ('displayName co "/"', {"Zed"}),  # the LIKE escape character itself
     ('displayName co "z/E"', {"Zed"}),
     # booleans bound as booleans
@@ -522,3 +534,97 @@ def test_value_path_filters_use_the_attr_value_index_on_sqlite(tmp_path):
         assert "ix_user_values_attr_value" in plan, plan
         assert "SCAN users" not in plan, plan
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "successor"),
+    [
+        ("abc", "abd"),
+        ("a", "b"),
+        ("a\U0010ffff", "b"),
+        ("ab\U0010ffff\U0010ffff", "ac"),
+        ("\U0010ffff", None),
+        ("a\ud7ff", "a\ue000"),  # U+D800..U+DFFF are surrogates, never in a string
+        ("z", "{"),
+        ("é", "ê"),
+    ],
+)
+def test_prefix_successor(prefix: str, successor: str | None) -> None:
+    from agent.storage.filter_sql import _prefix_successor
+
+    assert _prefix_successor(prefix) == successor
+
+
+SW_FILTERS = [
+    ('userName sw "abc"', "User"),
+    ('emails.value sw "abc"', "User"),
+    ('emails[type eq "work" and value sw "abc"]', "User"),
+    ('displayName sw "abc"', "Group"),
+]
+
+
+def _sw_sql(engine: Engine, filter_text: str, resource_type: str) -> str:
+    table, where = (users, user_where) if resource_type == "User" else (groups, group_where)
+    stmt = select(table.c.id).where(where(parse_filter(filter_text, resource_type)))
+    return str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
+
+
+def test_sw_on_indexed_columns_uses_the_index_on_sqlite(tmp_path) -> None:
+    """userName sw "abc" (and sw on every *_ci column) is a range the index serves, not a
+    LIKE that scans the table (SQLite's LIKE is case-insensitive, so no BINARY index helps)."""
+    from agent.storage import migrate
+    from agent.storage.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/plan.db")
+    migrate.upgrade(engine)
+    try:
+        for filter_text, resource_type in SW_FILTERS:
+            sql = _sw_sql(engine, filter_text, resource_type)
+            assert "LIKE" not in sql.upper(), sql
+            with engine.connect() as conn:
+                plan = " ".join(
+                    str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+                )
+            assert "USING" in plan and "INDEX" in plan, (filter_text, plan)
+            assert "SCAN users" not in plan and "SCAN groups" not in plan, (filter_text, plan)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_sw_on_indexed_columns_uses_the_index_on_postgresql(pg_url) -> None:
+    """On a database whose collation is code point order (the test database is C.UTF-8) the
+    range compares the column as is, so the B-tree index serves it; the planner is told not to
+    scan so that a tiny table still shows whether the index *can* be used."""
+    from agent.storage import migrate
+    from agent.storage.engine import make_engine
+
+    engine = make_engine(pg_url)
+    migrate.upgrade(engine)
+    try:
+        with engine.connect() as conn:
+            collation = conn.exec_driver_sql(
+                "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+            ).scalar_one()
+        if collation.lower() not in ("c", "posix", "c.utf-8", "c.utf8"):
+            pytest.skip(f"database collation {collation} is not code point order")
+        for filter_text, resource_type in SW_FILTERS:
+            sql = _sw_sql(engine, filter_text, resource_type)
+            assert "LIKE" not in sql.upper() and "COLLATE" not in sql.upper(), sql
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+            assert "Index" in plan, (filter_text, plan)
+            assert "Seq Scan on users" not in plan and "Seq Scan on groups" not in plan, plan
+    finally:
+        engine.dispose()
+
+
+def test_sw_range_falls_back_to_code_point_collation_on_other_postgresql_databases() -> None:
+    """Without the probe's word that the collation is code point order, the range is compared
+    under COLLATE "C": exact on every PostgreSQL database, if without the index."""
+    sql = str(
+        user_where(parse_filter('userName sw "ab"', "User")).compile(dialect=postgresql.dialect())
+    )
+    assert sql.count('COLLATE "C"') == 2, sql
+    assert "LIKE" not in sql.upper()

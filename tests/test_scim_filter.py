@@ -10,6 +10,7 @@ from agent.scim.errors import ScimError
 from agent.scim.filter import (
     ENTERPRISE_USER,
     GROUP_ATTRS,
+    MAX_COMPARISONS,
     SEAT_USER,
     USER_ATTRS,
     And,
@@ -173,7 +174,8 @@ def test_explicit_grouping_is_kept():
 
 
 def test_long_chain_is_balanced():
-    text = " or ".join(f'title eq "{i}"' for i in range(300))
+    n = MAX_COMPARISONS  # the longest filter accepted
+    text = " or ".join(f'title eq "{i}"' for i in range(n))
     expr = user(text)
     assert isinstance(expr, Or)
 
@@ -182,7 +184,18 @@ def test_long_chain_is_balanced():
             return leaves(e.left) + leaves(e.right)
         return [e.value]
 
-    assert leaves(expr) == [str(i) for i in range(300)]
+    def depth(e):
+        return 1 + max(depth(e.left), depth(e.right)) if isinstance(e, Or) else 1
+
+    assert leaves(expr) == [str(i) for i in range(n)]
+    assert depth(expr) <= 9  # balanced: ceil(log2(200)) + 1
+
+
+def test_more_than_max_comparisons_is_invalid_filter():
+    err = invalid(" or ".join(f'title eq "{i}"' for i in range(MAX_COMPARISONS + 1)))
+    assert str(MAX_COMPARISONS) in err.detail
+    err = invalid(" and ".join(f"emails[value pr and type eq \"{i}\"]" for i in range(101)))
+    assert str(MAX_COMPARISONS) in err.detail
 
 
 def test_too_deep_is_rejected():
