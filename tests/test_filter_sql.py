@@ -230,6 +230,13 @@ USER_CASES: list[tuple[str, set[str]]] = [
     ('userName le "AXBYC"', {"a_b%c", "axbyc"}),
     ('title gt "boss"', {"axbyc"}),
     ('title lt "boss"', {"Zed"}),  # "" sorts first; NULL never compares
+    # null (RFC 7643 §2.5: null is unassigned): eq null is not pr, ne null is pr
+    ("title eq null", {"a_b%c", "Zed"}),
+    ("title ne null", {"Bjensen", "axbyc"}),
+    ('title eq "null"', set()),
+    ("roles[type eq null]", {"Zed"}),
+    ("phoneNumbers.value eq null", {"Bjensen", "a_b%c", "Zed"}),
+    ("not (externalId eq null)", {"Bjensen", "axbyc"}),
     # pr: non-NULL and non-empty
     ("title pr", {"Bjensen", "axbyc"}),
     ("not (title pr)", {"a_b%c", "Zed"}),

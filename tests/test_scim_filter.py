@@ -191,10 +191,23 @@ def test_long_chain_is_balanced():
     assert depth(expr) <= 9  # balanced: ceil(log2(200)) + 1
 
 
+@pytest.mark.parametrize("text", ["title co null", "title gt null", "meta.created lt null"])
+def test_null_takes_only_eq_and_ne(text):
+    err = invalid(text)
+    assert "null" in err.detail
+
+
+def test_null_comparisons_mean_unassigned():
+    pr = Compare(U["title"], "pr", None)
+    assert user("title eq null") == Not(pr)
+    assert user("title ne null") == pr
+    assert user('title eq "null"') == Compare(U["title"], "eq", "null")
+
+
 def test_more_than_max_comparisons_is_invalid_filter():
     err = invalid(" or ".join(f'title eq "{i}"' for i in range(MAX_COMPARISONS + 1)))
     assert str(MAX_COMPARISONS) in err.detail
-    err = invalid(" and ".join(f"emails[value pr and type eq \"{i}\"]" for i in range(101)))
+    err = invalid(" and ".join(f'emails[value pr and type eq "{i}"]' for i in range(101)))
     assert str(MAX_COMPARISONS) in err.detail
 
 
@@ -328,7 +341,7 @@ def test_boolean_rejects_ordering_and_substring(op):
     "text",
     [
         'active eq "yes"',
-        "active eq null",
+        "active gt null",
         "active eq 1",
         'emails[primary eq "maybe"]',
     ],
@@ -353,7 +366,7 @@ def test_bad_datetime(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["title eq true", "title eq null", "title eq 5", "emails.value eq false"],
+    ["title eq true", "title sw null", "title eq 5", "emails.value eq false"],
 )
 def test_non_string_value_for_string_attribute(text):
     invalid(text)

@@ -418,10 +418,26 @@ def test_sort_by_and_sort_order(api, clock):
     by_display = api.scim("GET", "/Users?sortBy=displayName&sortOrder=DESCENDING").get_json()
     assert [u.get("displayName") for u in by_display["Resources"]] == [None, "Charlie", "alpha"]
     assert_scim_error(api.scim("GET", "/Users?sortBy=userName&sortOrder=up"), 400, "invalidValue")
-    assert_scim_error(api.scim("GET", "/Users?sortBy=shoeSize"), 400, "invalidValue")
+    err = assert_scim_error(api.scim("GET", "/Users?sortBy=shoeSize"), 400, "invalidValue")
+    assert "sort" in err["detail"] and "shoeSize" in err["detail"]
+    assert "filter" not in err["detail"]
+    err = assert_scim_error(api.scim("GET", "/Groups?sortBy=userName"), 400, "invalidValue")
+    assert "filter" not in err["detail"]
 
 
 # -- filters through HTTP (RFC 7644 §3.4.2.2) -------------------------------------------------------
+
+
+def test_null_in_a_filter_means_unassigned(api):
+    """RFC 7644 §3.4.2.2 allows null as a compValue; RFC 7643 §2.5 makes it "unassigned"."""
+    create(api, "titled@example.com", title="Boss")
+    create(api, "untitled@example.com")
+    assert _ids(api, "filter=title eq null") == ["untitled@example.com"]
+    assert _ids(api, "filter=title ne null") == ["titled@example.com"]
+    assert _ids(api, 'filter=title eq "null"') == []
+    assert _ids(api, "filter=emails eq null") == ["titled@example.com", "untitled@example.com"]
+    err = assert_scim_error(api.scim("GET", "/Users?filter=title co null"), 400, "invalidFilter")
+    assert "null" in err["detail"]
 
 
 def _ids(api, query: str) -> list[str]:

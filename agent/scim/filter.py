@@ -22,6 +22,10 @@ Notes on the third-party parser (scim2-filter-parser 0.7.0):
 * ``CompValue.value`` is always a ``str`` (``true`` and ``"true"`` look alike), so the token stream
   is wrapped to mark JSON string literals, which lets ``title eq null`` be told apart from
   ``title eq "null"``; JSON escapes inside string literals (RFC 7159 §7) are decoded.
+
+``null`` (RFC 7644 §3.4.2.2 compValue) means unassigned (RFC 7643 §2.5): ``attr eq null`` is
+``not (attr pr)`` and ``attr ne null`` is ``attr pr``; other operators with null are 400. A filter
+with more than :data:`MAX_COMPARISONS` comparisons is 400 invalidFilter.
 """
 
 from __future__ import annotations
@@ -218,6 +222,8 @@ def attrs_for(resource_type: ResourceType) -> dict[str, AttrDef]:
 
 
 def _unknown(text: str, scim_type: str = "invalidFilter") -> ScimError:
+    if scim_type != "invalidFilter":  # a bare path (sortBy), not a filter
+        return ScimError(400, f"Unknown attribute '{text}'", scim_type)
     return ScimError(400, f"Unknown or unfilterable attribute '{text}' in filter", scim_type)
 
 
@@ -561,13 +567,42 @@ def _convert_attr_expr(node: Any, ctx: _Ctx) -> Expr:
         attr = attrs_for(ctx.resource_type).get(f"{key_prefix}.{sub.lower()}")
         if attr is None:
             raise _unknown(f"{text}.{sub}")
-        cmp = Compare(attr, op, _convert_value(attr, op, node.comp_value))
+        null = _null_comparison(attr, op, node.comp_value)
+        cmp = (
+            null
+            if null is not None
+            else Compare(attr, op, _convert_value(attr, op, node.comp_value))
+        )
         return _wrap(parent, ctx, And(inner, cmp))
     attr = _resolve_path(ap, ctx)
+    null = _null_comparison(attr, op, node.comp_value)
+    if null is not None:
+        if attr.multi_parent is not None and ctx.parent_key is None:
+            # ``emails.type eq null``: no value has it (the attribute is unassigned).
+            present = ValuePath(attr.multi_parent, Compare(attr, "pr", None))
+            return Not(present) if op == "eq" else present
+        return null
     cmp = Compare(attr, op, _convert_value(attr, op, node.comp_value))
     if attr.multi_parent is not None and ctx.parent_key is None:
         return ValuePath(attr.multi_parent, cmp)
     return cmp
+
+
+def _null_comparison(attr: AttrDef, op: str, comp: Any) -> Expr | None:
+    """``attr eq null`` / ``attr ne null`` (RFC 7644 §3.4.2.2 compValue ``null``): RFC 7643 §2.5
+    makes null, an empty array and an unassigned attribute the same state, so ``eq null`` is
+    ``not (attr pr)`` and ``ne null`` is ``attr pr``. Any other operator with null is 400."""
+    if op == "pr" or comp is None:
+        return None
+    raw = comp.value
+    if isinstance(raw, _Quoted) or str(raw).lower() != "null":
+        return None
+    if op not in ("eq", "ne"):
+        raise ScimError(
+            400, f"Operator '{op}' cannot compare '{attr.path}' with null", "invalidFilter"
+        )
+    present = Compare(attr, "pr", None)
+    return Not(present) if op == "eq" else present
 
 
 def _convert(node: Any, ctx: _Ctx) -> Expr:

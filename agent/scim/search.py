@@ -78,7 +78,9 @@ def sort_attrs(sort_by: str, types: Iterable[ResourceType]) -> dict[ResourceType
     """``sort_attr`` per type; 400 invalidValue when no type can sort by ``sort_by``."""
     found = {t: sort_attr(sort_by, t) for t in RESOURCE_TYPES}
     if all(a is None for a in found.values()):
-        raise ScimError(400, f"Cannot sort by '{sort_by}'", "invalidValue")
+        raise ScimError(
+            400, f"Cannot sort by '{sort_by}': no resource type has that attribute", "invalidValue"
+        )
     return {t: found[t] for t in types}
 
 

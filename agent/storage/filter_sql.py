@@ -397,7 +397,10 @@ def group_where(expr: Expr) -> ColumnElement[bool]:
 
 
 def _sort_column(attr: str, resource_type: ResourceType) -> ColumnElement[Any]:
-    d = resolve_attr(attr, resource_type, "invalidValue")
+    try:
+        d = resolve_attr(attr, resource_type, "invalidValue")
+    except ScimError as exc:
+        raise ScimError(400, f"Cannot sort by '{attr}': {exc.detail}", "invalidValue") from None
     if d.multi_parent is not None:
         raise ScimError(400, f"Cannot sort by multi-valued attribute '{attr}'", "invalidValue")
     table = users if resource_type == "User" else groups
