@@ -171,6 +171,27 @@ def test_missing_display_name_and_unknown_members_are_400(api):
     assert member_rows(api, gid) == {uid}
 
 
+def test_group_string_attributes_refuse_other_types(api):
+    """RFC 7643 §2.3.1: no coercion of numbers to strings (POST, PUT, PATCH)."""
+    for body in ({"displayName": 5}, {"displayName": "G", "externalId": 7}):
+        assert_scim_error(api.scim("POST", "/Groups", body), 400, "invalidValue")
+    assert group_count(api) == 0
+    gid = create_group(api, "Typed")["id"]
+    r = api.scim("PUT", f"/Groups/{gid}", {"schemas": [GROUP], "displayName": True})
+    assert_scim_error(r, 400, "invalidValue")
+    for operation in (
+        {"op": "replace", "path": "displayName", "value": 5},
+        {"op": "replace", "value": {"externalId": 1.5}},
+    ):
+        assert_scim_error(api.scim("PATCH", f"/Groups/{gid}", patch(operation)), 400)
+    assert stored_group(api, gid).resource == {"displayName": "Typed"}
+    assert stored_group(api, gid).version == 1
+    r = api.scim(
+        "PATCH", f"/Groups/{gid}", patch({"op": "replace", "path": "fooBar", "value": "x"})
+    )
+    assert_scim_error(r, 400, "invalidPath")
+
+
 def test_patch_group_answers_204_with_etag_and_get_shows_the_change(api):
     a = create_user(api, "a@example.com")
     b = create_user(api, "b@example.com")
