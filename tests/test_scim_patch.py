@@ -705,6 +705,8 @@ SEAT = "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User"
         {"op": "replace", "path": f"{ENTERPRISE}:manager.fooBar", "value": "x"},
         {"op": "replace", "path": "emails.fooBar", "value": "x"},
         {"op": "replace", "path": 'emails[type eq "work"].fooBar', "value": "x"},
+        {"op": "replace", "path": 'emails[fooBar eq "work"].value', "value": "x"},
+        {"op": "remove", "path": 'roles[value eq "a" or not (fooBar pr)]'},
         {"op": "replace", "value": {"fooBar": "x"}},
         {"op": "replace", "value": {"name.fooBar": "x"}},
         {"op": "replace", "value": {f"{ENTERPRISE}:fooBar": "x"}},

@@ -673,10 +673,16 @@ def _require_known(
         return
     if vocabulary.canonical(attribute) is None:
         raise _invalid_path(f"Unknown attribute '{_describe(target, attribute)}'")
+    kind = vocabulary.kind(attribute)
+    if kind == "multi" and target.value_filter is not None:
+        for name in _filter_attributes(target.value_filter):
+            if not any(name.lower() == known.lower() for known in _SUB_ATTRIBUTES):
+                raise _invalid_path(
+                    f"Unknown attribute '{_describe(target, attribute)}.{name}' in value filter"
+                )
     sub = target.sub_attribute
     if sub is None:
         return
-    kind = vocabulary.kind(attribute)
     if target.schema == ENTERPRISE and attribute.lower() == "manager":
         allowed: tuple[str, ...] = _MANAGER_PARTS
     elif kind == "complex":
@@ -687,6 +693,16 @@ def _require_known(
         allowed = ()
     if not any(sub.lower() == known.lower() for known in allowed):
         raise _invalid_path(f"Unknown attribute '{_describe(target, attribute)}.{sub}'")
+
+
+def _filter_attributes(selector: _Selector) -> list[str]:
+    if isinstance(selector, _Comparison):
+        return [selector.attribute]
+    if isinstance(selector, _AllOf | _AnyOf):
+        return [name for part in selector.parts for name in _filter_attributes(part)]
+    if isinstance(selector, _Not):
+        return _filter_attributes(selector.inner)
+    return []
 
 
 def _describe(target: AttributePath, attribute: str) -> str:
