@@ -291,6 +291,19 @@ def test_root_search_sorts_and_pages_the_combined_list(api):
     assert_scim_error(_root_search(api, sortBy="fooBar"), 400, "invalidValue")
 
 
+def test_root_search_sorted_paging_is_bounded(api):
+    """Merging two sorted types reads startIndex + count - 1 of each: past 10,000 that is
+    400 tooMany (RFC 7644 §3.12), unless only one type matches or nothing is sorted."""
+    create(api, "one@example.com", displayName="One")
+    api.scim("POST", "/Groups", {"schemas": [GROUP], "displayName": "Two"})
+    far = {"startIndex": 9_995, "count": 10}
+    assert_scim_error(_root_search(api, sortBy="displayName", **far), 400, "tooMany")
+    unsorted = _root_search(api, **far).get_json()
+    assert (unsorted["totalResults"], unsorted["Resources"]) == (2, [])
+    one_type = _root_search(api, sortBy="displayName", filter="userName pr", **far).get_json()
+    assert (one_type["totalResults"], one_type["Resources"]) == (1, [])
+
+
 def test_root_search_honours_attributes(api):
     create(api, "p@example.com", displayName="P", title="Boss")
     api.scim("POST", "/Groups", {"schemas": [GROUP], "displayName": "G"})
