@@ -268,6 +268,30 @@ def test_decide_when_full_follows_on_full(on_full, expected):
     assert decide(policy, SeatPool(seats=10, consumed=9)) is Outcome.GRANT
 
 
+@pytest.mark.parametrize(
+    ("on_full", "expected"),
+    [
+        ("refuse", Outcome.REFUSE),
+        ("queue", Outcome.QUEUE),
+        ("fallback", Outcome.FALLBACK),
+        ("expand", Outcome.REFUSE),  # never grows the license against a reduction
+    ],
+)
+def test_decide_under_a_reduction_holds_the_seats_above_its_target(on_full, expected):
+    """Seed 000: between approval and the license change, seats above the target are held."""
+    policy = LicensePolicy(seats=10, on_full=on_full, max_seats=12, fallback_role="Assistant")
+    pool = SeatPool(seats=10, consumed=8)
+    assert decide(policy, pool) is Outcome.GRANT
+    assert decide(policy, pool, reduction_target=8) is expected
+    assert decide(policy, pool, reduction_target=9) is Outcome.GRANT
+    # a target at or above the license holds nothing
+    assert decide(policy, SeatPool(seats=10, consumed=10), reduction_target=10) is decide(
+        policy, SeatPool(seats=10, consumed=10)
+    )
+    detail = refusal_detail(pool, policy, reduction_target=8)
+    assert "8 of 10 seats in use" in detail and "reduction to 8 seats is in progress" in detail
+
+
 def test_decide_expand_at_ceiling_refuses():
     policy = LicensePolicy(seats=10, on_full="expand", max_seats=12)
     assert decide(policy, SeatPool(seats=11, consumed=11)) is Outcome.EXPAND

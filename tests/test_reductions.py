@@ -486,7 +486,10 @@ def test_cancel_at_any_point_stops_the_workflow(make_api, clock, point):
 # -- the IdP re-activates a user -----------------------------------------------------------
 
 
-def test_idp_reactivation_during_verifying_gets_one_more_round(make_api, clock):
+def test_idp_reactivation_during_the_workflow_is_refused_and_the_plan_stands(make_api, clock):
+    """Once approved, the seats above the target are held: an IdP re-activating a planned user
+    (or activating anyone) gets the full-license answer with the reason, and the workflow
+    finishes with exactly the users the admin approved, not fresh ones chosen without asking."""
     api, service, _ = setup(make_api, clock, seats=14)
     ids = populate(api, clock, regular=13)
     rid = service.create(10).id
@@ -496,40 +499,20 @@ def test_idp_reactivation_during_verifying_gets_one_more_round(make_api, clock):
     assert invariant(api) == (14, 10)
     first = names(service.get(rid).as_dict())
     assert first == ["r00", "r01", "r02", "r03"]
-    r = api.scim(
-        "PATCH", f"/Users/{ids['r01']}", patch({"op": "replace", "path": "active", "value": True})
-    )
-    assert r.get_json()[SEAT]["licenseState"] == "licensed"
-    assert invariant(api) == (14, 11)
-
-    again = service.step(rid)
-    assert again.state == "deactivating"
-    assert names(again.as_dict()) == first + ["r04"]
-    assert again.plan["retried"] is True
-    assert service.advance(rid).state == "done"
-    assert invariant(api) == (10, 10)
-    assert seat_of(api, ids["r01"])["licenseState"] == "licensed"  # the IdP's choice stands
-    assert seat_of(api, ids["r04"])["licenseState"] == "inactive"
-
-
-def test_idp_reactivating_again_after_the_second_round_fails_the_reduction(make_api, clock):
-    api, service, alerts = setup(make_api, clock, seats=14)
-    ids = populate(api, clock, regular=13)
-    rid = service.create(10).id
-    service.approve(rid)
-    service.step(rid)
-    service.step(rid)
     on = patch({"op": "replace", "path": "active", "value": True})
-    api.scim("PATCH", f"/Users/{ids['r00']}", on)
-    service.step(rid)  # verifying -> deactivating (round 2)
-    service.step(rid)  # deactivating -> verifying
-    api.scim("PATCH", f"/Users/{ids['r01']}", on)
-    failed = service.step(rid)
-    assert failed.state == "failed"
-    assert "11 users still consume" in (failed.reason or "")
-    assert alerts.states()[-1] == "failed"
-    assert invariant(api) == (14, 11)
-    assert service.advance(rid).state == "failed"
+    r = api.scim("PATCH", f"/Users/{ids['r01']}", on)
+    assert r.status_code == 403
+    assert "license reduction to 10 seats is in progress" in r.get_json()["detail"]
+    assert seat_of(api, ids["r01"])["licenseState"] == "inactive"  # nothing changed
+    assert invariant(api) == (14, 10)
+
+    assert service.advance(rid).state == "done"
+    assert names(service.get(rid).as_dict()) == first
+    assert invariant(api) == (10, 10)
+    assert seat_of(api, ids["r04"])["licenseState"] == "licensed"
+    # the workflow over, the same request is an ordinary one at a full license
+    r = api.scim("PATCH", f"/Users/{ids['r01']}", on)
+    assert r.status_code == 403 and "10 of 10 seats in use" in r.get_json()["detail"]
 
 
 # -- dry run, impossible plans, bad input --------------------------------------------------

@@ -587,6 +587,50 @@ def test_reduction_frees_seats_without_the_queue_refilling_them(make_api, clock)
     assert seat_of(api, queued[0])["licenseState"] == "licensed"
 
 
+@pytest.mark.parametrize("on_full", ["refuse", "queue", "expand"])
+def test_an_approved_reduction_holds_the_seats_above_its_target(make_api, clock, on_full):
+    """Between approval and the license change, a new activation may not take a seat the
+    workflow is about to remove: every path gives the outcome of a full license (expand
+    refuses rather than growing against the workflow); cancelling gives the seats back."""
+    from test_reductions import invariant
+    from test_reductions import setup as reduction_setup
+
+    extra = {"max_seats": 20} if on_full == "expand" else {}
+    api, _service, _alerts = reduction_setup(make_api, clock, seats=10, on_full=on_full, **extra)
+    for i in range(6):
+        clock.advance(days=1)
+        create(api, f"u{i}")
+    clock.advance(days=30)
+    assert seats(api)["consumed"] == 6
+    rid = api.admin("POST", "/reductions", {"target": 6}).get_json()["id"]
+    create(api, "before-approval")  # a plan alone holds nothing
+    assert seats(api)["consumed"] == 7
+    api.admin("POST", "/reductions", {"target": 6})  # a second plan, never approved
+    assert api.admin("POST", f"/reductions/{rid}/approve").status_code == 200
+
+    body = user("new-hire", True)
+    r = api.scim("POST", "/Users", body)
+    if on_full == "queue":
+        assert r.status_code == 201
+        assert r.get_json()[SEAT]["licenseState"] == "queued"
+    else:
+        assert r.status_code == 403
+        assert "license reduction to 6 seats is in progress" in r.get_json()["detail"]
+        assert (
+            api.scim("GET", '/Users?filter=userName eq "new-hire"').get_json()["totalResults"] == 0
+        )
+    report = seats(api)
+    assert (report["licensed"], report["consumed"]) == (10, 7)
+    assert invariant(api) == (10, 7)
+
+    assert api.admin("POST", f"/reductions/{rid}/cancel", {"reason": "test"}).status_code == 200
+    if on_full == "queue":  # the seats it held go to the queue in the cancelling transaction
+        assert seats(api)["queued"] == 0
+    else:
+        assert api.scim("POST", "/Users", body).status_code == 201
+    assert seats(api)["consumed"] == 8
+
+
 # -- reports and causes --------------------------------------------------------------------
 
 

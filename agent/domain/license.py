@@ -397,7 +397,7 @@ class SeatPool:
         return max(self.seats - self.consumed, 0)
 
 
-def decide(policy: LicensePolicy, pool: SeatPool) -> Outcome:
+def decide(policy: LicensePolicy, pool: SeatPool, reduction_target: int | None = None) -> Outcome:
     """The single seat decision every path goes through (create active, PATCH/PUT active, role
     change, group join, userType change, admin).
 
@@ -405,9 +405,17 @@ def decide(policy: LicensePolicy, pool: SeatPool) -> Outcome:
     figure is greater than 0, you can add new users unrestricted"). Otherwise per ``on_full``;
     EXPAND only while ``pool.seats < max_seats``, else REFUSE, so automatic growth (seeds 003,
     004) has a ceiling the operator chose.
+
+    ``reduction_target``: an approved reduce-users-then-licenses workflow (seed 000) is lowering
+    consumption to this many seats. Seats above it are not given out (they are about to be
+    removed), and the license is not expanded against the workflow: EXPAND becomes REFUSE.
     """
-    if pool.available > 0:
+    held = reduction_target is not None and reduction_target < pool.seats
+    limit = min(pool.seats, reduction_target) if held and reduction_target is not None else None
+    if pool.available > 0 and (limit is None or pool.consumed < limit):
         return Outcome.GRANT
+    if held and policy.on_full == "expand":
+        return Outcome.REFUSE
     if policy.on_full == "queue":
         return Outcome.QUEUE
     if policy.on_full == "fallback":
@@ -423,13 +431,20 @@ def _seats(n: int) -> str:
     return f"{n} seat" if n == 1 else f"{n} seats"
 
 
-def refusal_detail(pool: SeatPool, policy: LicensePolicy) -> str:
+def refusal_detail(
+    pool: SeatPool, policy: LicensePolicy, reduction_target: int | None = None
+) -> str:
     """A one-line reason for a refused seat, shown as the SCIM error ``detail``.
 
     Okta's task list and Entra's provisioning log show this text to an administrator who may not
     know the agent, so it says what is full, why nothing more happens, and what to change.
     """
     head = f"Seat limit reached: {pool.consumed} of {_seats(pool.seats)} in use"
+    if reduction_target is not None and reduction_target < pool.seats:
+        return (
+            f"{head}; a license reduction to {_seats(reduction_target)} is in progress and "
+            "holds the seats above it. Wait for it to finish or cancel it (seat-agent reductions)."
+        )
     if policy.on_full == "expand":
         ceiling = policy.max_seats if policy.max_seats is not None else pool.seats
         return (

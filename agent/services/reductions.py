@@ -36,7 +36,7 @@ from agent.scim.errors import ScimError
 from agent.services.admin import SeatAdmin
 from agent.services.outbox_notifier import DELETE_USER, PUSH_USER
 from agent.services.provisioning import Provisioning
-from agent.services.seats import Cause, directory_state
+from agent.services.seats import REDUCTION_HOLDS_SEATS, Cause, directory_state
 from agent.storage import reductions as rows
 from agent.storage.records import UserRecord
 from agent.storage.reductions import ReductionRow
@@ -609,7 +609,9 @@ class Reductions:
             rows.save_reduction(tx, row, row.state)
 
     def _verify(self, reduction_id: str) -> None:
-        """Recount: someone the IdP re-activated meanwhile means one more round, once.
+        """Recount: still over the target (a planned user could not be deactivated, e.g. it
+        gained a protected role meanwhile) means one more round with fresh candidates, once.
+        Activations cannot take the seats above the target while the workflow holds them.
 
         On target by the agent's own count, the step also waits (the reason shown in the
         workflow) until the application agrees, seed 000 STEP 3 "change the number of licensed
@@ -648,7 +650,7 @@ class Reductions:
                     row.target,
                     view,
                     exclude_ids=chosen,
-                    reason="already chosen by this reduction (re-activated by the directory?)",
+                    reason="already chosen by this reduction",
                 )
                 if not plan.feasible:
                     why = f"after one more round: {plan.problem()}"
@@ -667,7 +669,7 @@ class Reductions:
             elif nxt is State.FAILED:
                 why = (
                     f"{pool.consumed} users still consume after two rounds, target {row.target}"
-                    " (the directory keeps re-activating users; unassign them in the IdP)"
+                    " (planned users could not be deactivated; see the plan's outcomes)"
                 )
                 self._move(tx, row, State.FAILED, why, reason=why)
                 self._alert(tx, row, "failed", [why])
@@ -901,6 +903,9 @@ class Reductions:
         row.history.append(_entry(now, new.value, note))
         if not rows.save_reduction(tx, row, expected):
             raise red.InvalidTransition(f"reduction {row.id} changed meanwhile; try again")
+        if expected in REDUCTION_HOLDS_SEATS and new.value not in REDUCTION_HOLDS_SEATS:
+            # The seats it held above its target are free again: the queue gets them now.
+            self.provisioning.seats.promote_queue(tx, ADMIN)
 
     # -- alerts ----------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from agent.services.events import Notifier, NullNotifier, SeatEvent
 from agent.storage.records import SeatState, UserRecord
 from agent.storage.store import StoreTx
 
-# Reduction workflow states in which the workflow is lowering consumption to its target and
-# the queue must not refill the seats it frees.
-REDUCTION_HOLDS_QUEUE = tuple(
+# Reduction workflow states in which the workflow is lowering consumption to its target: the
+# seats above the target are held, neither refilled from the queue nor given to activations.
+REDUCTION_HOLDS_SEATS = tuple(
     s.value
     for s in (
         ReductionState.APPROVED,
@@ -177,12 +177,14 @@ class SeatEngine:
         if prev.license_state == "queued" and prev.queued_at is not None:
             # Still waiting: keep its place in line (first come, first served).
             return replace(prev, last_active_at=last_active, deactivated_at=deactivated_at)
-        outcome = lic.decide(self._policy(pool.seats), lic.SeatPool(pool.seats, pool.consumed))
+        # An approved reduction holds the seats above its target (seed 000): every path to a
+        # seat gives the same outcome as if the license were already lowered.
+        target = tx.reduction_ceiling(REDUCTION_HOLDS_SEATS)
+        current = lic.SeatPool(pool.seats, pool.consumed)
+        outcome = lic.decide(self._policy(pool.seats), current, target)
         if outcome is lic.Outcome.REFUSE:
             raise SeatRefused(
-                lic.refusal_detail(
-                    lic.SeatPool(pool.seats, pool.consumed), self._policy(pool.seats)
-                ),
+                lic.refusal_detail(current, self._policy(pool.seats), target),
                 user_id,
                 user_name,
             )
@@ -328,7 +330,7 @@ class SeatEngine:
         twice the users it planned. Promotion capacity is ``min(seats, target) - consumed``.
         """
         promoted: list[UserRecord] = []
-        ceiling = tx.reduction_ceiling(REDUCTION_HOLDS_QUEUE)
+        ceiling = tx.reduction_ceiling(REDUCTION_HOLDS_SEATS)
         while True:
             pool = tx.pool()
             usable = pool.seats if ceiling is None else min(pool.seats, ceiling)
