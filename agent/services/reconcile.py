@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select
-
 from agent.domain import license as lic
 from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
-from agent.storage.records import UserRecord
-from agent.storage.store import Store, StoreTx, _user_from_row
-from agent.storage.tables import group_members, groups, user_values, users
+from agent.storage.records import SeatRow, UserRecord
+from agent.storage.store import Store, StoreTx
 
 BATCH = 1000
 RECONCILE = Cause("reconcile")
@@ -74,100 +71,28 @@ def iter_users(store: Store, batch: int = BATCH) -> Iterator[list[UserRecord]]:
     last = 0
     while True:
         with store.read() as tx:
-            rows = tx.conn.execute(
-                select(users).where(users.c.seq > last).order_by(users.c.seq).limit(batch)
-            ).all()
-            if not rows:
+            page = tx.users_after(last, batch)
+            if not page.items:
                 return
-            last = rows[-1].seq
-            records = [_user_from_row(r) for r in rows]
+            last = page.last_seq
+            records = page.items
             names = tx.groups_of([r.id for r in records])
         for r in records:
             r.groups = [("", n) for n in names.get(r.id, [])]
         yield records
 
 
-@dataclass(frozen=True)
-class SeatRow:
-    """What reconcile needs to judge one user, read without decoding its resource."""
-
-    id: str
-    user_name: str
-    state: lic.DirectoryState
-    app_status: str
-    license_state: str
-    holds_seat: bool
-    on_fallback: bool
-
-
-_SEAT_COLUMNS = select(
-    users.c.seq,
-    users.c.id,
-    users.c.user_name,
-    users.c.active,
-    users.c.user_type,
-    users.c.app_status,
-    users.c.license_state,
-    users.c.holds_seat,
-    users.c.on_fallback,
-)
-_SEAT_ROWS = _SEAT_COLUMNS.where(users.c.seq > bindparam("after")).order_by(users.c.seq)
-# Multi-valued rows and group names of a batch, by its ``seq`` range (a join, not a list of
-# 1,000 ids to bind). Every multi-valued row of the batch is read and roles picked in Python:
-# with ``attr = 'roles'`` in the SQL, SQLite would walk the (attr, value) index, which holds
-# every user's role rows, on every batch.
-_BATCH_VALUES = (
-    select(user_values.c.user_id, user_values.c.attr, user_values.c.value_ci)
-    .select_from(users.join(user_values, user_values.c.user_id == users.c.id))
-    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
-)
-_BATCH_GROUPS = (
-    select(group_members.c.user_id, groups.c.display_name)
-    .select_from(
-        users.join(group_members, group_members.c.user_id == users.c.id).join(
-            groups, groups.c.id == group_members.c.group_id
-        )
-    )
-    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
-)
-
-
 def iter_seat_rows(store: Store, batch: int = BATCH) -> Iterator[list[SeatRow]]:
     """Every user's directory state and seat state, in batches (keyset on ``seq``): columns,
     role rows and group names only, so memory and time stay flat per user."""
     after = 0
-    page = _SEAT_ROWS.limit(batch)
     while True:
         with store.read() as tx:
-            rows = tx.conn.execute(page, {"after": after}).all()
-            if not rows:
-                return
-            span = {"after": after, "last": rows[-1].seq}
-            after = rows[-1].seq
-            roles: dict[str, set[str]] = {}
-            for user_id, attr, value in tx.conn.execute(_BATCH_VALUES, span):
-                if attr == "roles":
-                    roles.setdefault(user_id, set()).add(value)
-            groups_of: dict[str, set[str]] = {}
-            for user_id, name in tx.conn.execute(_BATCH_GROUPS, span):
-                groups_of.setdefault(user_id, set()).add(name)
-        yield [
-            SeatRow(
-                id=r.id,
-                user_name=r.user_name,
-                state=lic.DirectoryState(
-                    active=bool(r.active),
-                    roles=frozenset(roles.get(r.id, ())),
-                    groups=frozenset(groups_of.get(r.id, ())),
-                    user_type=r.user_type,
-                ),
-                app_status=r.app_status,
-                license_state=r.license_state,
-                holds_seat=bool(r.holds_seat),
-                on_fallback=bool(r.on_fallback),
-            )
-            for r in rows
-        ]
+            page = tx.seat_rows_after(after, batch)
+        if not page.items:
+            return
+        after = page.last_seq
+        yield page.items
 
 
 def _needs_settling(seats: SeatEngine, row: SeatRow) -> bool:

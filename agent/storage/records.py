@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Generic, TypeVar
+
+from agent.domain.license import DirectoryState
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,3 +80,25 @@ class LedgerEntry:
     consumed_after: int
     cost: Decimal | None
     request: str | None = None  # X-Request-Id of the call that caused it, when there was one
+
+
+@dataclass(frozen=True)
+class SeqBatch(Generic[T]):
+    """One batch of a walk in ``seq`` order (keyset paging, so memory stays flat as users
+    grow): its items and the ``seq`` to continue after. No items: the walk is done."""
+
+    items: list[T]
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class SeatRow:
+    """What reconcile needs to judge one user, read without decoding its resource."""
+
+    id: str
+    user_name: str
+    state: DirectoryState
+    app_status: str
+    license_state: str
+    holds_seat: bool
+    on_fallback: bool

@@ -8,6 +8,7 @@ dataclasses (agent.storage.records).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
 from agent.storage import migrate
 from agent.storage.engine import WRITE, make_engine
@@ -43,7 +45,9 @@ from agent.storage.records import (
     LedgerEntry,
     Page,
     PoolRow,
+    SeatRow,
     SeatState,
+    SeqBatch,
     UserRecord,
 )
 from agent.storage.tables import (
@@ -236,6 +240,43 @@ _SET_SEAT = (
         version=users.c.version + 1,
     )
 )
+# Reconcile's seat pass (StoreTx.seat_rows_after): the columns that judge a user's seat, then
+# the multi-valued rows and group names of the batch by its ``seq`` range (a join, not a list
+# of 1,000 ids to bind). Every multi-valued row of the batch is read and roles picked in
+# Python: with ``attr = 'roles'`` in the SQL, SQLite would walk the (attr, value) index, which
+# holds every user's role rows, on every batch.
+_SEAT_COLUMNS = select(
+    users.c.seq,
+    users.c.id,
+    users.c.user_name,
+    users.c.active,
+    users.c.user_type,
+    users.c.app_status,
+    users.c.license_state,
+    users.c.holds_seat,
+    users.c.on_fallback,
+)
+_SEAT_ROWS = _SEAT_COLUMNS.where(users.c.seq > bindparam("after")).order_by(users.c.seq)
+_BATCH_VALUES = (
+    select(user_values.c.user_id, user_values.c.attr, user_values.c.value_ci)
+    .select_from(users.join(user_values, user_values.c.user_id == users.c.id))
+    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
+)
+_BATCH_GROUPS = (
+    select(group_members.c.user_id, groups.c.display_name)
+    .select_from(
+        users.join(group_members, group_members.c.user_id == users.c.id).join(
+            groups, groups.c.id == group_members.c.group_id
+        )
+    )
+    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _seat_page(limit: int) -> Any:
+    """The seat-row page statement for one batch size, built (and cache-keyed) once."""
+    return _SEAT_ROWS.limit(limit)
 
 
 def _ledger_entry(r: Any) -> LedgerEntry:
@@ -539,6 +580,52 @@ class StoreTx:
         for pos, r in enumerate(records, start=1):
             r.queue_position = pos
         return records
+
+    # -- walks in seq order (keyset paging) ------------------------------------------------
+
+    def users_after(self, seq: int, limit: int) -> SeqBatch[UserRecord]:
+        """Up to ``limit`` users after ``seq``, in ``seq`` order; groups are not attached."""
+        return self._user_batch(select(users).where(users.c.seq > seq), seq, limit)
+
+    def _user_batch(self, q: Any, seq: int, limit: int) -> SeqBatch[UserRecord]:
+        rows = self.conn.execute(q.order_by(users.c.seq).limit(limit)).all()
+        if not rows:
+            return SeqBatch([], seq)
+        return SeqBatch([_user_from_row(r) for r in rows], rows[-1].seq)
+
+    def seat_rows_after(self, seq: int, limit: int) -> SeqBatch[SeatRow]:
+        """Up to ``limit`` users after ``seq``, in ``seq`` order, as their directory state
+        (``active``, lower-cased roles, group names, ``userType``) and seat state: columns,
+        role rows and group names only, so memory and time stay flat per user (reconcile)."""
+        rows = self.conn.execute(_seat_page(limit), {"after": seq}).all()
+        if not rows:
+            return SeqBatch([], seq)
+        span = {"after": seq, "last": rows[-1].seq}
+        roles: dict[str, set[str]] = {}
+        for user_id, attr, value in self.conn.execute(_BATCH_VALUES, span):
+            if attr == "roles":
+                roles.setdefault(user_id, set()).add(value)
+        groups_of: dict[str, set[str]] = {}
+        for user_id, name in self.conn.execute(_BATCH_GROUPS, span):
+            groups_of.setdefault(user_id, set()).add(name)
+        items = [
+            SeatRow(
+                id=r.id,
+                user_name=r.user_name,
+                state=DirectoryState(
+                    active=bool(r.active),
+                    roles=frozenset(roles.get(r.id, ())),
+                    groups=frozenset(groups_of.get(r.id, ())),
+                    user_type=r.user_type,
+                ),
+                app_status=r.app_status,
+                license_state=r.license_state,
+                holds_seat=bool(r.holds_seat),
+                on_fallback=bool(r.on_fallback),
+            )
+            for r in rows
+        ]
+        return SeqBatch(items, rows[-1].seq)
 
     def ledger_peak(self, start: datetime, end: datetime) -> tuple[int, int] | None:
         """Highest seats held and seats consumed recorded in [start, end), with the state in
