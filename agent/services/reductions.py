@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
-
 from agent.config import LicenseSettings, ReductionSettings
 from agent.connectors.base import DeliveryError, RemoteUser
 from agent.domain import license as lic
@@ -37,11 +35,11 @@ from agent.services.admin import SeatAdmin
 from agent.services.outbox_notifier import DELETE_USER, PUSH_USER
 from agent.services.provisioning import Provisioning
 from agent.services.seats import REDUCTION_HOLDS_SEATS, Cause, directory_state
+from agent.storage import outbox
 from agent.storage import reductions as rows
 from agent.storage.records import UserRecord
 from agent.storage.reductions import ReductionRow
-from agent.storage.store import Store, StoreTx, _user_from_row
-from agent.storage.tables import outbox, seat_ledger, users
+from agent.storage.store import Store, StoreTx
 
 log = logging.getLogger("seat_agent.reductions")
 
@@ -57,7 +55,6 @@ BATCH = 1000
 
 LastLogin = Callable[[], Mapping[str, datetime]]
 AppUsers = Callable[[], Iterable[RemoteUser]]
-IN_CHUNK = 500
 AlertTable = tuple[Sequence[str], Sequence[Sequence[object]]]  # (headers, rows)
 
 
@@ -296,16 +293,11 @@ class Reductions:
         """Every user holding a seat, in batches (memory stays flat as users grow)."""
         last = 0
         while True:
-            batch = tx.conn.execute(
-                select(users)
-                .where(users.c.holds_seat.is_(True), users.c.seq > last)
-                .order_by(users.c.seq)
-                .limit(BATCH)
-            ).all()
-            if not batch:
+            batch = tx.holders_after(last, BATCH)
+            if not batch.items:
                 return
-            last = batch[-1].seq
-            records = [_user_from_row(r) for r in batch]
+            last = batch.last_seq
+            records = batch.items
             names = tx.groups_of([r.id for r in records])
             for record in records:
                 yield self._holder(record, names.get(record.id, []), logins)
@@ -584,17 +576,7 @@ class Reductions:
         if since is None:
             return False
         with self.store.read() as tx:
-            found = tx.conn.execute(
-                select(seat_ledger.c.seq)
-                .where(
-                    seat_ledger.c.user_id == user_id,
-                    seat_ledger.c.kind == "release",
-                    seat_ledger.c.cause == ADMIN.kind,
-                    seat_ledger.c.at >= since,
-                )
-                .limit(1)
-            ).first()
-        return found is not None
+            return tx.released_since(user_id, ADMIN.kind, since)
 
     def _record_outcome(self, reduction_id: str, index: int, outcome: str) -> None:
         with self.store.write() as tx:
@@ -703,9 +685,7 @@ class Reductions:
         if view is None or view.error is not None:
             error = view.error if view is not None else "not read"
             return f"waiting to read the application's users to confirm the count ({error})"
-        free = {
-            r[0] for r in tx.conn.execute(select(users.c.id).where(users.c.license_state == "free"))
-        }
+        free = tx.free_user_ids()
         active = view.active_unlinked + len(view.active_ids - free)
         if active > row.target:
             return (
@@ -1006,18 +986,10 @@ class Reductions:
         created = rows.latest_created(tx)
         if created is not None and created > start:
             return False
-        free = seat_ledger.c.seats_after - seat_ledger.c.consumed_after
-        before = tx.conn.execute(
-            select(free).where(seat_ledger.c.at <= start).order_by(seat_ledger.c.at.desc()).limit(1)
-        ).first()
-        if before is None or before[0] < threshold:
+        before = tx.free_seats_at(start)
+        if before is None or before < threshold:
             return False
-        dipped = tx.conn.execute(
-            select(seat_ledger.c.seq)
-            .where(seat_ledger.c.at > start, seat_ledger.c.at <= now, free < threshold)
-            .limit(1)
-        ).first()
-        return dipped is None
+        return not tx.free_seats_dipped_below(threshold, start, now)
 
 
 def _entry(at: datetime, state: str, note: str) -> dict[str, str]:
@@ -1034,17 +1006,7 @@ def _stopped_ids(row: ReductionRow) -> list[str]:
 
 def _pending_deliveries(tx: StoreTx, row: ReductionRow) -> int:
     """How many users this reduction stopped still have a push or delete in the outbox."""
-    stopped = _stopped_ids(row)
-    pending = 0
-    for start in range(0, len(stopped), IN_CHUNK):
-        pending += tx.conn.execute(
-            select(func.count(func.distinct(outbox.c.key))).where(
-                outbox.c.delivered_at.is_(None),
-                outbox.c.kind.in_((PUSH_USER, DELETE_USER)),
-                outbox.c.key.in_(stopped[start : start + IN_CHUNK]),
-            )
-        ).scalar_one()
-    return int(pending)
+    return outbox.pending_keys(tx, _stopped_ids(row), (PUSH_USER, DELETE_USER))
 
 
 def _deactivating_since(row: ReductionRow) -> datetime | None:

@@ -7,6 +7,7 @@ change is never lost; a worker delivers them later (agent.services.delivery).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,8 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from agent.storage.store import StoreTx, utc
 from agent.storage.tables import alert_state, downstream_links, leases, outbox
+
+IN_CHUNK = 500  # keys bound per IN (...) list
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,21 @@ def failing(tx: StoreTx, min_attempts: int) -> list[OutboxMessage]:
         .limit(100)
     )
     return [message_of(r) for r in tx.conn.execute(q)]
+
+
+def pending_keys(tx: StoreTx, keys: Sequence[str], kinds: Sequence[str]) -> int:
+    """How many of ``keys`` (user ids) still have an undelivered message of one of ``kinds``,
+    asked ``IN_CHUNK`` keys at a time."""
+    pending = 0
+    for start in range(0, len(keys), IN_CHUNK):
+        pending += tx.conn.execute(
+            select(func.count(func.distinct(outbox.c.key))).where(
+                outbox.c.delivered_at.is_(None),
+                outbox.c.kind.in_(tuple(kinds)),
+                outbox.c.key.in_(keys[start : start + IN_CHUNK]),
+            )
+        ).scalar_one()
+    return int(pending)
 
 
 def purge_delivered(tx: StoreTx, before: datetime) -> int:

@@ -202,6 +202,7 @@ _ADD_USERS_TOTAL = (
     .values(users_total=seat_pool.c.users_total + bindparam("n"))
 )
 # Ledger kinds that show a user held a seat at that moment (metered billing, seed 002).
+_FREE_SEATS = seat_ledger.c.seats_after - seat_ledger.c.consumed_after
 _HELD_A_SEAT = ("grant", "promote", "release")
 _INSERT_USER = insert(users)
 _SEAT_FIELDS = (
@@ -587,6 +588,12 @@ class StoreTx:
         """Up to ``limit`` users after ``seq``, in ``seq`` order; groups are not attached."""
         return self._user_batch(select(users).where(users.c.seq > seq), seq, limit)
 
+    def holders_after(self, seq: int, limit: int) -> SeqBatch[UserRecord]:
+        """Up to ``limit`` users holding a seat after ``seq``, in ``seq`` order; groups are
+        not attached."""
+        q = select(users).where(users.c.holds_seat.is_(True), users.c.seq > seq)
+        return self._user_batch(q, seq, limit)
+
     def _user_batch(self, q: Any, seq: int, limit: int) -> SeqBatch[UserRecord]:
         rows = self.conn.execute(q.order_by(users.c.seq).limit(limit)).all()
         if not rows:
@@ -651,6 +658,42 @@ class StoreTx:
         ).first()
         return (row[0], row[1]) if row else None
 
+    def released_since(self, user_id: str, cause: str, since: datetime) -> bool:
+        """Whether the ledger has a ``release`` of ``user_id`` with ``cause`` at or after
+        ``since`` (a reduction recognises the seats its own deactivations freed)."""
+        found = self.conn.execute(
+            select(seat_ledger.c.seq)
+            .where(
+                seat_ledger.c.user_id == user_id,
+                seat_ledger.c.kind == "release",
+                seat_ledger.c.cause == cause,
+                seat_ledger.c.at >= since,
+            )
+            .limit(1)
+        ).first()
+        return found is not None
+
+    def free_seats_at(self, moment: datetime) -> int | None:
+        """Seats free (seats minus consumed) by the latest ledger entry at or before
+        ``moment``, by entry time; None before the first entry."""
+        row = self.conn.execute(
+            select(_FREE_SEATS)
+            .where(seat_ledger.c.at <= moment)
+            .order_by(seat_ledger.c.at.desc())
+            .limit(1)
+        ).first()
+        return int(row[0]) if row is not None else None
+
+    def free_seats_dipped_below(self, threshold: int, after: datetime, until: datetime) -> bool:
+        """Whether a ledger entry in (``after``, ``until``] left fewer than ``threshold``
+        seats free."""
+        dipped = self.conn.execute(
+            select(seat_ledger.c.seq)
+            .where(seat_ledger.c.at > after, seat_ledger.c.at <= until, _FREE_SEATS < threshold)
+            .limit(1)
+        ).first()
+        return dipped is not None
+
     def metered_last_activity(self, since: datetime) -> list[datetime]:
         """Last sign of activity of each user who holds no seat now but may still be billed on
         a metered plan (seed 002: deactivated users "if they were active within the last
@@ -702,6 +745,11 @@ class StoreTx:
             select(func.min(reductions.c.target)).where(reductions.c.state.in_(list(states)))
         ).scalar()
         return int(found) if found is not None else None
+
+    def free_user_ids(self) -> set[str]:
+        """Ids of the users whose license state is ``free``."""
+        q = select(users.c.id).where(users.c.license_state == "free")
+        return {r[0] for r in self.conn.execute(q)}
 
     def queued_count(self) -> int:
         return int(
