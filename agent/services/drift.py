@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select
-
 from agent.connectors.base import Connector, DeliveryError, RemoteUser, effective_user
 from agent.services.outbox_notifier import PUSH_USER
 from agent.services.reconcile import Drift, ReconcileReport, iter_users
 from agent.storage import outbox
 from agent.storage.store import Store, StoreTx
-from agent.storage.tables import alert_state
 
 DRIFT_KEY = "drift"
 UNREACHABLE_KEY = "downstream-unreachable"
@@ -163,14 +160,7 @@ class DriftCheck:
             f"{DRIFT_KEY}:{d.user_id or 'remote:' + (d.remote_id or '')}:{d.problem}": d
             for d in report.drift
         }
-        known = {
-            row[0]
-            for row in tx.conn.execute(
-                select(alert_state.c.key).where(
-                    alert_state.c.key.like(f"{DRIFT_KEY}:%"), alert_state.c.state == "open"
-                )
-            )
-        }
+        known = outbox.alert_keys(tx, f"{DRIFT_KEY}:", "open")
         for gone in known - set(current):
             outbox.alert_changed(tx, gone, "closed", now)
         new = [d for key, d in current.items() if outbox.alert_changed(tx, key, "open", now)]

@@ -142,6 +142,15 @@ def purge_delivered(tx: StoreTx, before: datetime) -> int:
 # -- alert deduplication ---------------------------------------------------------------------
 
 
+def alert_keys(tx: StoreTx, prefix: str, state: str) -> set[str]:
+    """Alert keys starting with ``prefix`` (a LIKE pattern: ``%`` and ``_`` in it match
+    anything) whose recorded state is ``state``."""
+    q = select(alert_state.c.key).where(
+        alert_state.c.key.like(f"{prefix}%"), alert_state.c.state == state
+    )
+    return {row[0] for row in tx.conn.execute(q)}
+
+
 def alert_changed(tx: StoreTx, key: str, state: str, now: datetime) -> bool:
     """Record ``state`` for ``key``; True when it differs from the last one (alert once)."""
     current = tx.conn.execute(select(alert_state.c.state).where(alert_state.c.key == key)).scalar()
