@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
-
 from agent.config import AlertSettings
 from agent.notify.mail import Mail, Section, render_html, render_text
 from agent.services.events import SeatEvent
@@ -25,7 +23,6 @@ from agent.services.outbox_notifier import EMAIL
 from agent.storage import outbox
 from agent.storage.outbox import OutboxMessage
 from agent.storage.store import Store, StoreTx
-from agent.storage.tables import alert_state
 
 Table = tuple[Sequence[str], Sequence[Sequence[object]]]  # (headers, rows)
 
@@ -40,10 +37,6 @@ DIGEST_ROWS = 50
 
 def _key(key: str) -> str:
     return key[:KEY_LENGTH]
-
-
-def _current_state(tx: StoreTx, key: str) -> str | None:
-    return tx.conn.execute(select(alert_state.c.state).where(alert_state.c.key == key)).scalar()
 
 
 def _who(event: SeatEvent) -> str:
@@ -116,7 +109,7 @@ class Alerts:
         """
         if not self.settings.enabled:
             return False
-        current = _current_state(tx, _key(key))
+        current = outbox.alert_state_of(tx, _key(key))
         if current is None or current == state:
             return False
         return outbox.alert_changed(tx, _key(key), state, self.clock())
@@ -193,7 +186,7 @@ class Alerts:
             level = "low"
         else:
             level = OK
-        current = _current_state(tx, SEATS_KEY)
+        current = outbox.alert_state_of(tx, SEATS_KEY)
         if level == current or (level == "low" and current == "exhausted"):
             return
         if level == OK:

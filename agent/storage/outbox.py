@@ -151,9 +151,14 @@ def alert_keys(tx: StoreTx, prefix: str, state: str) -> set[str]:
     return {row[0] for row in tx.conn.execute(q)}
 
 
+def alert_state_of(tx: StoreTx, key: str) -> str | None:
+    """The state last recorded for alert ``key``, None when it was never raised."""
+    return tx.conn.execute(select(alert_state.c.state).where(alert_state.c.key == key)).scalar()
+
+
 def alert_changed(tx: StoreTx, key: str, state: str, now: datetime) -> bool:
     """Record ``state`` for ``key``; True when it differs from the last one (alert once)."""
-    current = tx.conn.execute(select(alert_state.c.state).where(alert_state.c.key == key)).scalar()
+    current = alert_state_of(tx, key)
     if current == state:
         return False
     if current is None:
