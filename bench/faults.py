@@ -487,7 +487,7 @@ def db_restart(args: argparse.Namespace) -> bool:
         consumed = seats["consumed"]
         lic = licensed_count(s, base)
         ids = licensed_ids(s, base)
-        ledger = admin(server.port, "/ledger", limit=10_000_000)["entries"]
+        ledger = sl.ledger_entries(lambda path, **kw: admin(server.port, path, **kw))
         ledger_last = ledger[-1]["consumedAfter"] if ledger else None
         facts = db_facts(server.db_url)
         expected_lic = {u for u, st in known.items() if st == "licensed" and u not in unknown}
@@ -672,7 +672,7 @@ def sigkill(db: str, args: argparse.Namespace) -> bool:
         )
         consumed = admin(server.port, "/seats")["consumed"]
         lic = licensed_count(s, base)
-        ledger = admin(server.port, "/ledger", limit=10_000_000)["entries"]
+        ledger = sl.ledger_entries(lambda path, **kw: admin(server.port, path, **kw))
         ledger_last = ledger[-1]["consumedAfter"] if ledger else None
         status = subprocess.run(
             ["seat-agent", "status", "--json", "--config", str(server.config)],

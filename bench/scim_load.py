@@ -185,6 +185,19 @@ class Client:
         return result
 
 
+def ledger_entries(get: Callable[..., Any], **params: Any) -> list[dict[str, Any]]:
+    """Every ledger entry (optionally ``since``), paged by ``seq`` 10,000 at a time through an
+    admin GET ``get(path, **params)``."""
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = get("/ledger", after=after, limit=10_000, **params)["entries"]
+        out.extend(page)
+        if len(page) < 10_000:
+            return out
+        after = page[-1]["seq"]
+
+
 # -- server ------------------------------------------------------------------------------------
 
 

@@ -540,9 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         r.raise_for_status()
         licensed = r.json()["totalResults"]
         expected = sum(w.expected_licensed() for w in workers)
-        ledger = admin_get(server.port, "/ledger", since=started_at.isoformat(), limit=10_000_000)[
-            "entries"
-        ]
+        ledger = sl.ledger_entries(
+            lambda path, **kw: admin_get(server.port, path, **kw), since=started_at.isoformat()
+        )
         ledger_last = ledger[-1]["consumedAfter"] if ledger else None
         consumed = seats_report["consumed"]
         ok = consumed == licensed == expected and ledger_last in (None, consumed)

@@ -433,6 +433,25 @@ def test_ledger_without_since_returns_the_newest_entries_in_time_order(make_api)
     assert [e["kind"] for e in everything] == ["licenses", "grant", "grant", "grant"]
 
 
+def test_ledger_pages_forward_exactly_with_after(make_api):
+    """Entries written in the same instant are neither repeated nor skipped: paging goes by
+    ``seq`` (``after``), not by time."""
+    api = make_api(seats=10)
+    for name in ("a", "b", "c", "d", "e"):
+        create(api, name)
+    seen, after = [], 0
+    while True:
+        page = api.admin("GET", f"/ledger?after={after}&limit=2").get_json()["entries"]
+        if not page:
+            break
+        seen += [e["userName"] for e in page]
+        after = page[-1]["seq"]
+    assert seen == [None, "a", "b", "c", "d", "e"]  # the initial license entry first
+    for bad in ("-1", "x", "1.5", "9" * 19):
+        r = api.admin("GET", f"/ledger?after={bad}")
+        assert r.status_code == 400 and "after" in r.get_json()["error"]
+
+
 def test_admin_requires_admin_token(make_api):
     api = make_api()
     r = api.client.get("/admin/seats", headers={"Authorization": "Bearer scim-test-token"})

@@ -133,12 +133,15 @@ class SeatAdmin:
         with self.store.read() as tx:
             return tx.queued_users()
 
-    def ledger(self, since: datetime | None, limit: int) -> list[LedgerEntry]:
-        """Ledger entries in time order: with ``since`` the first ``limit`` from that moment
-        (page forward by passing the last ``at``), without it the ``limit`` newest."""
+    def ledger(
+        self, since: datetime | None, limit: int, after: int | None = None
+    ) -> list[LedgerEntry]:
+        """Ledger entries in time order: with ``since`` and/or ``after`` (a seq) the first
+        ``limit`` from there (page forward by passing the last ``seq``), without either the
+        ``limit`` newest."""
         with self.store.read() as tx:
-            if since is not None:
-                return tx.ledger(since=since, limit=limit)
+            if since is not None or after is not None:
+                return tx.ledger(since=since, limit=limit, after=after)
             return tx.ledger(limit=limit, newest_first=True)[::-1]
 
     def seats_at(self, moment: datetime) -> tuple[int, int] | None:

@@ -395,12 +395,15 @@ class StoreTx:
         limit: int = 1000,
         kinds: Sequence[str] | None = None,
         newest_first: bool = False,
+        after: int | None = None,
     ) -> list[LedgerEntry]:
         q = select(seat_ledger).order_by(
             seat_ledger.c.seq.desc() if newest_first else seat_ledger.c.seq
         )
         if since is not None:
             q = q.where(seat_ledger.c.at >= since)
+        if after is not None:
+            q = q.where(seat_ledger.c.seq > after)
         if kinds is not None:
             q = q.where(seat_ledger.c.kind.in_(list(kinds)))
         rows = self.conn.execute(q.limit(limit)).all()

@@ -223,16 +223,23 @@ def queue() -> Response:
 
 @bp.get("/ledger")
 def ledger() -> Response:
-    """Ledger entries in time order: the ``limit`` newest, or with ``since`` the first
-    ``limit`` from that moment on. ``limit`` is 1..MAX_LEDGER_PAGE (default 1000)."""
-    _only_params("since", "limit")
+    """Ledger entries in time order: the ``limit`` newest, or with ``since`` (a moment) and/or
+    ``after`` (a ``seq``: page forward exactly by passing the last one) the first ``limit``
+    from there on. ``limit`` is 1..MAX_LEDGER_PAGE (default 1000)."""
+    _only_params("since", "after", "limit")
     since = _iso_param("since") if "since" in request.args else None
+    after = None
+    if "after" in request.args:
+        raw_after = request.args["after"]
+        if not (raw_after.isascii() and raw_after.isdigit() and len(raw_after) <= 18):
+            raise AdminError(400, "'after' must be a ledger seq (a non-negative integer)")
+        after = int(raw_after)
     raw = request.args.get("limit", "1000")
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not (
         1 <= int(raw) <= MAX_LEDGER_PAGE
     ):
         raise AdminError(400, f"'limit' must be an integer from 1 to {MAX_LEDGER_PAGE}")
-    entries = _admin().ledger(since, int(raw))
+    entries = _admin().ledger(since, int(raw), after)
     return jsonify({"entries": [ledger_entry(e) for e in entries]})
 
 
