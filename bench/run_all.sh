@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every figure in docs/performance.md, one run after the other (about 20 minutes on 2 cores).
+# Run it on an otherwise idle machine from the repository root, with seat-agent installed in
+# the active environment (scripts/test installs it into .venv):
+#   PATH=$PWD/.venv/bin:$PATH bench/run_all.sh [output-dir]
+# Each run's full output goes to output-dir/<name>.log (default bench/results/, not tracked).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench/results}
+mkdir -p "$out"
+run() {
+  local name=$1
+  shift
+  echo "== $name: $*"
+  "$@" 2>&1 | tee "$out/$name.log"
+}
+
+# SCIM latency: one request at a time (the p50/p99 targets), 10,000 and 100,000 users.
+for db in sqlite postgres; do
+  for n in 10000 100000; do
+    members=$((n < 50000 ? n : 50000))
+    run "scim-$db-$n-c1" python bench/scim_load.py --db "$db" --users "$n" \
+      --group-members "$members" --seed bulk --concurrency 1 --requests 1000
+  done
+done
+# SCIM throughput: two concurrent clients, two worker layouts (threads of a worker share a GIL).
+for db in sqlite postgres; do
+  for layout in "2 4" "4 1"; do
+    set -- $layout
+    run "scim-$db-100000-c2-w$1t$2" python bench/scim_load.py --db "$db" --users 100000 \
+      --group-members 50000 --seed bulk --concurrency 2 --workers "$1" --threads "$2"
+  done
+done
+# The seat decision's cost on the SCIM create path.
+for db in sqlite postgres; do
+  run "seat-decision-$db" python bench/seat_decision.py --db "$db" --users 5000
+done
+# Reconcile time and peak memory.
+for db in sqlite postgres; do
+  for n in 10000 100000; do
+    run "reconcile-$db-$n" python bench/reconcile.py --db "$db" --users "$n"
+  done
+done
