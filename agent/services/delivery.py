@@ -19,14 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-
 from agent.connectors.base import Connector, DeliveryError, effective_user
 from agent.services.outbox_notifier import DELETE_USER, EMAIL, PUSH_USER
 from agent.storage import outbox
-from agent.storage.outbox import OutboxMessage
-from agent.storage.store import Store, StoreTx, utc
-from agent.storage.tables import outbox as outbox_table
+from agent.storage.outbox import Outage, OutboxMessage
+from agent.storage.store import Store, StoreTx
 
 log = logging.getLogger("seat_agent.delivery")
 
@@ -68,15 +65,6 @@ class DeliveryReport:
             "broken": self.broken,
             "stopped": self.stopped,
         }
-
-
-@dataclass(frozen=True)
-class Outage:
-    """Downstream (non-email) delivery that keeps failing, for one alert per outage."""
-
-    failing: int  # undelivered messages that failed at least alert_after_attempts times
-    pending: int  # every undelivered downstream message
-    oldest: OutboxMessage  # the oldest failing message
 
 
 @dataclass
@@ -214,20 +202,7 @@ def _outage_hooks(
 def outage_summary(tx: StoreTx, threshold: int) -> Outage | None:
     """Undelivered downstream (non-email) messages that failed ``threshold`` times or more:
     how many, how many downstream messages wait in all, and the oldest failing one."""
-    waiting = (outbox_table.c.delivered_at.is_(None), outbox_table.c.kind != EMAIL)
-    failing_rows = (*waiting, outbox_table.c.attempts >= threshold)
-    count = tx.conn.execute(
-        select(func.count()).select_from(outbox_table).where(*failing_rows)
-    ).scalar_one()
-    if not count:
-        return None
-    oldest = tx.conn.execute(
-        select(outbox_table).where(*failing_rows).order_by(outbox_table.c.seq).limit(1)
-    ).first()
-    pending = tx.conn.execute(
-        select(func.count()).select_from(outbox_table).where(*waiting)
-    ).scalar_one()
-    return Outage(int(count), int(pending), outbox.message_of(oldest))
+    return outbox.outage(tx, threshold, except_kind=EMAIL)
 
 
 def _deliver_one(
@@ -360,11 +335,8 @@ def delivery_status(store: Store, alert_after_attempts: int) -> dict[str, Any]:
     and the messages that failed at least ``alert_after_attempts`` times with their errors."""
     with store.read() as tx:
         depth = outbox.depth(tx)
-        oldest = tx.conn.execute(
-            select(func.min(outbox_table.c.created)).where(outbox_table.c.delivered_at.is_(None))
-        ).scalar()
+        oldest_at = outbox.oldest_pending_created(tx)
         failing = outbox.failing(tx, alert_after_attempts)
-    oldest_at = utc(oldest)
     return {
         "depth": depth,
         "pending": sum(depth.values()),

@@ -132,6 +132,41 @@ def pending_keys(tx: StoreTx, keys: Sequence[str], kinds: Sequence[str]) -> int:
     return int(pending)
 
 
+@dataclass(frozen=True)
+class Outage:
+    """Downstream (non-email) delivery that keeps failing, for one alert per outage."""
+
+    failing: int  # undelivered messages that failed at least alert_after_attempts times
+    pending: int  # every undelivered downstream message
+    oldest: OutboxMessage  # the oldest failing message
+
+
+def outage(tx: StoreTx, min_attempts: int, except_kind: str) -> Outage | None:
+    """Undelivered messages of every kind but ``except_kind`` that failed ``min_attempts``
+    times or more: how many, how many such messages wait in all, and the oldest failing one;
+    None when none is failing."""
+    waiting = (outbox.c.delivered_at.is_(None), outbox.c.kind != except_kind)
+    failing_rows = (*waiting, outbox.c.attempts >= min_attempts)
+    count = tx.conn.execute(
+        select(func.count()).select_from(outbox).where(*failing_rows)
+    ).scalar_one()
+    if not count:
+        return None
+    oldest = tx.conn.execute(
+        select(outbox).where(*failing_rows).order_by(outbox.c.seq).limit(1)
+    ).first()
+    pending = tx.conn.execute(select(func.count()).select_from(outbox).where(*waiting)).scalar_one()
+    return Outage(int(count), int(pending), message_of(oldest))
+
+
+def oldest_pending_created(tx: StoreTx) -> datetime | None:
+    """When the oldest undelivered message was written; None when nothing waits."""
+    oldest = tx.conn.execute(
+        select(func.min(outbox.c.created)).where(outbox.c.delivered_at.is_(None))
+    ).scalar()
+    return utc(oldest)
+
+
 def purge_delivered(tx: StoreTx, before: datetime) -> int:
     result = tx.conn.execute(
         delete(outbox).where(outbox.c.delivered_at.is_not(None), outbox.c.delivered_at < before)
