@@ -100,11 +100,11 @@ GENERATED_TOKENS_FILE = "seat-agent-generated-tokens.env"
 def generated_tokens_path(settings: Settings) -> Path:
     """Beside the SQLite database, else in the working directory (the unit's state
     directory): a place only the service user can write."""
-    from sqlalchemy.engine import make_url
+    from agent.storage.engine import sqlite_file
 
-    url = make_url(settings.database.url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).resolve().parent / GENERATED_TOKENS_FILE
+    database = sqlite_file(settings.database.url)
+    if database is not None:
+        return Path(database).resolve().parent / GENERATED_TOKENS_FILE
     return Path.cwd() / GENERATED_TOKENS_FILE
 
 
@@ -181,7 +181,7 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
 
     with _agent(config_path) as agent:
         with agent.store.read() as tx:
-            total = tx.conn.execute(_count_users()).scalar_one()
+            total = tx.count_users()
         # One bar for the seat pass, one for the comparison with the downstream (when set).
         bars: list[Any] = []
 
@@ -227,14 +227,6 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     if dry_run:
         lines.append("dry run: nothing was changed")
     _emit(data, as_json, "\n".join(lines))
-
-
-def _count_users() -> Any:
-    from sqlalchemy import func, select
-
-    from agent.storage.tables import users
-
-    return select(func.count()).select_from(users)
 
 
 @main.command()

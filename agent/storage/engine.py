@@ -18,6 +18,15 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL as written in it; None for other databases and for
+    in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        return parsed.database
+    return None
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create the engine; on SQLite, writes take the database lock at BEGIN (BEGIN IMMEDIATE).
 

@@ -761,6 +761,10 @@ class StoreTx:
             ).scalar_one()
         )
 
+    def count_users(self) -> int:
+        """COUNT(*) of the users table (the length of a full walk over users)."""
+        return int(self.conn.execute(select(func.count()).select_from(users)).scalar_one())
+
     def count_holding_seats(self) -> int:
         return int(
             self.conn.execute(
