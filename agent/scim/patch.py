@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agent.scim.errors import ScimError
-from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, MULTI_VALUED, USER_SCHEMA
+from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, MULTI_VALUED, NAME_PARTS, USER_SCHEMA
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 CORE_USER = USER_SCHEMA
@@ -650,14 +650,6 @@ def _apply_attribute(
     _drop_empty_extension(resource, target.schema)
 
 
-_NAME_PARTS = (
-    "formatted",
-    "familyName",
-    "givenName",
-    "middleName",
-    "honorificPrefix",
-    "honorificSuffix",
-)
 _MANAGER_PARTS = ("value", "$ref", "displayName")
 
 
@@ -686,7 +678,7 @@ def _require_known(
     if target.schema == ENTERPRISE and attribute.lower() == "manager":
         allowed: tuple[str, ...] = _MANAGER_PARTS
     elif kind == "complex":
-        allowed = _NAME_PARTS
+        allowed = NAME_PARTS
     elif kind == "multi":
         allowed = _SUB_ATTRIBUTES
     else:
