@@ -12,70 +12,46 @@ plus the process's peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
+import sys
 import tempfile
 import time
 import tracemalloc
 import uuid
+from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, text
 
 from agent.bootstrap import build_agent
 from agent.config import settings_from_mapping
-from agent.domain import license as lic
 from agent.jobs.tasks import Jobs
-from agent.services.seats import directory_state
-from agent.storage.store import user_columns, user_value_rows
-from agent.storage.tables import user_values, users
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scim_load as sl  # noqa: E402
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def seed(agent, n: int) -> None:  # type: ignore[no-untyped-def]
-    """Bulk-insert N users with the rows a SCIM create writes (users, user_values) and the seat
-    state the policy gives them (seats >= N, so every user who wants a seat holds one)."""
-    now = agent.clock()
-    policy = agent.seats.policy
-    consumed = 0
-    for start in range(0, n, 5000):
-        user_rows, value_rows = [], []
-        for i in range(start, min(n, start + 5000)):
-            uid = str(uuid.uuid4())
-            res = {
-                "userName": f"user{i:07d}@example.com",
-                "active": i % 10 != 0,
-                "name": {"givenName": "U", "familyName": str(i)},
-                "emails": [{"value": f"user{i:07d}@example.com", "type": "work"}],
-                "roles": [{"value": "Assistant" if i % 7 == 0 else "Member"}],
-            }
-            state = directory_state(res, ())
-            wants = lic.wants_seat(policy, state)
-            consumed += wants
-            status = lic.app_status(policy, state)
-            user_rows.append(
+    """Bulk-insert N users with the rows a SCIM create writes and the seat state the policy
+    gives them (seats >= N, so every user who wants a seat holds one): one in ten inactive,
+    one in seven an Assistant."""
+    sl.bulk_insert(
+        agent,
+        (
+            (
+                str(uuid.uuid4()),
                 {
-                    "id": uid,
-                    **user_columns(res),
-                    "created": now,
-                    "last_modified": now,
-                    "version": 1,
-                    "resource": json.dumps(res),
-                    "app_status": status,
-                    "license_state": "licensed"
-                    if wants
-                    else ("free" if state.active else "inactive"),
-                    "holds_seat": wants,
-                    "on_fallback": False,
-                }
+                    "userName": f"user{i:07d}@example.com",
+                    "active": i % 10 != 0,
+                    "name": {"givenName": "U", "familyName": str(i)},
+                    "emails": [{"value": f"user{i:07d}@example.com", "type": "work"}],
+                    "roles": [{"value": "Assistant" if i % 7 == 0 else "Member"}],
+                },
             )
-            value_rows.extend(user_value_rows(uid, res))
-        with agent.store.write() as tx:
-            tx.conn.execute(insert(users), user_rows)
-            tx.conn.execute(insert(user_values), value_rows)
-    with agent.store.write() as tx:
-        tx.set_pool(tx.pool().seats, consumed, now)
-        tx.recount_users()
+            for i in range(n)
+        ),
+    )
 
 
 def main() -> None:

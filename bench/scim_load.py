@@ -16,6 +16,7 @@ the output says which. The run is bounded by ``--time-limit`` and stops the serv
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,60 +416,75 @@ def seed_store(db_url: str, seats: int, n: int, deadline: float) -> tuple[list[s
     return ids, names
 
 
-def seed_bulk(db_url: str, seats: int, n: int, deadline: float) -> tuple[list[str], list[str]]:
-    """Bulk-insert the rows a SCIM create writes (users, user_values, the seat counter), 5,000
-    users per executemany: the same users as ``seed_store`` in a fraction of the time, but
-    without one ledger entry per user (the ledger plays no part in the measured requests)."""
+def bulk_insert(agent: Any, rows: Iterable[tuple[str, dict[str, Any]]], batch: int = 5000) -> int:
+    """Write users as a SCIM create would (users and user_values rows, with the seat state the
+    policy gives each), ``batch`` users per executemany, then set the seat counter and the user
+    total. No ledger entry per user. Returns the number of users consuming a seat."""
     from sqlalchemy import insert
 
-    from agent.bootstrap import build_agent
-    from agent.config import settings_from_mapping
     from agent.domain import license as lic
-    from agent.scim.resources import normalize_user
     from agent.services.seats import directory_state
     from agent.storage.store import user_columns, user_value_rows
     from agent.storage.tables import user_values, users
 
-    settings = settings_from_mapping(
-        {"database": {"url": db_url}, "license": {"seats": seats, "on_full": "refuse"}}
-    )
-    agent = build_agent(settings)
     policy = agent.seats.policy
-    ids = [str(uuid.uuid4()) for _ in range(n)]
-    names = [seed_name(i) for i in range(n)]
-    consumed = 0
     now = agent.clock()
-    for start in range(0, n, 5000):
-        if time.monotonic() > deadline:
-            raise OutOfTime("seed")
+    consumed = 0
+    pending = iter(rows)
+    while chunk := list(itertools.islice(pending, batch)):
         user_rows, value_rows = [], []
-        for i in range(start, min(n, start + 5000)):
-            resource = normalize_user(user_body(names[i]))
+        for uid, resource in chunk:
             state = directory_state(resource, ())
             wants = lic.wants_seat(policy, state)
             consumed += wants
             user_rows.append(
                 {
-                    "id": ids[i],
+                    "id": uid,
                     **user_columns(resource),
                     "created": now,
                     "last_modified": now,
                     "version": 1,
                     "resource": json.dumps(resource, separators=(",", ":")),
                     "app_status": lic.app_status(policy, state),
-                    "license_state": "licensed" if wants else "free",
+                    "license_state": "licensed"
+                    if wants
+                    else ("free" if state.active else "inactive"),
                     "holds_seat": wants,
                     "on_fallback": False,
-                    "last_active_at": now,
+                    "last_active_at": now if state.active else None,
                 }
             )
-            value_rows.extend(user_value_rows(ids[i], resource))
+            value_rows.extend(user_value_rows(uid, resource))
         with agent.store.write() as tx:
             tx.conn.execute(insert(users), user_rows)
             tx.conn.execute(insert(user_values), value_rows)
     with agent.store.write() as tx:
         tx.set_pool(tx.pool().seats, consumed, now)
         tx.recount_users()
+    return consumed
+
+
+def seed_bulk(db_url: str, seats: int, n: int, deadline: float) -> tuple[list[str], list[str]]:
+    """The users of ``seed_store`` written by ``bulk_insert``: a fraction of the time, but
+    without one ledger entry per user (the ledger plays no part in the measured requests)."""
+    from agent.bootstrap import build_agent
+    from agent.config import settings_from_mapping
+    from agent.scim.resources import normalize_user
+
+    settings = settings_from_mapping(
+        {"database": {"url": db_url}, "license": {"seats": seats, "on_full": "refuse"}}
+    )
+    agent = build_agent(settings)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    names = [seed_name(i) for i in range(n)]
+
+    def rows() -> Iterator[tuple[str, dict[str, Any]]]:
+        for i in range(n):
+            if i % 5000 == 0 and time.monotonic() > deadline:
+                raise OutOfTime("seed")
+            yield ids[i], normalize_user(user_body(names[i]))
+
+    bulk_insert(agent, rows())
     agent.store.dispose()
     return ids, names
 
