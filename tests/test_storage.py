@@ -149,3 +149,58 @@ def test_migration_0003_counts_existing_users_and_reconcile_repairs_the_total(db
             assert tx.list_users(None, [], 1, 1).total == 3
     finally:
         store.dispose()
+
+
+def _plan_loops(node: dict) -> int:
+    """The largest 'Actual Loops' of any node of an EXPLAIN (ANALYZE, FORMAT JSON) plan."""
+    own = int(node.get("Actual Loops", 1))
+    return max([own] + [_plan_loops(child) for child in node.get("Plans", [])])
+
+
+def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url):
+    """A new PostgreSQL table has no statistics until its first ANALYZE (autovacuum may be off
+    or not yet there). The page query once became a nested loop re-scanning the users for
+    each user (3,000 loops, 2 s for one lookup at 3,000 users). Every statement a filtered
+    lookup and a deep page run must stay free of such loops even then."""
+    from sqlalchemy import event, text
+
+    from agent.scim.filter import parse_filter
+    from agent.storage import filter_sql
+
+    store = Store.from_url(pg_url)
+    try:
+        store.upgrade(5000, NOW)
+        with store.write() as tx:
+            for i in range(3000):
+                tx.insert_user(f"u{i:05d}", _user(f"user{i:05d}@x"), SeatState(), NOW)
+        with store.read() as tx:
+            stats = tx.conn.execute(
+                text("SELECT count(*) FROM pg_stats WHERE tablename = 'users'")
+            ).scalar_one()
+        assert stats == 0  # really no statistics
+        statements: list[tuple[str, object]] = []
+
+        def capture(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("SELECT"):
+                statements.append((statement, parameters))
+
+        event.listen(store.engine, "before_cursor_execute", capture)
+        where = filter_sql.user_where(parse_filter('userName eq "user02500@x"', "User"))
+        with store.read() as tx:
+            page = tx.list_users(where, [], 1, 100)
+            assert [r.id for r in page.items] == ["u02500"]
+            deep = tx.list_users(None, [], 2901, 100)
+            assert [r.id for r in deep.items] == [f"u{i:05d}" for i in range(2900, 3000)]
+        event.remove(store.engine, "before_cursor_execute", capture)
+        assert statements
+        raw = store.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            for statement, parameters in statements:
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                plan = cursor.fetchone()[0][0]["Plan"]
+                assert _plan_loops(plan) <= 100, (statement, plan)
+        finally:
+            raw.close()
+    finally:
+        store.dispose()

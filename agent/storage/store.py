@@ -226,6 +226,9 @@ _RECORD_COLUMNS = (
     users.c.version,
     *(users.c[f] for f in _SEAT_FIELDS),
 )
+_RECORDS_BY_SEQ = select(users.c.seq, *_RECORD_COLUMNS).where(
+    users.c.seq.in_(bindparam("seqs", expanding=True))
+)
 _GROUPS_OF_USERS = (
     select(group_members.c.user_id, groups.c.id, groups.c.display_name)
     .join(groups, groups.c.id == group_members.c.group_id)
@@ -521,10 +524,13 @@ class StoreTx:
     ) -> Page:
         """One page in (order, seq) order, and the number of matches (RFC 7644 §3.4.2.4).
 
-        The page's keys come from a narrow subquery (an index-only walk, however deep the
-        offset), so only the page's own rows are read. COUNT(*) is skipped when the page
-        itself shows where the results end (a filter lookup, the last page), and an unfiltered
-        list reads the user total that every insert and delete keeps in seat_pool.
+        Two statements: the page's keys (a narrow walk over an index, however deep the
+        offset), then only those rows by key. Not one statement with ``seq IN (subquery)``:
+        without planner statistics (a new PostgreSQL table before its first ANALYZE) that
+        became a nested loop over every user for each user, 2 s for one lookup at 3,000 users.
+        COUNT(*) is skipped when the page itself shows where the results end (a filter
+        lookup, the last page), and an unfiltered list reads the user total that every insert
+        and delete keeps in seat_pool.
         """
         records: list[UserRecord] = []
         if count > 0:
@@ -532,11 +538,13 @@ class StoreTx:
             if where is not None:
                 keys = keys.where(where)
             keys = keys.order_by(*order, users.c.seq).offset(start_index - 1).limit(count)
-            q = select(*_RECORD_COLUMNS).where(
-                users.c.seq.in_(keys.correlate(None).scalar_subquery())
-            )
-            q = q.order_by(*order, users.c.seq)
-            records = [_user_from_row(r) for r in self.conn.execute(q)]
+            seqs = list(self.conn.execute(keys).scalars())
+            if seqs:
+                place = {seq: i for i, seq in enumerate(seqs)}
+                rows = sorted(
+                    self.conn.execute(_RECORDS_BY_SEQ, {"seqs": seqs}), key=lambda r: place[r.seq]
+                )
+                records = [_user_from_row(r) for r in rows]
         if len(records) < count and (records or start_index == 1):
             total = start_index - 1 + len(records)
         elif where is None:
