@@ -21,7 +21,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     and_,
+    any_,
     bindparam,
     case,
     delete,
@@ -32,6 +34,7 @@ from sqlalchemy import (
     union,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -226,8 +229,9 @@ _RECORD_COLUMNS = (
     users.c.version,
     *(users.c[f] for f in _SEAT_FIELDS),
 )
-_RECORDS_BY_SEQ = select(users.c.seq, *_RECORD_COLUMNS).where(
-    users.c.seq.in_(bindparam("seqs", expanding=True))
+# PostgreSQL: one array parameter, so the statement is the same whatever the page size.
+_RECORDS_BY_SEQS = select(users.c.seq, *_RECORD_COLUMNS).where(
+    users.c.seq == any_(bindparam("seqs", type_=postgresql.ARRAY(Integer)))
 )
 _GROUPS_OF_USERS = (
     select(group_members.c.user_id, groups.c.id, groups.c.display_name)
@@ -524,11 +528,12 @@ class StoreTx:
     ) -> Page:
         """One page in (order, seq) order, and the number of matches (RFC 7644 §3.4.2.4).
 
-        Two statements: the page's keys (a narrow walk over an index, however deep the
-        offset), then only those rows by key. Not one statement with ``seq IN (subquery)``:
-        without planner statistics (a new PostgreSQL table before its first ANALYZE) that
-        became a nested loop over every user for each user, 2 s for one lookup at 3,000 users.
-        COUNT(*) is skipped when the page itself shows where the results end (a filter
+        The page's keys come from a narrow walk over an index (however deep the offset), and
+        only those rows are read. On SQLite in one statement, ``seq IN (subquery)``. On
+        PostgreSQL in two, the keys and then ``seq = ANY(:keys)``: without planner statistics
+        (a table before its first ANALYZE, or with autovacuum off) the one statement was
+        planned as a nested loop over every user for each user, 2 s for one lookup at 3,000
+        users. COUNT(*) is skipped when the page itself shows where the results end (a filter
         lookup, the last page), and an unfiltered list reads the user total that every insert
         and delete keeps in seat_pool.
         """
@@ -538,13 +543,19 @@ class StoreTx:
             if where is not None:
                 keys = keys.where(where)
             keys = keys.order_by(*order, users.c.seq).offset(start_index - 1).limit(count)
-            seqs = list(self.conn.execute(keys).scalars())
-            if seqs:
+            if self.is_postgres:
+                seqs = list(self.conn.execute(keys).scalars())
                 place = {seq: i for i, seq in enumerate(seqs)}
-                rows = sorted(
-                    self.conn.execute(_RECORDS_BY_SEQ, {"seqs": seqs}), key=lambda r: place[r.seq]
+                found: Iterable[Any] = (
+                    self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}) if seqs else ()
                 )
-                records = [_user_from_row(r) for r in rows]
+                rows = sorted(found, key=lambda r: place[r.seq])
+            else:
+                q = select(*_RECORD_COLUMNS).where(
+                    users.c.seq.in_(keys.correlate(None).scalar_subquery())
+                )
+                rows = list(self.conn.execute(q.order_by(*order, users.c.seq)))
+            records = [_user_from_row(r) for r in rows]
         if len(records) < count and (records or start_index == 1):
             total = start_index - 1 + len(records)
         elif where is None:
