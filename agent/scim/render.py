@@ -74,12 +74,17 @@ def render_user(
     return out
 
 
-def render_group(record: GroupRecord, base_url: str) -> dict[str, Any]:
+def render_group(
+    record: GroupRecord, base_url: str, member_display: bool = False
+) -> dict[str, Any]:
+    """``member_display``: include ``members.display`` (returned "request", see
+    agent.scim.resources.member_display_requested)."""
     out: dict[str, Any] = {"schemas": [GROUP_SCHEMA], "id": record.id}
     out.update(record.resource)
     if record.members is not None:
         out["members"] = [
-            {"value": uid, "$ref": f"{base_url}/Users/{uid}", "display": display, "type": "User"}
+            {"value": uid, "$ref": f"{base_url}/Users/{uid}", "type": "User"}
+            | ({"display": display} if member_display else {})
             for uid, display in record.members
         ]
     out["meta"] = _meta(

@@ -367,22 +367,17 @@ def project(
     return resource
 
 
-def without_member_display(group: dict, attributes: Iterable[str] | None) -> dict:
-    """Drop ``members.display`` unless ``attributes`` names it: it is declared ``returned:
-    "request"`` (RFC 7643 §2.4) because it is server-computed and not among RFC 7643 §8.7.1's
-    member sub-attributes."""
-    wanted = any(a.strip().lower().split(":")[-1] == "members.display" for a in attributes or ())
-    if wanted or "members" not in group:
-        return group
-    out = dict(group)
-    out["members"] = [_without(m, "display") for m in group["members"]]
-    return out
-
-
 def _without(item: Any, sub: str) -> Any:
     if not isinstance(item, dict):
         return item
     return {k: v for k, v in item.items() if k.lower() != sub.lower()}
+
+
+def member_display_requested(attributes: Iterable[str] | None) -> bool:
+    """Whether ``attributes`` names ``members.display``: it is declared ``returned: "request"``
+    (RFC 7643 §2.4) because it is server-computed and not among RFC 7643 §8.7.1's member
+    sub-attributes, so a Group carries it only when asked."""
+    return any(a.strip().lower().split(":")[-1] == "members.display" for a in attributes or ())
 
 
 def _split_attr(attr: str) -> tuple[str, str | None]:

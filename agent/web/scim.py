@@ -18,9 +18,9 @@ from agent.scim.render import list_response, render_group, render_user
 from agent.scim.resources import (
     ERROR_SCHEMA,
     etag,
+    member_display_requested,
     parse_attr_list,
     project,
-    without_member_display,
 )
 from agent.services.provisioning import ListQuery, Provisioning
 from agent.storage.records import Page
@@ -259,8 +259,8 @@ def _loads_members(attrs: list[str] | None, excluded: list[str] | None) -> bool:
 
 def _group_body(record: Any, attrs: list[str] | None, excluded: list[str] | None) -> dict:
     """A rendered, projected Group; ``members.display`` only when asked for (returned
-    "request", agent.scim.resources.without_member_display)."""
-    body = without_member_display(render_group(record, _base_url()), attrs)
+    "request", agent.scim.resources.member_display_requested)."""
+    body = render_group(record, _base_url(), member_display_requested(attrs))
     return project(body, attrs, excluded)
 
 
