@@ -38,6 +38,18 @@ class State(StrEnum):
 
 FINAL_STATES = frozenset({State.DONE, State.CANCELLED, State.FAILED})
 OPEN_STATES = frozenset(State) - FINAL_STATES
+# From approval until the license change, the workflow lowers consumption to its target: the
+# seats above the target are held, neither refilled from the queue nor given to activations.
+SEAT_HOLDING_STATES = tuple(
+    s.value
+    for s in (
+        State.APPROVED,
+        State.DEACTIVATING,
+        State.VERIFYING,
+        State.REDUCING_LICENSES,
+        State.AWAITING_MANUAL_LICENSE_CHANGE,
+    )
+)
 
 _STOP = frozenset({State.CANCELLED, State.FAILED})
 TRANSITIONS: dict[State, frozenset[State]] = {

@@ -34,7 +34,7 @@ from agent.scim.errors import ScimError
 from agent.services.admin import SeatAdmin
 from agent.services.outbox_notifier import DELETE_USER, PUSH_USER
 from agent.services.provisioning import Provisioning
-from agent.services.seats import REDUCTION_HOLDS_SEATS, Cause, directory_state
+from agent.services.seats import Cause, directory_state
 from agent.storage import outbox
 from agent.storage import reductions as rows
 from agent.storage.records import UserRecord
@@ -883,7 +883,8 @@ class Reductions:
         row.history.append(_entry(now, new.value, note))
         if not rows.save_reduction(tx, row, expected):
             raise red.InvalidTransition(f"reduction {row.id} changed meanwhile; try again")
-        if expected in REDUCTION_HOLDS_SEATS and new.value not in REDUCTION_HOLDS_SEATS:
+        held = red.SEAT_HOLDING_STATES
+        if expected in held and new.value not in held:
             # The seats it held above its target are free again: the queue gets them now.
             self.provisioning.seats.promote_queue(tx, ADMIN)
 

@@ -18,23 +18,10 @@ from typing import Any
 
 from agent.domain import license as lic
 from agent.domain.billing import BillingTerms, prorated_cost
-from agent.domain.reduction import State as ReductionState
+from agent.domain.reduction import SEAT_HOLDING_STATES
 from agent.services.events import Notifier, NullNotifier, SeatEvent
 from agent.storage.records import SeatState, UserRecord
 from agent.storage.store import StoreTx
-
-# Reduction workflow states in which the workflow is lowering consumption to its target: the
-# seats above the target are held, neither refilled from the queue nor given to activations.
-REDUCTION_HOLDS_SEATS = tuple(
-    s.value
-    for s in (
-        ReductionState.APPROVED,
-        ReductionState.DEACTIVATING,
-        ReductionState.VERIFYING,
-        ReductionState.REDUCING_LICENSES,
-        ReductionState.AWAITING_MANUAL_LICENSE_CHANGE,
-    )
-)
 
 
 class SeatRefused(Exception):
@@ -179,7 +166,7 @@ class SeatEngine:
             return replace(prev, last_active_at=last_active, deactivated_at=deactivated_at)
         # An approved reduction holds the seats above its target (seed 000): every path to a
         # seat gives the same outcome as if the license were already lowered.
-        target = tx.reduction_ceiling(REDUCTION_HOLDS_SEATS)
+        target = tx.reduction_ceiling(SEAT_HOLDING_STATES)
         current = lic.SeatPool(pool.seats, pool.consumed)
         outcome = lic.decide(self._policy(pool.seats), current, target)
         if outcome is lic.Outcome.REFUSE:
@@ -330,7 +317,7 @@ class SeatEngine:
         twice the users it planned. Promotion capacity is ``min(seats, target) - consumed``.
         """
         promoted: list[UserRecord] = []
-        ceiling = tx.reduction_ceiling(REDUCTION_HOLDS_SEATS)
+        ceiling = tx.reduction_ceiling(SEAT_HOLDING_STATES)
         while True:
             pool = tx.pool()
             usable = pool.seats if ceiling is None else min(pool.seats, ceiling)
