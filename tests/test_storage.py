@@ -130,6 +130,46 @@ def test_the_user_total_follows_inserts_deletes_and_failed_inserts(db_url):
         store.dispose()
 
 
+def test_every_unfiltered_page_is_the_forward_walk_including_those_walked_from_the_end(db_url):
+    """Pages in the second half are walked from the last user backwards. Whatever the page
+    size, offset and deletions, every page must be exactly the slice a forward walk gives,
+    with totalResults the number of users, and the walk from the end must really be used."""
+    from sqlalchemy import event
+
+    store = Store.from_url(db_url)
+    try:
+        store.upgrade(100, NOW)
+        with store.write() as tx:
+            for i in range(47):
+                tx.insert_user(f"u{i:03d}", _user(f"user{i:03d}"), SeatState(), NOW)
+            for i in (0, 5, 30, 46):  # holes at the start, middle and end of the seq order
+                tx.delete_user(f"u{i:03d}")
+        expected = [f"u{i:03d}" for i in range(47) if i not in (0, 5, 30, 46)]
+        assert len(expected) == 43
+        statements: list[str] = []
+
+        def capture(conn, cursor, statement, parameters, context, executemany):
+            statements.append(statement)
+
+        event.listen(store.engine, "before_cursor_execute", capture)
+        with store.read() as tx:
+            for count in (1, 7, 10, 43, 50):
+                for start in range(1, 47):
+                    statements.clear()
+                    page = tx.list_users(None, [], start, count)
+                    got = [r.id for r in page.items]
+                    assert got == expected[start - 1 : start - 1 + count], (start, count)
+                    assert page.total == 43, (start, count)
+                    backwards = any("DESC" in s for s in statements)
+                    # Past the last user there is nothing to walk: no page statement at all.
+                    assert backwards == (43 < (start - 1) * 2 < 86), (start, count, statements)
+            assert tx.list_users(None, [], 44, 10).items == []
+            assert tx.list_users(None, [], 44, 10).total == 43
+            assert tx.list_users(None, [], 30, 0).total == 43
+    finally:
+        store.dispose()
+
+
 def test_migration_0003_counts_existing_users_and_reconcile_repairs_the_total(db_url):
     store = Store.from_url(db_url)
     try:
@@ -175,7 +215,10 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
                 tx.insert_user(f"u{i:05d}", _user(f"user{i:05d}@x"), SeatState(), NOW)
         with store.read() as tx:
             stats = tx.conn.execute(
-                text("SELECT count(*) FROM pg_stats WHERE tablename = 'users'")
+                text(
+                    "SELECT count(*) FROM pg_stats"
+                    " WHERE schemaname = current_schema() AND tablename = 'users'"
+                )
             ).scalar_one()
         assert stats == 0  # really no statistics
         statements: list[tuple[str, object]] = []

@@ -22,6 +22,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Select,
+    String,
     and_,
     any_,
     bindparam,
@@ -199,6 +201,20 @@ _SET_POOL = (
 )
 _LEDGER_INSERT = insert(seat_ledger)
 _USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
+
+
+def _keys_from_the_end(offset: int, count: int) -> Select[tuple[int]]:
+    """The seqs at positions [offset, offset + count) of all users in seq order, walked from
+    the last user backwards (``ORDER BY seq DESC OFFSET total - offset - count``), so a page
+    near the end costs what a page near the start does. The total is read inside the same
+    statement, one snapshot: the page is exactly the one a forward walk would give.
+    """
+    total = _USERS_TOTAL.scalar_subquery()
+    skip = case((total > offset + count, total - offset - count), else_=0)
+    take = case((total - offset >= count, count), (total > offset, total - offset), else_=0)
+    return select(users.c.seq).order_by(users.c.seq.desc()).offset(skip).limit(take)
+
+
 _ADD_USERS_TOTAL = (
     update(seat_pool)
     .where(seat_pool.c.id == 1)
@@ -233,11 +249,18 @@ _RECORD_COLUMNS = (
 _RECORDS_BY_SEQS = select(users.c.seq, *_RECORD_COLUMNS).where(
     users.c.seq == any_(bindparam("seqs", type_=postgresql.ARRAY(Integer)))
 )
-_GROUPS_OF_USERS = (
+_GROUPS_OF = (
     select(group_members.c.user_id, groups.c.id, groups.c.display_name)
     .join(groups, groups.c.id == group_members.c.group_id)
-    .where(group_members.c.user_id.in_(bindparam("user_ids", expanding=True)))
     .order_by(groups.c.display_name_ci)
+)
+# SQLite: an expanding IN. PostgreSQL: one array parameter, so the statement's text (and
+# psycopg's prepared statement) is the same for a lookup and for a page of any size.
+_GROUPS_OF_USERS = _GROUPS_OF.where(
+    group_members.c.user_id.in_(bindparam("user_ids", expanding=True))
+)
+_GROUPS_OF_USERS_PG = _GROUPS_OF.where(
+    group_members.c.user_id == any_(bindparam("user_ids", type_=postgresql.ARRAY(String)))
 )
 _SET_SEAT = (
     update(users)
@@ -528,23 +551,34 @@ class StoreTx:
     ) -> Page:
         """One page in (order, seq) order, and the number of matches (RFC 7644 §3.4.2.4).
 
-        The page's keys come from a narrow walk over an index (however deep the offset), and
-        only those rows are read. On SQLite in one statement, ``seq IN (subquery)``. On
-        PostgreSQL in two, the keys and then ``seq = ANY(:keys)``: without planner statistics
-        (a table before its first ANALYZE, or with autovacuum off) the one statement was
-        planned as a nested loop over every user for each user, 2 s for one lookup at 3,000
-        users. COUNT(*) is skipped when the page itself shows where the results end (a filter
-        lookup, the last page), and an unfiltered list reads the user total that every insert
-        and delete keeps in seat_pool.
+        The page's keys come from a narrow walk over an index, and only those rows are read.
+        On SQLite in one statement, ``seq IN (subquery)``. On PostgreSQL in two, the keys and
+        then ``seq = ANY(:keys)``: without planner statistics (a table before its first
+        ANALYZE, or with autovacuum off) the one statement was planned as a nested loop over
+        every user for each user, 2 s for one lookup at 3,000 users.
+
+        An unfiltered list reads the user total that every insert and delete keeps in
+        seat_pool (no COUNT(*)), and walks to a page in its second half from the end of the
+        index, so no page walks past more than half the users. COUNT(*) is also skipped when
+        the page itself shows where the results end (a filter lookup, the last page).
         """
         records: list[UserRecord] = []
-        if count > 0:
-            keys = select(users.c.seq)
-            if where is not None:
-                keys = keys.where(where)
-            keys = keys.order_by(*order, users.c.seq).offset(start_index - 1).limit(count)
+        offset = start_index - 1
+        total: int | None = None
+        if where is None:
+            total = int(self.conn.execute(_USERS_TOTAL).scalar_one())
+        if count > 0 and not (total is not None and offset >= total):
+            if total is not None and not order and offset * 2 > total:
+                keys = _keys_from_the_end(offset, count)
+            else:
+                keys = select(users.c.seq)
+                if where is not None:
+                    keys = keys.where(where)
+                keys = keys.order_by(*order, users.c.seq).offset(offset).limit(count)
             if self.is_postgres:
                 seqs = list(self.conn.execute(keys).scalars())
+                if not order:
+                    seqs.sort()  # the walk from the end gives them newest first
                 place = {seq: i for i, seq in enumerate(seqs)}
                 found: Iterable[Any] = (
                     self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}) if seqs else ()
@@ -557,23 +591,24 @@ class StoreTx:
                 rows = list(self.conn.execute(q.order_by(*order, users.c.seq)))
             records = [_user_from_row(r) for r in rows]
         if len(records) < count and (records or start_index == 1):
-            total = start_index - 1 + len(records)
-        elif where is None:
-            total = int(self.conn.execute(_USERS_TOTAL).scalar_one())
+            matches = offset + len(records)
+        elif total is not None:
+            matches = total
         else:
             total_q = select(func.count()).select_from(users)
             if where is not None:
                 total_q = total_q.where(where)
-            total = int(self.conn.execute(total_q).scalar_one())
+            matches = int(self.conn.execute(total_q).scalar_one())
         self._attach_groups(records)
         self.attach_queue_positions(records)
-        return Page(total, records)
+        return Page(matches, records)
 
     def _attach_groups(self, records: list[UserRecord]) -> None:
         if not records:
             return
         by_id = {r.id: r for r in records}
-        for row in self.conn.execute(_GROUPS_OF_USERS, {"user_ids": list(by_id)}):
+        stmt = _GROUPS_OF_USERS_PG if self.is_postgres else _GROUPS_OF_USERS
+        for row in self.conn.execute(stmt, {"user_ids": list(by_id)}):
             by_id[row.user_id].groups.append((row.id, row.display_name))
 
     def attach_queue_positions(self, records: list[UserRecord]) -> None:
