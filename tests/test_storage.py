@@ -234,6 +234,11 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
             assert [r.id for r in page.items] == ["u02500"]
             deep = tx.list_users(None, [], 2901, 100)
             assert [r.id for r in deep.items] == [f"u{i:05d}" for i in range(2900, 3000)]
+            middle = tx.list_users(None, [], 1001, 100)  # walked forward, then read by key
+            assert [r.id for r in middle.items] == [f"u{i:05d}" for i in range(1000, 1100)]
+            broad = filter_sql.user_where(parse_filter('userName sw "user01"', "User"))
+            second = tx.list_users(broad, [], 101, 100)  # a filtered page past the first
+            assert [r.id for r in second.items] == [f"u{i:05d}" for i in range(1100, 1200)]
         event.remove(store.engine, "before_cursor_execute", capture)
         assert statements
         raw = store.engine.raw_connection()
