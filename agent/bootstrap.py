@@ -125,7 +125,7 @@ def build_agent(
     notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock)
     seats = SeatEngine(license_policy(lic), terms, clock, notifier, request_id=current_request_id)
     scim_tokens, admin_tokens = token_sets(settings, store)
-    provisioning = Provisioning(store, seats, clock)
+    provisioning = Provisioning(store, seats, clock, seat_extension=settings.scim.seat_extension)
     admin = SeatAdmin(store, seats, lic, terms, clock)
 
     handlers: dict[str, Handler] = {}

@@ -198,6 +198,13 @@ class LicenseSettings(Section):
 class ScimSettings(Section):
     max_page_size: int = Field(1000, ge=1, description="Largest count served in one list page.")
     default_page_size: int = Field(100, ge=1, description="count used when the client sends none.")
+    seat_extension: bool = Field(
+        False,
+        description="Show each user's seat state to SCIM clients as the read-only extension "
+        "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User (declared in /Schemas and "
+        "/ResourceTypes, returned on every User, filterable). Off: seat state is read from "
+        "/admin/users/<id>, /admin/queue, the CLI and the status page.",
+    )
 
 
 class DownstreamSettings(Section):

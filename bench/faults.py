@@ -272,7 +272,8 @@ def alive(pid: int) -> bool:
 
 
 def new_server(db: str, seats: int, workers: int, pg: str, workdir: Path, extra: str) -> sl.Server:
-    server = sl.Server(db, seats, workers, pg, workdir)
+    # The seat extension on: the checks read each user's licenseState from SCIM.
+    server = sl.Server(db, seats, workers, pg, workdir, seat_extension=True)
     server.config.write_text(server.config.read_text() + extra)
     return server
 

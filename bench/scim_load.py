@@ -212,7 +212,14 @@ class Server:
     """``seat-agent serve`` in its own process group, with a temporary config and database."""
 
     def __init__(
-        self, db: str, seats: int, workers: int, pg_base: str, workdir: Path, threads: int = 4
+        self,
+        db: str,
+        seats: int,
+        workers: int,
+        pg_base: str,
+        workdir: Path,
+        threads: int = 4,
+        seat_extension: bool = False,
     ):
         self.workdir = workdir
         self.schema: str | None = None
@@ -244,6 +251,7 @@ class Server:
                     'on_full = "refuse"',
                     "[scim]",
                     "max_page_size = 1000",
+                    f"seat_extension = {'true' if seat_extension else 'false'}",
                     "",
                 ]
             )

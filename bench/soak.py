@@ -379,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="seat-soak-"))
     seats = args.users + 200_000  # never full: every activation must succeed
-    server = sl.Server(args.db, seats, args.workers, args.pg, workdir)
+    # The seat extension on: the invariant counts licensed users with a SCIM filter.
+    server = sl.Server(args.db, seats, args.workers, args.pg, workdir, seat_extension=True)
     summary: dict[str, Any] = {"db": args.db, "users": args.users, "minutes": args.minutes}
     failures: list[str] = []
     try:

@@ -78,11 +78,15 @@ class FakeClock:
         self.now += timedelta(**kwargs)
 
 
-def make_settings(db_url: str, **license: Any):
+def make_settings(db_url: str, *, seat_extension: bool = True, **license: Any):
+    """Settings for a test app. The suite turns ``[scim] seat_extension`` on (the default is
+    off) so a test sees the seat engine's outcome in the very SCIM response that caused it;
+    tests of the default surface pass ``seat_extension=False``."""
     return settings_from_mapping(
         {
             "database": {"url": db_url},
             "auth": {"scim_token": SCIM_TOKEN, "admin_token": ADMIN_TOKEN},
+            "scim": {"seat_extension": seat_extension},
             "license": {"seats": 1000, **license},
         }
     )

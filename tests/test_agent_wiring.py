@@ -73,10 +73,10 @@ def test_changes_reach_the_downstream_and_alerts_reach_admins(wired, downstream,
     a = create(api, "ann@example.com")
     create(api, "bob@example.com")
     queued = create(api, "cat@example.com")
-    assert (
-        queued["urn:ietf:params:scim:schemas:extension:seatagent:2.0:User"]["licenseState"]
-        == "queued"
-    )
+    # The default configuration keeps seat state off the SCIM resource; the admin API has it.
+    assert "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User" not in queued
+    seat = api.admin("GET", f"/users/{queued['id']}").get_json()
+    assert (seat["licenseState"], seat["queuePosition"], seat["holdsSeat"]) == ("queued", 1, False)
     jobs.deliver_outbox()
 
     remote = {u["userName"]: u for u in downstream.users()}

@@ -11,7 +11,6 @@ from conftest import ADMIN_TOKEN, SCIM_TOKEN
 pytestmark = pytest.mark.slow
 
 SCIM_HEADERS = {"Authorization": f"Bearer {SCIM_TOKEN}", "Content-Type": "application/scim+json"}
-SEAT = "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User"
 
 
 def _create(url: str, name: str, active: bool) -> dict:
@@ -47,6 +46,16 @@ def _seats(url: str) -> dict:
     return r.json()
 
 
+def _seat_of(url: str, user_id: str) -> dict:
+    r = requests.get(
+        f"{url}/admin/users/{user_id}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 @pytest.mark.parametrize("on_full", ["refuse", "queue"])
 def test_50_concurrent_activations_with_10_free_seats_give_exactly_10(live_server, on_full):
     server = live_server(workers=4, seats=12, on_full=on_full)
@@ -62,7 +71,7 @@ def test_50_concurrent_activations_with_10_free_seats_give_exactly_10(live_serve
         assert codes.count(403) == 40, codes
     else:
         assert codes.count(200) == 50, codes
-        states = [r.json()[SEAT]["licenseState"] for r in responses]
+        states = [_seat_of(server.url, i)["licenseState"] for i in ids]
         assert states.count("licensed") == 10
         assert states.count("queued") == 40
     report = _seats(server.url)

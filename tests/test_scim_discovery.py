@@ -50,7 +50,7 @@ def _walk(attrs: list[dict], prefix: str = "") -> Iterator[tuple[str, dict]]:
 
 
 def _attribute(schema_id: str, path: str) -> dict:
-    schema = d.schema_by_id(BASE, schema_id)
+    schema = d.schema_by_id(BASE, schema_id, seat_extension=True)
     assert schema is not None
     found = dict(_walk(schema["attributes"]))
     return found[path]
@@ -59,7 +59,7 @@ def _attribute(schema_id: str, path: str) -> dict:
 def _all_attributes() -> list[tuple[str, str, dict]]:
     return [
         (schema["id"], path, attr)
-        for schema in d.schemas(BASE)
+        for schema in d.schemas(BASE, seat_extension=True)
         for path, attr in _walk(schema["attributes"])
     ]
 
@@ -92,7 +92,7 @@ def test_every_attribute_has_rfc7643_s7_characteristics(schema_id: str, path: st
 
 
 def test_schemas_list_and_meta():
-    docs = d.schemas(BASE)
+    docs = d.schemas(BASE, seat_extension=True)
     assert [s["id"] for s in docs] == [d.USER_SCHEMA, d.GROUP_SCHEMA, d.ENTERPRISE, d.SEAT_EXT]
     for doc in docs:
         assert doc["schemas"] == ["urn:ietf:params:scim:schemas:core:2.0:Schema"]
@@ -101,21 +101,24 @@ def test_schemas_list_and_meta():
         assert len(names) == len(set(names)), doc["id"]
         # RFC 7643 §3.1 common attributes are not part of the §8.7.1 schema definitions.
         assert not {"id", "externalid", "meta", "schemas"} & set(names)
-    seat = d.schema_by_id(BASE, d.SEAT_EXT)
+    seat = d.schema_by_id(BASE, d.SEAT_EXT, seat_extension=True)
     assert seat is not None
     assert seat["name"] == "SeatAgentUser"
     assert seat["description"] == "Seat state computed by seat-agent; read-only"
 
 
 def test_schema_by_id():
-    assert d.schema_by_id(BASE, d.GROUP_SCHEMA) == d.schemas(BASE)[1]
-    assert d.schema_by_id(BASE, d.ENTERPRISE.upper()) is not None
-    assert d.schema_by_id(BASE, "urn:example:unknown") is None
-    assert d.schema_by_id(BASE, "") is None
+    assert (
+        d.schema_by_id(BASE, d.GROUP_SCHEMA, seat_extension=True)
+        == d.schemas(BASE, seat_extension=True)[1]
+    )
+    assert d.schema_by_id(BASE, d.ENTERPRISE.upper(), seat_extension=True) is not None
+    assert d.schema_by_id(BASE, "urn:example:unknown", seat_extension=True) is None
+    assert d.schema_by_id(BASE, "", seat_extension=True) is None
 
 
 def test_documents_are_fresh_copies():
-    first = d.schemas(BASE)
+    first = d.schemas(BASE, seat_extension=True)
     first[0]["attributes"][0]["required"] = False
     assert _attribute(d.USER_SCHEMA, "userName")["required"] is True
 
@@ -141,7 +144,7 @@ def test_user_groups_read_only():
 
 
 def test_rfc_8_7_1_user_attributes_present():
-    user = d.schema_by_id(BASE, d.USER_SCHEMA)
+    user = d.schema_by_id(BASE, d.USER_SCHEMA, seat_extension=True)
     assert user is not None
     assert [a["name"] for a in user["attributes"]] == [
         "userName",
@@ -195,7 +198,7 @@ def test_enterprise_manager():
 
 
 def test_seat_extension_read_only():
-    seat = d.schema_by_id(BASE, d.SEAT_EXT)
+    seat = d.schema_by_id(BASE, d.SEAT_EXT, seat_extension=True)
     assert seat is not None
     types = {a["name"]: a["type"] for a in seat["attributes"]}
     assert types == {
@@ -212,8 +215,8 @@ def test_seat_extension_read_only():
 
 
 def test_resource_types_reference_published_schemas():
-    published = {s["id"] for s in d.schemas(BASE)}
-    rts = d.resource_types(BASE)
+    published = {s["id"] for s in d.schemas(BASE, seat_extension=True)}
+    rts = d.resource_types(BASE, seat_extension=True)
     assert [(rt["name"], rt["endpoint"], rt["schema"]) for rt in rts] == [
         ("User", "/Users", d.USER_SCHEMA),
         ("Group", "/Groups", d.GROUP_SCHEMA),
@@ -234,9 +237,15 @@ def test_resource_types_reference_published_schemas():
 
 
 def test_resource_type_by_id():
-    assert d.resource_type_by_id(BASE, "User") == d.resource_types(BASE)[0]
-    assert d.resource_type_by_id(BASE, "group") == d.resource_types(BASE)[1]
-    assert d.resource_type_by_id(BASE, "Device") is None
+    assert (
+        d.resource_type_by_id(BASE, "User", seat_extension=True)
+        == d.resource_types(BASE, seat_extension=True)[0]
+    )
+    assert (
+        d.resource_type_by_id(BASE, "group", seat_extension=True)
+        == d.resource_types(BASE, seat_extension=True)[1]
+    )
+    assert d.resource_type_by_id(BASE, "Device", seat_extension=True) is None
 
 
 def test_service_provider_config_flags():
@@ -268,7 +277,7 @@ def test_service_provider_config_flags():
 # --- scim2-models, as used by the scim2-tester conformance tool --------------------------------
 
 
-@pytest.mark.parametrize("doc", d.schemas(BASE), ids=lambda doc: doc["name"])
+@pytest.mark.parametrize("doc", d.schemas(BASE, seat_extension=True), ids=lambda doc: doc["name"])
 def test_schemas_validate_with_scim2_models(doc: dict):
     schema = Schema.model_validate(doc, scim_ctx=RESPONSE)
     assert schema.id == doc["id"]
@@ -277,7 +286,9 @@ def test_schemas_validate_with_scim2_models(doc: dict):
     assert schema.model_dump(scim_ctx=RESPONSE) == doc
 
 
-@pytest.mark.parametrize("doc", d.resource_types(BASE), ids=lambda doc: doc["name"])
+@pytest.mark.parametrize(
+    "doc", d.resource_types(BASE, seat_extension=True), ids=lambda doc: doc["name"]
+)
 def test_resource_types_validate_with_scim2_models(doc: dict):
     rt = ResourceType.model_validate(doc, scim_ctx=RESPONSE)
     assert rt.endpoint == doc["endpoint"]
@@ -298,8 +309,11 @@ def test_service_provider_config_validates_with_scim2_models():
 def _provider() -> ScimProvider:
     """What scim2-tester composes from the three discovery endpoints (check_server)."""
     return ScimProvider.from_discovery(
-        [Schema.model_validate(s, scim_ctx=RESPONSE) for s in d.schemas(BASE)],
-        [ResourceType.model_validate(r, scim_ctx=RESPONSE) for r in d.resource_types(BASE)],
+        [Schema.model_validate(s, scim_ctx=RESPONSE) for s in d.schemas(BASE, seat_extension=True)],
+        [
+            ResourceType.model_validate(r, scim_ctx=RESPONSE)
+            for r in d.resource_types(BASE, seat_extension=True)
+        ],
         ServiceProviderConfig.model_validate(
             d.service_provider_config(BASE, 100, 1000), scim_ctx=RESPONSE
         ),
@@ -342,7 +356,7 @@ def test_rendered_user_matches_published_schemas(seat: SeatState):
         groups=[("g-1", "Engineering")],
         queue_position=4 if seat.license_state == "queued" else None,
     )
-    payload = render_user(record, BASE, "Assistant")
+    payload = render_user(record, BASE, "Assistant", seat_extension=True)
     model = _provider().model_for("User")
     assert model is not None
     user = model.model_validate(payload, scim_ctx=RESPONSE)

@@ -525,19 +525,23 @@ _SCHEMAS: tuple[tuple[str, str, str, Callable[[], list[Attr]]], ...] = (
 )
 
 
-def schemas(base_url: str) -> list[dict]:
-    """The ``/Schemas`` resources (RFC 7644 §4, RFC 7643 §7): User, Group, EnterpriseUser and
-    the seat-agent extension.
+def _served(seat_extension: bool) -> tuple[tuple[str, str, str, Callable[[], list[Attr]]], ...]:
+    return _SCHEMAS if seat_extension else tuple(s for s in _SCHEMAS if s[0] != SEAT_EXT)
+
+
+def schemas(base_url: str, seat_extension: bool = False) -> list[dict]:
+    """The ``/Schemas`` resources (RFC 7644 §4, RFC 7643 §7): User, Group, EnterpriseUser and,
+    when ``[scim] seat_extension`` is on, the seat-agent extension.
     """
     return [
         _schema(base_url, sid, name, description, build())
-        for sid, name, description, build in _SCHEMAS
+        for sid, name, description, build in _served(seat_extension)
     ]
 
 
-def schema_by_id(base_url: str, schema_id: str) -> dict | None:
+def schema_by_id(base_url: str, schema_id: str, seat_extension: bool = False) -> dict | None:
     """``/Schemas/<id>`` (RFC 7644 §4), ids compared case-insensitively; None if unknown."""
-    for sid, name, description, build in _SCHEMAS:
+    for sid, name, description, build in _served(seat_extension):
         if sid.lower() == schema_id.lower():
             return _schema(base_url, sid, name, description, build())
     return None
@@ -566,10 +570,11 @@ def _resource_type(
     }
 
 
-def resource_types(base_url: str) -> list[dict]:
-    """The ``/ResourceTypes`` resources (RFC 7643 §6): User (with the enterprise and seat-agent
-    extensions, both optional) and Group.
+def resource_types(base_url: str, seat_extension: bool = False) -> list[dict]:
+    """The ``/ResourceTypes`` resources (RFC 7643 §6): User (with the enterprise extension and,
+    when ``[scim] seat_extension`` is on, the seat-agent one; both optional) and Group.
     """
+    user_extensions = [(ENTERPRISE, False)] + ([(SEAT_EXT, False)] if seat_extension else [])
     return [
         _resource_type(
             base_url,
@@ -577,15 +582,15 @@ def resource_types(base_url: str) -> list[dict]:
             "/Users",
             "User Account",
             USER_SCHEMA,
-            [(ENTERPRISE, False), (SEAT_EXT, False)],
+            user_extensions,
         ),
         _resource_type(base_url, "Group", "/Groups", "Group", GROUP_SCHEMA, []),
     ]
 
 
-def resource_type_by_id(base_url: str, name: str) -> dict | None:
+def resource_type_by_id(base_url: str, name: str, seat_extension: bool = False) -> dict | None:
     """``/ResourceTypes/<name>`` (RFC 7643 §6), matched case-insensitively. None if unknown."""
-    for rt in resource_types(base_url):
+    for rt in resource_types(base_url, seat_extension):
         if rt["id"].lower() == name.lower():
             return rt
     return None

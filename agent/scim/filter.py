@@ -65,6 +65,7 @@ __all__ = [
     "Or",
     "ResourceType",
     "ValuePath",
+    "attribute_paths",
     "attrs_for",
     "parse_datetime",
     "parse_filter",
@@ -633,6 +634,17 @@ def _depth(expr: Expr) -> int:
     if isinstance(expr, And | Or):
         return 1 + max(_depth(expr.left), _depth(expr.right))
     return 1 + _depth(expr.expr)
+
+
+def attribute_paths(expr: Expr) -> Iterator[str]:
+    """The canonical path of every attribute ``expr`` compares (value paths included)."""
+    if isinstance(expr, Compare):
+        yield expr.attr.path
+    elif isinstance(expr, And | Or):
+        yield from attribute_paths(expr.left)
+        yield from attribute_paths(expr.right)
+    else:
+        yield from attribute_paths(expr.expr)
 
 
 def parse_filter(text: str, resource_type: ResourceType) -> Expr:

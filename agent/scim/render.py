@@ -31,13 +31,19 @@ def _meta(kind: str, location: str, created: datetime, modified: datetime, versi
 
 
 def render_user(
-    record: UserRecord, base_url: str, fallback_role: str | None = None
+    record: UserRecord,
+    base_url: str,
+    fallback_role: str | None = None,
+    seat_extension: bool = False,
 ) -> dict[str, Any]:
+    """The User resource; with ``seat_extension`` (``[scim] seat_extension``), its seat state
+    as the read-only seat-agent extension too."""
     resource = record.resource
     schemas = [USER_SCHEMA]
     if ENTERPRISE in resource:
         schemas.append(ENTERPRISE)
-    schemas.append(SEAT_EXT)
+    if seat_extension:
+        schemas.append(SEAT_EXT)
     out: dict[str, Any] = {"schemas": schemas, "id": record.id}
     out.update(resource)
     manager = (resource.get(ENTERPRISE) or {}).get("manager")
@@ -55,15 +61,16 @@ def render_user(
             }
             for gid, name in record.groups
         ]
-    seat: dict[str, Any] = {
-        "licenseState": record.seat.license_state,
-        "appStatus": record.seat.app_status,
-    }
-    if record.queue_position is not None:
-        seat["queuePosition"] = record.queue_position
-    if record.seat.on_fallback:
-        seat["fallbackRole"] = fallback_role
-    out[SEAT_EXT] = seat
+    if seat_extension:
+        seat: dict[str, Any] = {
+            "licenseState": record.seat.license_state,
+            "appStatus": record.seat.app_status,
+        }
+        if record.queue_position is not None:
+            seat["queuePosition"] = record.queue_position
+        if record.seat.on_fallback:
+            seat["fallbackRole"] = fallback_role
+        out[SEAT_EXT] = seat
     out["meta"] = _meta(
         "User",
         f"{base_url}/Users/{record.id}",

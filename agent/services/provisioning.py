@@ -16,8 +16,14 @@ from typing import ParamSpec, TypeVar
 
 from agent.scim import patch as scim_patch
 from agent.scim.errors import ScimError
-from agent.scim.filter import parse_filter
-from agent.scim.resources import etag, normalize_group, normalize_user, sanitize_user
+from agent.scim.filter import attribute_paths, parse_filter
+from agent.scim.resources import (
+    SEAT_EXT,
+    etag,
+    normalize_group,
+    normalize_user,
+    sanitize_user,
+)
 from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
 from agent.storage import filter_sql
 from agent.storage.records import GroupRecord, Page, UserRecord
@@ -64,11 +70,15 @@ class Provisioning:
         seats: SeatEngine,
         clock: Callable[[], datetime],
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        seat_extension: bool = False,
     ):
         self.store = store
         self.seats = seats
         self.clock = clock
         self.new_id = new_id
+        # [scim] seat_extension: whether SCIM clients see (and may filter and sort on) the
+        # seat-agent extension; off, its attributes are as unknown as any other.
+        self.seat_extension = seat_extension
 
     # -- users -----------------------------------------------------------------------------
 
@@ -100,13 +110,29 @@ class Provisioning:
             return _require_user(tx, user_id)
 
     def list_users(self, query: ListQuery) -> Page:
-        where = filter_sql.user_where(parse_filter(query.filter, "User")) if query.filter else None
+        where = None
+        if query.filter:
+            expr = parse_filter(query.filter, "User")
+            self._refuse_unserved(attribute_paths(expr), query.filter, "invalidFilter")
+            where = filter_sql.user_where(expr)
         order = []
         if query.sort_by:
+            self._refuse_unserved([query.sort_by], query.sort_by, "invalidValue")
             col = filter_sql.user_sort_column(query.sort_by)
             order.append(_ordered(col, query.descending))
         with self.store.read() as tx:
             return tx.list_users(where, order, query.start_index, query.count)
+
+    def _refuse_unserved(self, paths: Iterable[str], text: str, scim_type: str) -> None:
+        """RFC 7644 §3.4.2.2/§3.4.2.3: an attribute of an extension the server does not serve
+        (the seat-agent one with ``[scim] seat_extension`` off) is unknown: 400, not ignored."""
+        if self.seat_extension:
+            return
+        prefix = SEAT_EXT.lower() + ":"
+        for path in paths:
+            if path.strip().lower().startswith(prefix):
+                what = "in filter" if scim_type == "invalidFilter" else "to sort by"
+                raise ScimError(400, f"Unknown attribute '{path}' {what}: '{text}'", scim_type)
 
     @_announces_refusals
     def replace_user(

@@ -202,6 +202,27 @@ def set_licenses() -> Response:
     return jsonify(license_change(change, report["consumed"], report["available"]))
 
 
+@bp.get("/users/<user_id>")
+def user_seat(user_id: str) -> Response:
+    """One user's seat state: what the seat-agent SCIM extension shows when ``[scim]
+    seat_extension`` is on, plus whether the user holds a seat. 404 if unknown."""
+    _only_params()
+    provisioning = current_app.extensions["seat_agent"].provisioning
+    try:
+        record = provisioning.get_user(user_id)
+    except ScimError as err:
+        raise AdminError(err.status, err.detail) from None
+    fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
+    return jsonify(
+        {
+            **user_summary(record),
+            "active": bool(record.resource.get("active", True)),
+            "holdsSeat": record.seat.holds_seat,
+            "fallbackRole": fallback_role if record.seat.on_fallback else None,
+        }
+    )
+
+
 @bp.post("/users/<user_id>/reevaluate")
 def reevaluate_user(user_id: str) -> Response:
     """Decide a user's seat again (e.g. a fallback user once seats are free); at the limit the

@@ -270,9 +270,18 @@ def _projection() -> tuple[list[str] | None, list[str] | None]:
     )
 
 
+def _seat_extension() -> bool:
+    """``[scim] seat_extension``: whether Users carry the read-only seat-agent extension."""
+    return bool(current_app.extensions["seat_agent"].settings.scim.seat_extension)
+
+
+def _render_user(record: Any, base: str) -> dict:
+    settings = current_app.extensions["seat_agent"].settings
+    return render_user(record, base, settings.license.fallback_role, settings.scim.seat_extension)
+
+
 def _user_out(record: Any, status: int = 200, location: bool = False) -> Response:
-    fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
-    body = render_user(record, _base_url(), fallback_role)
+    body = _render_user(record, _base_url())
     headers = {"ETag": etag(record.version)}
     if location:
         headers["Location"] = body["meta"]["location"]
@@ -306,8 +315,7 @@ def _list_users(args: Any) -> Response:
     query, attrs, excluded = _list_query(args)
     page = _provisioning().list_users(query)
     base = _base_url()
-    fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
-    resources = [project(render_user(r, base, fallback_role), attrs, excluded) for r in page.items]
+    resources = [project(_render_user(r, base), attrs, excluded) for r in page.items]
     return scim_response(list_response(resources, page.total, query.start_index))
 
 
@@ -404,7 +412,6 @@ def search_root() -> Response:
     types = search.filterable_types(query.filter)
     sort_attrs = search.sort_attrs(query.sort_by, types) if query.sort_by else {}
     provisioning = _provisioning()
-    fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
     base = _base_url()
 
     def fetch(resource_type: ResourceType, start: int, count: int, sort: bool = True) -> Page:
@@ -414,7 +421,7 @@ def search_root() -> Response:
 
     def render(resource_type: ResourceType, record: Any) -> dict:
         if resource_type == "User":
-            return render_user(record, base, fallback_role)
+            return _render_user(record, base)
         return render_group(record, base)
 
     totals = {t: fetch(t, 1, 0, sort=False).total for t in types}
@@ -469,13 +476,13 @@ def service_provider_config() -> Response:
 
 @bp.get("/ResourceTypes")
 def resource_types() -> Response:
-    items = discovery.resource_types(_base_url())
+    items = discovery.resource_types(_base_url(), _seat_extension())
     return scim_response(list_response(items, len(items), 1))
 
 
 @bp.get("/ResourceTypes/<name>")
 def resource_type(name: str) -> Response:
-    found = discovery.resource_type_by_id(_base_url(), name)
+    found = discovery.resource_type_by_id(_base_url(), name, _seat_extension())
     if found is None:
         raise ScimError(404, f"ResourceType {name} not found")
     return scim_response(found)
@@ -483,13 +490,13 @@ def resource_type(name: str) -> Response:
 
 @bp.get("/Schemas")
 def schemas() -> Response:
-    items = discovery.schemas(_base_url())
+    items = discovery.schemas(_base_url(), _seat_extension())
     return scim_response(list_response(items, len(items), 1))
 
 
 @bp.get("/Schemas/<schema_id>")
 def schema(schema_id: str) -> Response:
-    found = discovery.schema_by_id(_base_url(), schema_id)
+    found = discovery.schema_by_id(_base_url(), schema_id, _seat_extension())
     if found is None:
         raise ScimError(404, f"Schema {schema_id} not found")
     return scim_response(found)
