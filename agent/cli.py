@@ -357,6 +357,27 @@ def queue(config_path: str | None, as_json: bool) -> None:
     _emit({"queued": users}, as_json, human)
 
 
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+@click.argument("user_id")
+def user(config_path: str | None, as_json: bool, user_id: str) -> None:
+    """One user's seat state (what GET /admin/users/USER_ID gives)."""
+    from agent.scim.errors import ScimError
+    from agent.web.admin import user_seat
+
+    try:
+        with _agent(config_path) as agent:
+            record = agent.provisioning.get_user(user_id)
+            data = user_seat(record, agent.settings.license.fallback_role)
+    except ScimError as err:
+        if as_json:
+            click.echo(json.dumps({"error": err.detail}))
+            sys.exit(1)
+        raise click.ClickException(err.detail) from None
+    _emit(data, as_json, _table([[k, v] for k, v in data.items()], ["", "value"]))
+
+
 @main.group()
 def licenses() -> None:
     """License count."""

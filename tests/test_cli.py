@@ -67,6 +67,21 @@ def test_seats_queue_licenses_ledger_billing(cli):
     assert billing["seats_held"] == 3
 
 
+def test_user_shows_one_users_seat_state(cli):
+    assert cli("db", "upgrade").exit_code == 0
+    cli.create_users(["a", "b", "c"])  # 2 seats, on_full = queue: c waits
+    queued = json.loads(cli("queue", "--json").output)["queued"][0]
+    data = json.loads(cli("user", queued["id"], "--json").output)
+    assert (data["userName"], data["licenseState"], data["queuePosition"]) == ("c", "queued", 1)
+    assert data["holdsSeat"] is False and data["active"] is True
+    r = cli("user", queued["id"])
+    assert r.exit_code == 0 and "licenseState" in r.output and "queued" in r.output
+    r = cli("user", "no-such-user")
+    assert r.exit_code == 1 and "not found" in r.output
+    r = cli("user", "no-such-user", "--json")
+    assert r.exit_code == 1 and "not found" in json.loads(r.output)["error"]
+
+
 def test_cli_refuses_a_bad_config(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[license]\non_full = 'panic'\n")

@@ -115,6 +115,17 @@ def user_summary(u: UserRecord) -> dict[str, Any]:
     }
 
 
+def user_seat(u: UserRecord, fallback_role: str | None) -> dict[str, Any]:
+    """One user's seat state: what the seat-agent SCIM extension shows when ``[scim]
+    seat_extension`` is on, plus whether the user is active and holds a seat."""
+    return {
+        **user_summary(u),
+        "active": bool(u.resource.get("active", True)),
+        "holdsSeat": u.seat.holds_seat,
+        "fallbackRole": fallback_role if u.seat.on_fallback else None,
+    }
+
+
 def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
     return {
         "seq": e.seq,
@@ -203,9 +214,8 @@ def set_licenses() -> Response:
 
 
 @bp.get("/users/<user_id>")
-def user_seat(user_id: str) -> Response:
-    """One user's seat state: what the seat-agent SCIM extension shows when ``[scim]
-    seat_extension`` is on, plus whether the user holds a seat. 404 if unknown."""
+def get_user_seat(user_id: str) -> Response:
+    """One user's seat state (``user_seat``); 404 if unknown."""
     _only_params()
     provisioning = current_app.extensions["seat_agent"].provisioning
     try:
@@ -213,14 +223,7 @@ def user_seat(user_id: str) -> Response:
     except ScimError as err:
         raise AdminError(err.status, err.detail) from None
     fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
-    return jsonify(
-        {
-            **user_summary(record),
-            "active": bool(record.resource.get("active", True)),
-            "holdsSeat": record.seat.holds_seat,
-            "fallbackRole": fallback_role if record.seat.on_fallback else None,
-        }
-    )
+    return jsonify(user_seat(record, fallback_role))
 
 
 @bp.post("/users/<user_id>/reevaluate")
