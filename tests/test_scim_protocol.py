@@ -696,3 +696,17 @@ def test_database_down_is_a_clean_503_and_changes_nothing(make_api, monkeypatch)
         == 0
     )
     assert api.scim("POST", "/Users", {"userName": "down@example.com"}).status_code == 201
+
+
+def test_responses_are_compact_utf8_json_and_big_integers_survive():
+    """scim_response writes with orjson and falls back to the standard library for what orjson
+    refuses (integers beyond 64 bits): the bytes are the same compact UTF-8 either way."""
+    import json
+
+    from agent.web.scim import _encode
+
+    body = {"displayName": "Zoë Ångström 東京", "totalResults": 2**63 - 1, "n": [1.5, True, None]}
+    expected = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert _encode(body) == expected
+    big = {"startIndex": 10**30}
+    assert json.loads(_encode(big)) == big  # exact, not a float

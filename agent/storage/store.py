@@ -583,21 +583,21 @@ class StoreTx:
                 keys = keys.order_by(*order, users.c.seq).offset(offset).limit(count)
             if self.is_postgres and offset == 0:
                 # Nothing to walk past: the rows themselves, in one statement.
-                rows = list(self.conn.execute(_page_rows(keys)))
+                rows = self.conn.execute(_page_rows(keys)).all()
             elif self.is_postgres:
                 seqs = list(self.conn.execute(keys).scalars())
                 if not order:
                     seqs.sort()  # the walk from the end gives them newest first
                 place = {seq: i for i, seq in enumerate(seqs)}
                 found: Iterable[Any] = (
-                    self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}) if seqs else ()
+                    self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}).all() if seqs else ()
                 )
                 rows = sorted(found, key=lambda r: place[r.seq])
             else:
                 q = select(*_RECORD_COLUMNS).where(
                     users.c.seq.in_(keys.correlate(None).scalar_subquery())
                 )
-                rows = list(self.conn.execute(q.order_by(*order, users.c.seq)))
+                rows = self.conn.execute(q.order_by(*order, users.c.seq)).all()
             records = [_user_from_row(r) for r in rows]
         if len(records) < count and (records or start_index == 1):
             matches = offset + len(records)

