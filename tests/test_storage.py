@@ -252,3 +252,50 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
             raw.close()
     finally:
         store.dispose()
+
+
+def test_a_read_refuses_to_write_and_changes_nothing(db_url):
+    """Store.read runs only SELECTs: on PostgreSQL it has no transaction, so a write there
+    would commit at once. The engine refuses it before it reaches the database."""
+    import pytest
+    from sqlalchemy import select
+
+    from agent.storage.engine import WriteInRead
+
+    store = Store.from_url(db_url)
+    try:
+        store.upgrade(5, NOW)
+        with store.write() as tx:
+            tx.insert_user("u1", _user("user1"), SeatState(), NOW)
+        with pytest.raises(WriteInRead):
+            with store.read() as tx:
+                tx.delete_user("u1")
+        with pytest.raises(WriteInRead):
+            with store.read() as tx:
+                tx.conn.execute(update(seat_pool).values(seats=99))
+        with store.read() as tx:
+            assert tx.get_user("u1") is not None
+            assert tx.conn.execute(select(seat_pool.c.seats)).scalar_one() == 5
+    finally:
+        store.dispose()
+
+
+def test_a_postgresql_read_opens_no_transaction(pg_url):
+    """No BEGIN/COMMIT round trips for a read: every statement is its own transaction, as
+    READ COMMITTED gives every statement its own snapshot anyway."""
+    from sqlalchemy import text
+
+    store = Store.from_url(pg_url)
+    try:
+        store.upgrade(5, NOW)
+        with store.read() as tx:
+            tx.conn.execute(text("SELECT pg_sleep(0.01)"))
+            # Inside a transaction now() is its start, earlier than this statement's start.
+            alone = tx.conn.execute(text("SELECT now() = statement_timestamp()")).scalar_one()
+        assert alone is True
+        with store.write() as tx:  # a write is one transaction
+            tx.conn.execute(text("SELECT pg_sleep(0.01)"))
+            alone = tx.conn.execute(text("SELECT now() = statement_timestamp()")).scalar_one()
+        assert alone is False
+    finally:
+        store.dispose()

@@ -8,6 +8,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 WRITE = "seat_write"
+READ = "seat_read"  # a read: only SELECT may run on the connection
+
+
+class WriteInRead(RuntimeError):
+    """A statement other than SELECT on a read connection: a store bug, never run."""
 
 
 def normalize_url(url: str) -> str:
@@ -42,10 +47,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             **kwargs,
         )
         _sqlite_events(engine)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 5)
-    return create_engine(url, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 5)
+        engine = create_engine(url, **kwargs)
+    _read_guard(engine)
+    return engine
+
+
+def _read_guard(engine: Engine) -> None:
+    """Refuse any statement but SELECT on a read connection (``Store.read``). On PostgreSQL a
+    read runs without a transaction, so a write there would commit statement by statement."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _only_select(
+        conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+    ) -> None:
+        if conn.get_execution_options().get(READ) and statement.lstrip()[:6].upper() not in (
+            "SELECT",
+            "BEGIN",  # SQLite's own BEGIN (deferred) for a read
+        ):
+            raise WriteInRead(f"not a read: {statement[:80]!r}")
 
 
 def _sqlite_events(engine: Engine) -> None:

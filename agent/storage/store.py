@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
 from agent.storage import migrate
-from agent.storage.engine import WRITE, make_engine
+from agent.storage.engine import READ, WRITE, make_engine
 from agent.storage.records import (
     GroupRecord,
     LedgerEntry,
@@ -1132,7 +1132,14 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[StoreTx]:
-        with self.engine.connect() as conn:
+        """A read. Only SELECTs may run in it (``engine.READ``). On SQLite one transaction, one
+        snapshot. On PostgreSQL no transaction at all: under READ COMMITTED every statement
+        takes its own snapshot inside a transaction too, so BEGIN and COMMIT would only add
+        two round trips to every SCIM GET; whatever must be one snapshot is one statement."""
+        options: dict[str, Any] = {READ: True}
+        if self.engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        with self.engine.connect().execution_options(**options) as conn:
             with conn.begin():
                 yield StoreTx(conn)
 
