@@ -202,6 +202,20 @@ def ledger_entries(get: Callable[..., Any], **params: Any) -> list[dict[str, Any
 # -- server ------------------------------------------------------------------------------------
 
 
+def host_probe() -> float:
+    """ms for a fixed piece of Python work like a server's (JSON out and back for a page of 100
+    users), best of 5. The host of these machines is shared and its speed drifts up to twofold
+    within an hour; this number says how fast it was when a run was made (lower is faster)."""
+    page = {"Resources": [user_body(seed_name(i)) for i in range(100)]}
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(20):
+            json.loads(json.dumps(page))
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -717,7 +731,9 @@ def main(argv: list[str] | None = None) -> int:
             how += "; then VACUUM ANALYZE"
         print(f"seeded {len(ids)} users in {seed_s:.1f} s ({len(ids) / seed_s:.0f}/s) via {how}")
         load_before = Path("/proc/loadavg").read_text().split()[:3]
+        probe_before = host_probe()
         results = measure(client, ids, names, args)
+        probe_after = host_probe()
         load_after = Path("/proc/loadavg").read_text().split()[:3]
         print()
         print(
@@ -738,6 +754,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"load average (1/5/15 min) before measuring {' '.join(load_before)}, "
             f"after {' '.join(load_after)} (other processes on the machine count too)"
+        )
+        print(
+            f"host probe (fixed JSON work, lower is faster): {probe_before:.1f} ms before "
+            f"measuring, {probe_after:.1f} ms after"
         )
         print(f"total run {time.monotonic() - (deadline - args.time_limit):.0f} s")
         return 1 if any(r.errors for r in results) else 0

@@ -213,6 +213,9 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
         with store.write() as tx:
             for i in range(3000):
                 tx.insert_user(f"u{i:05d}", _user(f"user{i:05d}@x"), SeatState(), NOW)
+            # Rows carry their groups (a correlated subquery): every user in one big group.
+            tx.insert_group("g1", {"displayName": "everyone"}, NOW)
+            tx.add_members("g1", [f"u{i:05d}" for i in range(3000)])
         with store.read() as tx:
             stats = tx.conn.execute(
                 text(
@@ -232,6 +235,7 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
         with store.read() as tx:
             page = tx.list_users(where, [], 1, 100)
             assert [r.id for r in page.items] == ["u02500"]
+            assert page.items[0].groups == [("g1", "everyone")]
             deep = tx.list_users(None, [], 2901, 100)
             assert [r.id for r in deep.items] == [f"u{i:05d}" for i in range(2900, 3000)]
             middle = tx.list_users(None, [], 1001, 100)  # walked forward, then read by key

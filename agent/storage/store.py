@@ -23,7 +23,6 @@ from sqlalchemy import (
     Engine,
     Integer,
     Select,
-    String,
     and_,
     any_,
     bindparam,
@@ -178,6 +177,14 @@ def _user_from_row(row: Any) -> UserRecord:
     )
 
 
+def _user_with_groups(row: Any) -> UserRecord:
+    """A row of ``_PG_RECORD_COLUMNS``: the record and its groups from ``groups_json``."""
+    record = _user_from_row(row)
+    if row.groups_json:
+        record.groups = [(gid, name) for gid, name in row.groups_json]
+    return record
+
+
 def _group_from_row(row: Any) -> GroupRecord:
     return GroupRecord(
         id=row.id,
@@ -204,8 +211,9 @@ _USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
 
 
 def _page_rows(keys: Select[tuple[int]]) -> Select[Any]:
-    """The record columns of the rows a page's key walk selects, in its order."""
-    return keys.with_only_columns(users.c.seq, *_RECORD_COLUMNS)
+    """PostgreSQL: the record columns (groups included) of the rows a page's key walk selects,
+    in its order."""
+    return keys.with_only_columns(users.c.seq, *_PG_RECORD_COLUMNS)
 
 
 def _keys_from_the_end(offset: int, count: int) -> Select[tuple[int]]:
@@ -250,22 +258,34 @@ _RECORD_COLUMNS = (
     users.c.version,
     *(users.c[f] for f in _SEAT_FIELDS),
 )
+# PostgreSQL: each row carries its groups, [[id, displayName], ...] in displayName order (NULL
+# for none), so a lookup or a page costs one round trip less than with a separate groups query.
+_GROUPS_JSON = (
+    select(
+        func.json_agg(
+            postgresql.aggregate_order_by(
+                func.json_build_array(groups.c.id, groups.c.display_name), groups.c.display_name_ci
+            )
+        )
+    )
+    .select_from(group_members.join(groups, groups.c.id == group_members.c.group_id))
+    .where(group_members.c.user_id == users.c.id)
+    .correlate(users)
+    .scalar_subquery()
+    .label("groups_json")
+)
+_PG_RECORD_COLUMNS = (*_RECORD_COLUMNS, _GROUPS_JSON)
+_PG_RECORD_BY_ID = select(*_PG_RECORD_COLUMNS).where(users.c.id == bindparam("user_id"))
 # PostgreSQL: one array parameter, so the statement is the same whatever the page size.
-_RECORDS_BY_SEQS = select(users.c.seq, *_RECORD_COLUMNS).where(
+_RECORDS_BY_SEQS = select(users.c.seq, *_PG_RECORD_COLUMNS).where(
     users.c.seq == any_(bindparam("seqs", type_=postgresql.ARRAY(Integer)))
 )
-_GROUPS_OF = (
+# SQLite: the groups of a page's users, in one statement (PostgreSQL rows carry theirs).
+_GROUPS_OF_USERS = (
     select(group_members.c.user_id, groups.c.id, groups.c.display_name)
     .join(groups, groups.c.id == group_members.c.group_id)
+    .where(group_members.c.user_id.in_(bindparam("user_ids", expanding=True)))
     .order_by(groups.c.display_name_ci)
-)
-# SQLite: an expanding IN. PostgreSQL: one array parameter, so the statement's text (and
-# psycopg's prepared statement) is the same for a lookup and for a page of any size.
-_GROUPS_OF_USERS = _GROUPS_OF.where(
-    group_members.c.user_id.in_(bindparam("user_ids", expanding=True))
-)
-_GROUPS_OF_USERS_PG = _GROUPS_OF.where(
-    group_members.c.user_id == any_(bindparam("user_ids", type_=postgresql.ARRAY(String)))
 )
 _SET_SEAT = (
     update(users)
@@ -529,6 +549,13 @@ class StoreTx:
         return was, now
 
     def get_user(self, user_id: str, with_groups: bool = True) -> UserRecord | None:
+        if with_groups and self.is_postgres:
+            row = self.conn.execute(_PG_RECORD_BY_ID, {"user_id": user_id}).first()
+            if row is None:
+                return None
+            record = _user_with_groups(row)
+            self.attach_queue_positions([record])
+            return record
         row = self.conn.execute(select(*_RECORD_COLUMNS).where(users.c.id == user_id)).first()
         if row is None:
             return None
@@ -598,7 +625,9 @@ class StoreTx:
                     users.c.seq.in_(keys.correlate(None).scalar_subquery())
                 )
                 rows = self.conn.execute(q.order_by(*order, users.c.seq)).all()
-            records = [_user_from_row(r) for r in rows]
+            # PostgreSQL rows carry their groups; SQLite reads them in one more statement.
+            build = _user_with_groups if self.is_postgres else _user_from_row
+            records = [build(r) for r in rows]
         if len(records) < count and (records or start_index == 1):
             matches = offset + len(records)
         elif total is not None:
@@ -608,7 +637,8 @@ class StoreTx:
             if where is not None:
                 total_q = total_q.where(where)
             matches = int(self.conn.execute(total_q).scalar_one())
-        self._attach_groups(records)
+        if not self.is_postgres:
+            self._attach_groups(records)
         self.attach_queue_positions(records)
         return Page(matches, records)
 
@@ -616,8 +646,7 @@ class StoreTx:
         if not records:
             return
         by_id = {r.id: r for r in records}
-        stmt = _GROUPS_OF_USERS_PG if self.is_postgres else _GROUPS_OF_USERS
-        for row in self.conn.execute(stmt, {"user_ids": list(by_id)}):
+        for row in self.conn.execute(_GROUPS_OF_USERS, {"user_ids": list(by_id)}):
             by_id[row.user_id].groups.append((row.id, row.display_name))
 
     def attach_queue_positions(self, records: list[UserRecord]) -> None:
