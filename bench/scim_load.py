@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,10 @@ class Result:
     errors: int = 0
     wall: float = 0.0
     server_cpu: float | None = None  # seconds of gunicorn CPU (user + system) during the op
+
+    def ms(self, p: float) -> float:
+        """The p-th percentile latency in ms."""
+        return pct(sorted(self.latencies), p) * 1000
 
     def row(self) -> list[str]:
         n = len(self.latencies)
@@ -514,6 +519,52 @@ def seed_bulk(db_url: str, seats: int, n: int, deadline: float) -> tuple[list[st
 # -- the run -----------------------------------------------------------------------------------
 
 
+def measure_reads(
+    client: Client, names: list[str], total: int, r: int, rng: random.Random
+) -> list[Result]:
+    """The two read targets: ``r`` userName lookups, ``r`` pages at random offsets and ``r/4``
+    pages in the last 10% of ``total`` users."""
+
+    def one_hit(resp: requests.Response) -> bool:
+        return resp.ok and resp.json()["totalResults"] == 1
+
+    def full_page(resp: requests.Response) -> bool:
+        return resp.ok and len(resp.json()["Resources"]) == 100
+
+    def page(k: int) -> tuple[str, str, dict[str, Any]]:
+        return ("GET", "/Users", {"params": {"startIndex": k, "count": 100}})
+
+    n = len(names)
+    lookups = [names[rng.randrange(n)] for _ in range(r)]
+    starts = [rng.randrange(1, total - 99) for _ in range(r)]
+    deep = [rng.randrange(int(total * 0.9), total - 99) for _ in range(max(1, r // 4))]
+    return [
+        client.run(
+            'GET filter userName eq "..."',
+            lookups,
+            lambda nm: ("GET", "/Users", {"params": {"filter": f'userName eq "{nm}"'}}),
+            one_hit,
+        ),
+        client.run("GET page count=100 (random offset)", starts, page, full_page),
+        client.run("GET page count=100 (last 10%)", deep, page, full_page),
+    ]
+
+
+def read_rounds(
+    client: Client, names: list[str], rounds: int, r: int, rng: random.Random
+) -> list[list[Result]]:
+    """``rounds`` repetitions of measure_reads, one line per round with the host probe, so
+    a reader sees how much of a p99 is the host's drift."""
+    out = []
+    for i in range(rounds):
+        probe = host_probe()
+        results = measure_reads(client, names, len(names), r, rng)
+        out.append(results)
+        cells = "; ".join(f"{x.op} p50 {x.ms(50):.1f} p99 {x.ms(99):.1f}" for x in results)
+        print(f"round {i + 1}: host probe {probe:.1f} ms; {cells}", flush=True)
+    return out
+
+
 def measure(client: Client, ids: list[str], names: list[str], args: argparse.Namespace) -> list:
     rng = random.Random(args.random_seed)
     r = args.requests
@@ -543,41 +594,7 @@ def measure(client: Client, ids: list[str], names: list[str], args: argparse.Nam
         )
     )
 
-    def one_hit(resp: requests.Response) -> bool:
-        return resp.ok and resp.json()["totalResults"] == 1
-
-    results.append(
-        client.run(
-            'GET filter userName eq "..."',
-            [names[rng.randrange(n)] for _ in range(r)],
-            lambda nm: ("GET", "/Users", {"params": {"filter": f'userName eq "{nm}"'}}),
-            one_hit,
-        )
-    )
-
-    total = n + len(new_ids)
-
-    def full_page(resp: requests.Response) -> bool:
-        return resp.ok and len(resp.json()["Resources"]) == 100
-
-    starts = [rng.randrange(1, total - 99) for _ in range(r)]
-    results.append(
-        client.run(
-            "GET page count=100 (random offset)",
-            starts,
-            lambda k: ("GET", "/Users", {"params": {"startIndex": k, "count": 100}}),
-            full_page,
-        )
-    )
-    deep = [rng.randrange(int(total * 0.9), total - 99) for _ in range(max(1, r // 4))]
-    results.append(
-        client.run(
-            "GET page count=100 (last 10%)",
-            deep,
-            lambda k: ("GET", "/Users", {"params": {"startIndex": k, "count": 100}}),
-            full_page,
-        )
-    )
+    results.extend(measure_reads(client, names, n + len(new_ids), r, rng))
 
     picked = rng.sample(range(n), min(n, 3 * r))
     okta, entra, put = picked[:r], picked[r : 2 * r], picked[2 * r : 3 * r]
@@ -685,6 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=1800, help="seconds; the run stops")
     p.add_argument("--random-seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server log, db)")
+    p.add_argument(
+        "--read-rounds",
+        type=int,
+        default=0,
+        help="measure only the reads (lookups, pages) this many times, one line per round",
+    )
     args = p.parse_args(argv)
     if args.url and args.seed != "http":
         p.error(f"--seed {args.seed} needs the bench's own server")
@@ -732,6 +755,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seeded {len(ids)} users in {seed_s:.1f} s ({len(ids) / seed_s:.0f}/s) via {how}")
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         probe_before = host_probe()
+        if args.read_rounds:
+            rounds = read_rounds(
+                client, names, args.read_rounds, args.requests, random.Random(args.random_seed)
+            )
+            print()
+            print("median over the rounds:")
+            for i, op in enumerate(r.op for r in rounds[0]):
+                p50s = sorted(rs[i].ms(50) for rs in rounds)
+                p99s = sorted(rs[i].ms(99) for rs in rounds)
+                print(
+                    f"  {op}: p50 {statistics.median(p50s):.1f} ms, p99 "
+                    f"{statistics.median(p99s):.1f} ms (p99 of the rounds {p99s[0]:.1f} to "
+                    f"{p99s[-1]:.1f})"
+                )
+            return 1 if any(r.errors for rs in rounds for r in rs) else 0
         results = measure(client, ids, names, args)
         probe_after = host_probe()
         load_after = Path("/proc/loadavg").read_text().split()[:3]
