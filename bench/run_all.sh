@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in docs/performance.md, one run after the other (about 20 minutes on 2 cores).
+# Every figure in docs/performance.md, one run after the other (about 25 minutes on 2 cores).
 # Run it on an otherwise idle machine from the repository root, with seat-agent installed in
 # the active environment (scripts/test installs it into .venv):
 #   PATH=$PWD/.venv/bin:$PATH bench/run_all.sh [output-dir]
@@ -22,6 +22,11 @@ for db in sqlite postgres; do
     run "scim-$db-$n-c1" python bench/scim_load.py --db "$db" --users "$n" \
       --group-members "$members" --seed bulk --concurrency 1 --requests 1000
   done
+done
+# The read targets again, six rounds each at 100,000 users, with the host probe per round.
+for db in sqlite postgres; do
+  run "scim-$db-100000-reads" python bench/scim_load.py --db "$db" --users 100000 --seed bulk \
+    --concurrency 1 --requests 1000 --read-rounds 6
 done
 # SCIM throughput: two concurrent clients, two worker layouts (threads of a worker share a GIL).
 for db in sqlite postgres; do

@@ -303,3 +303,73 @@ def test_a_postgresql_read_opens_no_transaction(pg_url):
         assert alone is False
     finally:
         store.dispose()
+
+
+def _kill_pooled_backends(store: Store, pg_url: str, name: str) -> None:
+    """Terminate the server processes behind the store's pooled connections (application_name
+    ``name``), as a PostgreSQL restart or an idle timeout would, without the pool noticing."""
+    import psycopg
+    from sqlalchemy import text
+
+    from agent.storage.engine import normalize_url
+
+    with store.read() as tx:  # at least one connection in the pool
+        tx.conn.execute(text("SELECT 1"))
+    dsn = normalize_url(pg_url).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as killer:
+        killed = killer.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (name,),
+        ).fetchone()[0]
+    assert killed >= 1
+
+
+def _named_store(pg_url: str, ping_after: float) -> tuple[Store, str]:
+    import uuid
+
+    from agent.storage.engine import make_engine
+
+    name = f"seat-test-{uuid.uuid4().hex[:8]}"
+    engine = make_engine(
+        pg_url, ping_after_seconds=ping_after, connect_args={"application_name": name}
+    )
+    return Store(engine), name
+
+
+def test_an_idle_pooled_connection_that_died_is_replaced_unseen(pg_url):
+    """Idle longer than ping_after_seconds: pinged at checkout, found dead, replaced; the
+    read that follows never sees it."""
+    from sqlalchemy import text
+
+    store, name = _named_store(pg_url, ping_after=0)
+    try:
+        store.upgrade(5, NOW)
+        _kill_pooled_backends(store, pg_url, name)
+        with store.read() as tx:
+            assert tx.conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        store.dispose()
+
+
+def test_a_connection_that_died_a_moment_after_use_fails_once_then_the_pool_recovers(pg_url):
+    """Used a moment ago: not pinged (no round trip per request). If the server went away in
+    that moment, that one read fails with a disconnect (a retryable 503 on /scim) and the
+    pool is invalidated, so the next read gets a new connection."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    store, name = _named_store(pg_url, ping_after=3600)
+    try:
+        store.upgrade(5, NOW)
+        _kill_pooled_backends(store, pg_url, name)
+        with pytest.raises(OperationalError) as failed:
+            with store.read() as tx:
+                tx.conn.execute(text("SELECT 1"))
+        assert failed.value.connection_invalidated
+        for _ in range(3):  # every pooled connection was replaced, not just the one that failed
+            with store.read() as tx:
+                assert tx.conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        store.dispose()

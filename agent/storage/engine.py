@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 WRITE = "seat_write"
 READ = "seat_read"  # a read: only SELECT may run on the connection
+# A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
+PING_AFTER_SECONDS = 10.0
 
 
 class WriteInRead(RuntimeError):
@@ -48,11 +51,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         _sqlite_events(engine)
     else:
-        kwargs.setdefault("pool_pre_ping", True)
+        ping_after = kwargs.pop("ping_after_seconds", PING_AFTER_SECONDS)
         kwargs.setdefault("pool_size", 5)
         engine = create_engine(url, **kwargs)
+        _ping_when_idle(engine, ping_after)
     _read_guard(engine)
     return engine
+
+
+def _ping_when_idle(engine: Engine, ping_after: float) -> None:
+    """Ping a pooled connection before handing it out only if it sat idle ``ping_after``
+    seconds or more; a dead one is replaced (DisconnectionError makes the pool retry).
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: a round trip as long as the query
+    itself on every SCIM GET. A connection used a moment ago is alive unless the server went
+    away in that moment, and then the disconnect SQLAlchemy sees on its first statement
+    invalidates the whole pool: that request is a 503 (retried by the IdP), the next ones get
+    new connections. Connections that idled, which a restart, a failover or an idle timeout
+    can have killed unseen, are checked first.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _used(_dbapi_connection: Any, record: Any) -> None:
+        record.info["seat_used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get("seat_used_at")
+        if used is None or time.monotonic() - used < ping_after:
+            return  # new (just connected), or used a moment ago
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()
+        except Exception as err:
+            raise exc.DisconnectionError(f"pooled connection dead after idling: {err}") from err
 
 
 def _read_guard(engine: Engine) -> None:
