@@ -36,6 +36,10 @@ for db in sqlite postgres; do
       --group-members 50000 --seed bulk --concurrency 2 --workers "$1" --threads "$2"
   done
 done
+# Group PATCH cost against group size, in process.
+for db in sqlite postgres; do
+  run "group-batches-$db" python bench/group_batches.py --db "$db" --members 50000
+done
 # The seat decision's cost on the SCIM create path.
 for db in sqlite postgres; do
   run "seat-decision-$db" python bench/seat_decision.py --db "$db" --users 5000
