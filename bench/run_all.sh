@@ -38,7 +38,7 @@ for db in sqlite postgres; do
 done
 # Group PATCH cost against group size, in process.
 for db in sqlite postgres; do
-  run "group-batches-$db" python bench/group_batches.py --db "$db" --members 50000
+  run "group-batches-$db" python bench/group_batches.py --db "$db" --members 100000
 done
 # The seat decision's cost on the SCIM create path.
 for db in sqlite postgres; do
