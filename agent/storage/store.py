@@ -549,18 +549,16 @@ class StoreTx:
         return was, now
 
     def get_user(self, user_id: str, with_groups: bool = True) -> UserRecord | None:
-        if with_groups and self.is_postgres:
+        # PostgreSQL rows carry their groups; SQLite reads them in one more statement.
+        groups_in_row = with_groups and self.is_postgres
+        if groups_in_row:
             row = self.conn.execute(_PG_RECORD_BY_ID, {"user_id": user_id}).first()
-            if row is None:
-                return None
-            record = _user_with_groups(row)
-            self.attach_queue_positions([record])
-            return record
-        row = self.conn.execute(select(*_RECORD_COLUMNS).where(users.c.id == user_id)).first()
+        else:
+            row = self.conn.execute(select(*_RECORD_COLUMNS).where(users.c.id == user_id)).first()
         if row is None:
             return None
-        record = _user_from_row(row)
-        if with_groups:
+        record = _user_with_groups(row) if groups_in_row else _user_from_row(row)
+        if with_groups and not groups_in_row:
             self._attach_groups([record])
         self.attach_queue_positions([record])
         return record
