@@ -475,3 +475,54 @@ def test_scheduler_process_logs_json_lines_too(tmp_path):
     messages = [r["message"] for r in records]
     assert any(re.fullmatch(r"scheduler \S+ started", m) for m in messages), messages
     assert any("lease taken" in m for m in messages)
+
+
+# -- per-request overhead of the server ----------------------------------------------------
+
+
+def test_gunicorn_builds_no_access_log_fields(monkeypatch):
+    """The agent writes its own request line; gunicorn's logger must not build its access-log
+    fields for every request only to drop them."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from agent.web.server import AgentLogger
+
+    cfg = Config()
+    cfg.set("accesslog", "-")  # makes gunicorn's own logger build and write them
+    if hasattr(Logger, "access_log_enabled"):
+        assert Logger(cfg).access_log_enabled is True
+        assert AgentLogger(cfg).access_log_enabled is False
+
+    def built(*_args):
+        raise AssertionError("access-log fields built")
+
+    monkeypatch.setattr(Logger, "atoms", built)
+    AgentLogger(cfg).access(object(), object(), {}, 0.001)
+
+
+def test_a_worker_freezes_what_it_built_before_serving():
+    import gc
+
+    from agent.web.server import _worker_ready
+
+    try:
+        _worker_ready(object())
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_only_admin_requests_open_a_session(api):
+    app = api.app
+    interface = app.session_interface
+    for path in ["/scim/v2/Users", "/healthz", "/metrics", "/administrator"]:
+        with app.test_request_context(path):
+            from flask import request
+
+            assert interface.is_null_session(interface.open_session(app, request)), path
+    for path in ["/admin", "/admin/status"]:
+        with app.test_request_context(path):
+            from flask import request
+
+            assert not interface.is_null_session(interface.open_session(app, request)), path

@@ -243,6 +243,10 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
             broad = filter_sql.user_where(parse_filter('userName sw "user01"', "User"))
             second = tx.list_users(broad, [], 101, 100)  # a filtered page past the first
             assert [r.id for r in second.items] == [f"u{i:05d}" for i in range(1100, 1200)]
+            lookup = filter_sql.user_lookup(parse_filter('userName eq "user02500@x"', "User"))
+            assert lookup is not None
+            assert [r.id for r in tx.lookup_users(lookup, 1, 100).items] == ["u02500"]
+            assert tx.lookup_users(lookup, 2, 100).total == 1  # past the first page: counted
         event.remove(store.engine, "before_cursor_execute", capture)
         assert statements
         raw = store.engine.raw_connection()
@@ -371,5 +375,116 @@ def test_a_connection_that_died_a_moment_after_use_fails_once_then_the_pool_reco
         for _ in range(3):  # every pooled connection was replaced, not just the one that failed
             with store.read() as tx:
                 assert tx.conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        store.dispose()
+
+
+def _lookup_users_fixture(tx) -> None:
+    """Users whose lookups are easy to get wrong: case, LIKE wildcards, non-ASCII, an
+    externalId and a title several users share, no title at all, and groups."""
+    people = [
+        ("u1", {"userName": "Ann@X", "externalId": "e1", "title": "Boss"}),
+        ("u2", {"userName": "a%n@x", "externalId": "shared", "title": "boss"}),
+        ("u3", {"userName": "a_n@x", "externalId": "shared", "title": "BOSS"}),
+        ("u4", {"userName": "ÄNNE@x", "externalId": "shared"}),
+        ("u5", {"userName": "anne@x", "externalId": "Shared", "displayName": "Anne"}),
+    ]
+    for uid, resource in people:
+        tx.insert_user(uid, {**resource, "active": True}, SeatState(), NOW)
+    for gid, name in [("g1", "beta"), ("g2", "Alpha"), ("g3", "gamma")]:
+        tx.insert_group(gid, {"displayName": name}, NOW)
+        tx.add_members(gid, ["u2", "u3"])
+
+
+LOOKUPS = [
+    'userName eq "ann@x"',
+    'userName eq "ANN@X"',
+    'username eq "a%n@x"',
+    'userName eq "a_n@x"',
+    'userName eq "änne@X"',
+    'userName eq "nobody"',
+    'userName eq ""',
+    'externalId eq "shared"',
+    'externalId eq "SHARED"',
+    'id eq "u3"',
+    'id eq "U3"',
+    'title eq "boss"',
+    'displayName eq "ANNE"',
+    'name.givenName eq "x"',
+]
+
+
+def test_a_lookup_gives_exactly_the_page_of_its_general_filter(db_url):
+    """StoreTx.lookup_users (statements built once per attribute) against list_users with
+    the clause user_where builds: the same users, order, groups and totalResults, for every
+    page shape, on both databases."""
+    from agent.scim.filter import parse_filter
+    from agent.storage import filter_sql
+
+    store = Store.from_url(db_url)
+    try:
+        store.upgrade(50, NOW)
+        with store.write() as tx:
+            _lookup_users_fixture(tx)
+        shapes = [(1, 100), (1, 1), (2, 1), (3, 1), (2, 2), (1, 0), (4, 10), (99, 5)]
+        with store.read() as tx:
+            for text in LOOKUPS:
+                expr = parse_filter(text, "User")
+                lookup = filter_sql.user_lookup(expr)
+                assert lookup is not None, text
+                where = filter_sql.user_where(expr)
+                for start, count in shapes:
+                    fast = tx.lookup_users(lookup, start, count)
+                    general = tx.list_users(where, [], start, count)
+                    got = (fast.total, [(r.id, r.groups) for r in fast.items])
+                    want = (general.total, [(r.id, r.groups) for r in general.items])
+                    assert got == want, (text, start, count)
+            shared = filter_sql.user_lookup(parse_filter('externalId eq "shared"', "User"))
+            assert shared is not None
+            page = tx.lookup_users(shared, 1, 2)
+            assert (page.total, [r.id for r in page.items]) == (3, ["u2", "u3"])
+            assert page.items[0].groups == [("g2", "Alpha"), ("g1", "beta"), ("g3", "gamma")]
+    finally:
+        store.dispose()
+
+
+def test_only_a_single_eq_on_a_column_is_a_lookup():
+    from agent.scim.filter import parse_filter
+    from agent.storage import filter_sql
+
+    for text in [
+        'userName ne "a"',
+        'userName sw "a"',
+        'emails.value eq "a@x"',
+        'emails[type eq "work"].value eq "a@x"',
+        "active eq true",
+        'meta.lastModified eq "2026-01-01T00:00:00Z"',
+        'userName eq "a" and title eq "b"',
+        'not (userName eq "a")',
+        'groups.display eq "x"',
+        "userName eq null",
+    ]:
+        assert filter_sql.user_lookup(parse_filter(text, "User")) is None, text
+
+
+def test_a_user_reads_its_groups_in_display_name_order_on_both_databases(db_url):
+    store = Store.from_url(db_url)
+    try:
+        store.upgrade(50, NOW)
+        with store.write() as tx:
+            _lookup_users_fixture(tx)
+        with store.read() as tx:
+            want = [("g2", "Alpha"), ("g1", "beta"), ("g3", "gamma")]
+            record = tx.get_user("u3")
+            assert record is not None and record.groups == want
+            assert [r.groups for r in tx.list_users(None, [], 1, 5).items] == [
+                [],
+                want,
+                want,
+                [],
+                [],
+            ]
+            bare = tx.get_user("u3", with_groups=False)
+            assert bare is not None and bare.groups == []
     finally:
         store.dispose()

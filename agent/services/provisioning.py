@@ -111,16 +111,22 @@ class Provisioning:
 
     def list_users(self, query: ListQuery) -> Page:
         where = None
+        lookup = None
         if query.filter:
             expr = parse_filter(query.filter, "User")
             self._refuse_unserved(attribute_paths(expr), query.filter, "invalidFilter")
-            where = filter_sql.user_where(expr)
+            # The IdPs' lookup (userName eq "..."), unsorted: statements built once.
+            lookup = None if query.sort_by else filter_sql.user_lookup(expr)
+            if lookup is None:
+                where = filter_sql.user_where(expr)
         order = []
         if query.sort_by:
             self._refuse_unserved([query.sort_by], query.sort_by, "invalidValue")
             col = filter_sql.user_sort_column(query.sort_by)
             order.append(_ordered(col, query.descending))
         with self.store.read() as tx:
+            if lookup is not None:
+                return tx.lookup_users(lookup, query.start_index, query.count)
             return tx.list_users(where, order, query.start_index, query.count)
 
     def _refuse_unserved(self, paths: Iterable[str], text: str, scim_type: str) -> None:

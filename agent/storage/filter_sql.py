@@ -37,9 +37,23 @@ the same rows on SQLite and PostgreSQL. Semantics, all deliberate:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Integer, String, and_, event, false, func, not_, or_, select, true
+from sqlalchemy import (
+    Engine,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    event,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -62,7 +76,15 @@ from agent.scim.filter import (
 )
 from agent.storage.tables import group_members, groups, user_values, users
 
-__all__ = ["group_sort_column", "group_where", "user_sort_column", "user_where"]
+__all__ = [
+    "LOOKUP_VALUE",
+    "Lookup",
+    "group_sort_column",
+    "group_where",
+    "user_lookup",
+    "user_sort_column",
+    "user_where",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,6 +411,53 @@ def user_where(expr: Expr) -> ColumnElement[bool]:
     short ``ne`` also matches absent values and ``not (...)`` is exact negation.
     """
     return _to_sql(expr, "User", None)
+
+
+# The bind parameter of a Lookup's WHERE clause.
+LOOKUP_VALUE = "lookup_value"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A User filter of the shape IdPs send before every create and link: one ``eq`` on a
+    singular string attribute held in a column of ``users`` (``userName eq "..."``,
+    ``externalId eq "..."``, ``id eq "..."``).
+
+    ``where`` is the clause :func:`user_where` gives for it, built once per attribute with the
+    value as the bind parameter :data:`LOOKUP_VALUE`; ``value`` is what to bind (lowered for a
+    case-insensitive attribute). Because the clause is shared, the statements around it can be
+    built once too (``StoreTx.lookup_users``): building and cache-keying a fresh statement
+    tree cost more than the indexed probe it runs.
+    """
+
+    attribute: str
+    where: ColumnElement[bool]
+    value: str
+
+
+_LOOKUP_WHERE: dict[str, ColumnElement[bool]] = {}
+
+
+def user_lookup(expr: Expr) -> Lookup | None:
+    """``expr`` as a :class:`Lookup`, or None when it has another shape."""
+    if not isinstance(expr, Compare) or expr.op != "eq" or not isinstance(expr.value, str):
+        return None
+    attr = expr.attr
+    target = _USER_COLUMNS.get(attr.path)
+    if target is None or attr.multi_parent is not None or attr.type not in ("string", "reference"):
+        return None
+    where = _LOOKUP_WHERE.get(attr.path)
+    if where is None:
+        where = _LOOKUP_WHERE.setdefault(attr.path, _eq_template(attr, target))
+    return Lookup(attr.path, where, expr.value if attr.case_exact else expr.value.lower())
+
+
+def _eq_template(attr: AttrDef, target: _Target) -> ColumnElement[bool]:
+    """What :func:`_compare` builds for ``attr eq <string>``, the value a bind parameter."""
+    col, lowered = target
+    lhs = col if attr.case_exact or lowered else func.lower(col)
+    cmp: ColumnElement[bool] = lhs == bindparam(LOOKUP_VALUE, type_=String())
+    return and_(col.is_not(None), cmp) if bool(getattr(col, "nullable", True)) else cmp
 
 
 def group_where(expr: Expr) -> ColumnElement[bool]:

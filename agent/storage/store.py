@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +44,7 @@ from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
 from agent.storage import migrate
 from agent.storage.engine import READ, WRITE, make_engine
+from agent.storage.filter_sql import LOOKUP_VALUE, Lookup
 from agent.storage.records import (
     GroupRecord,
     LedgerEntry,
@@ -178,11 +179,18 @@ def _user_from_row(row: Any) -> UserRecord:
 
 
 def _user_with_groups(row: Any) -> UserRecord:
-    """A row of ``_PG_RECORD_COLUMNS``: the record and its groups from ``groups_json``."""
+    """A row of ``_WITH_GROUPS`` columns: the record and its groups from ``groups_json``."""
     record = _user_from_row(row)
-    if row.groups_json:
-        record.groups = [(gid, name) for gid, name in row.groups_json]
+    raw = row.groups_json
+    if isinstance(raw, str):  # SQLite: JSON text, unordered, each with its lowered name
+        record.groups = [(gid, name) for gid, name, _ in sorted(json.loads(raw), key=_third)]
+    elif raw:
+        record.groups = [(gid, name) for gid, name in raw]
     return record
+
+
+def _third(item: Sequence[Any]) -> Any:
+    return item[2]
 
 
 def _group_from_row(row: Any) -> GroupRecord:
@@ -213,7 +221,40 @@ _USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
 def _page_rows(keys: Select[tuple[int]]) -> Select[Any]:
     """PostgreSQL: the record columns (groups included) of the rows a page's key walk selects,
     in its order."""
-    return keys.with_only_columns(users.c.seq, *_PG_RECORD_COLUMNS)
+    return keys.with_only_columns(users.c.seq, *_WITH_GROUPS[True])
+
+
+@dataclass(frozen=True)
+class _LookupQueries:
+    """The statements of ``StoreTx.lookup_users`` for one attribute and dialect."""
+
+    keys: Select[tuple[int]]
+    first_rows: Select[Any]  # the page's rows in one statement (PostgreSQL: first page only)
+    matches: Select[Any]
+
+
+_LOOKUP_QUERIES: dict[tuple[str, bool], _LookupQueries] = {}
+
+
+def _lookup_queries(lookup: Lookup, is_postgres: bool) -> _LookupQueries:
+    key = (lookup.attribute, is_postgres)
+    found = _LOOKUP_QUERIES.get(key)
+    if found is not None:
+        return found
+    keys = (
+        select(users.c.seq)
+        .where(lookup.where)
+        .order_by(users.c.seq)
+        .offset(bindparam("page_offset", type_=Integer()))
+        .limit(bindparam("page_limit", type_=Integer()))
+    )
+    if is_postgres:
+        rows = _page_rows(keys)
+    else:
+        in_page = users.c.seq.in_(keys.correlate(None).scalar_subquery())
+        rows = select(*_WITH_GROUPS[False]).where(in_page).order_by(users.c.seq)
+    matches = select(func.count()).select_from(users).where(lookup.where)
+    return _LOOKUP_QUERIES.setdefault(key, _LookupQueries(keys, rows, matches))
 
 
 def _keys_from_the_end(offset: int, count: int) -> Select[tuple[int]]:
@@ -258,8 +299,8 @@ _RECORD_COLUMNS = (
     users.c.version,
     *(users.c[f] for f in _SEAT_FIELDS),
 )
-# PostgreSQL: each row carries its groups, [[id, displayName], ...] in displayName order (NULL
-# for none), so a lookup or a page costs one round trip less than with a separate groups query.
+# Each row carries its groups, so a lookup or a page is one statement, not one more for groups.
+# PostgreSQL: [[id, displayName], ...] in displayName order, NULL for none.
 _GROUPS_JSON = (
     select(
         func.json_agg(
@@ -274,18 +315,31 @@ _GROUPS_JSON = (
     .scalar_subquery()
     .label("groups_json")
 )
-_PG_RECORD_COLUMNS = (*_RECORD_COLUMNS, _GROUPS_JSON)
-_PG_RECORD_BY_ID = select(*_PG_RECORD_COLUMNS).where(users.c.id == bindparam("user_id"))
-# PostgreSQL: one array parameter, so the statement is the same whatever the page size.
-_RECORDS_BY_SEQS = select(users.c.seq, *_PG_RECORD_COLUMNS).where(
-    users.c.seq == any_(bindparam("seqs", type_=postgresql.ARRAY(Integer)))
+# SQLite (no ORDER BY inside an aggregate before 3.44): JSON text [[id, displayName,
+# lowered displayName], ...] in no particular order, "[]" for none; sorted in Python.
+_SQLITE_GROUPS_JSON = (
+    select(
+        func.json_group_array(
+            func.json_array(groups.c.id, groups.c.display_name, groups.c.display_name_ci)
+        )
+    )
+    .select_from(group_members.join(groups, groups.c.id == group_members.c.group_id))
+    .where(group_members.c.user_id == users.c.id)
+    .correlate(users)
+    .scalar_subquery()
+    .label("groups_json")
 )
-# SQLite: the groups of a page's users, in one statement (PostgreSQL rows carry theirs).
-_GROUPS_OF_USERS = (
-    select(group_members.c.user_id, groups.c.id, groups.c.display_name)
-    .join(groups, groups.c.id == group_members.c.group_id)
-    .where(group_members.c.user_id.in_(bindparam("user_ids", expanding=True)))
-    .order_by(groups.c.display_name_ci)
+# The record columns and the groups, by "is PostgreSQL".
+_WITH_GROUPS = {
+    True: (*_RECORD_COLUMNS, _GROUPS_JSON),
+    False: (*_RECORD_COLUMNS, _SQLITE_GROUPS_JSON),
+}
+_RECORD_BY_ID = {
+    pg: select(*cols).where(users.c.id == bindparam("user_id")) for pg, cols in _WITH_GROUPS.items()
+}
+# PostgreSQL: one array parameter, so the statement is the same whatever the page size.
+_RECORDS_BY_SEQS = select(users.c.seq, *_WITH_GROUPS[True]).where(
+    users.c.seq == any_(bindparam("seqs", type_=postgresql.ARRAY(Integer)))
 )
 _SET_SEAT = (
     update(users)
@@ -549,17 +603,13 @@ class StoreTx:
         return was, now
 
     def get_user(self, user_id: str, with_groups: bool = True) -> UserRecord | None:
-        # PostgreSQL rows carry their groups; SQLite reads them in one more statement.
-        groups_in_row = with_groups and self.is_postgres
-        if groups_in_row:
-            row = self.conn.execute(_PG_RECORD_BY_ID, {"user_id": user_id}).first()
+        if with_groups:
+            row = self.conn.execute(_RECORD_BY_ID[self.is_postgres], {"user_id": user_id}).first()
         else:
             row = self.conn.execute(select(*_RECORD_COLUMNS).where(users.c.id == user_id)).first()
         if row is None:
             return None
-        record = _user_with_groups(row) if groups_in_row else _user_from_row(row)
-        if with_groups and not groups_in_row:
-            self._attach_groups([record])
+        record = _user_with_groups(row) if with_groups else _user_from_row(row)
         self.attach_queue_positions([record])
         return record
 
@@ -606,46 +656,78 @@ class StoreTx:
                 if where is not None:
                     keys = keys.where(where)
                 keys = keys.order_by(*order, users.c.seq).offset(offset).limit(count)
-            if self.is_postgres and offset == 0:
-                # Nothing to walk past: the rows themselves, in one statement.
-                rows = self.conn.execute(_page_rows(keys)).all()
-            elif self.is_postgres:
-                seqs = list(self.conn.execute(keys).scalars())
-                if not order:
-                    seqs.sort()  # the walk from the end gives them newest first
-                place = {seq: i for i, seq in enumerate(seqs)}
-                found: Iterable[Any] = (
-                    self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}).all() if seqs else ()
-                )
-                rows = sorted(found, key=lambda r: place[r.seq])
-            else:
-                q = select(*_RECORD_COLUMNS).where(
-                    users.c.seq.in_(keys.correlate(None).scalar_subquery())
-                )
-                rows = self.conn.execute(q.order_by(*order, users.c.seq)).all()
-            # PostgreSQL rows carry their groups; SQLite reads them in one more statement.
-            build = _user_with_groups if self.is_postgres else _user_from_row
-            records = [build(r) for r in rows]
+            rows = self._rows_statement(keys, order, offset == 0)
+            records = self._page_records(keys, rows, bool(order), {})
+
+        def matching() -> Select[Any]:
+            total_q = select(func.count()).select_from(users)
+            return total_q.where(where) if where is not None else total_q
+
+        return self._user_page(records, start_index, count, total, matching, {})
+
+    def lookup_users(self, lookup: Lookup, start_index: int, count: int) -> Page:
+        """``list_users(lookup.where, [], start_index, count)``, with statements built once
+        per attribute and dialect (filter_sql.Lookup): the IdPs' ``userName eq`` costs one
+        indexed probe and little Python around it."""
+        q = _lookup_queries(lookup, self.is_postgres)
+        offset = start_index - 1
+        params = {LOOKUP_VALUE: lookup.value, "page_offset": offset, "page_limit": count}
+        records: list[UserRecord] = []
+        if count > 0:
+            rows = q.first_rows if offset == 0 or not self.is_postgres else None
+            records = self._page_records(q.keys, rows, False, params)
+        return self._user_page(records, start_index, count, None, lambda: q.matches, params)
+
+    def _rows_statement(
+        self, keys: Select[tuple[int]], order: Sequence[ColumnElement[Any]], first: bool
+    ) -> Select[Any] | None:
+        """The one statement that reads a page's rows from its key walk; None on PostgreSQL
+        past the first page, which reads the keys and then the rows (see list_users)."""
+        if self.is_postgres:
+            return _page_rows(keys) if first else None
+        in_page = users.c.seq.in_(keys.correlate(None).scalar_subquery())
+        return select(*_WITH_GROUPS[False]).where(in_page).order_by(*order, users.c.seq)
+
+    def _page_records(
+        self,
+        keys: Select[tuple[int]],
+        rows_statement: Select[Any] | None,
+        ordered: bool,
+        params: Mapping[str, Any],
+    ) -> list[UserRecord]:
+        if rows_statement is not None:
+            rows: Iterable[Any] = self.conn.execute(rows_statement, params).all()
+        else:
+            seqs = list(self.conn.execute(keys, params).scalars())
+            if not ordered:
+                seqs.sort()  # the walk from the end gives them newest first
+            place = {seq: i for i, seq in enumerate(seqs)}
+            found: Iterable[Any] = (
+                self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}).all() if seqs else ()
+            )
+            rows = sorted(found, key=lambda r: place[r.seq])
+        return [_user_with_groups(r) for r in rows]
+
+    def _user_page(
+        self,
+        records: list[UserRecord],
+        start_index: int,
+        count: int,
+        total: int | None,
+        matching: Callable[[], Select[Any]],
+        params: Mapping[str, Any],
+    ) -> Page:
+        """The page of ``records``: its number of matches (counted only when the page does
+        not show it) and queue positions."""
+        offset = start_index - 1
         if len(records) < count and (records or start_index == 1):
             matches = offset + len(records)
         elif total is not None:
             matches = total
         else:
-            total_q = select(func.count()).select_from(users)
-            if where is not None:
-                total_q = total_q.where(where)
-            matches = int(self.conn.execute(total_q).scalar_one())
-        if not self.is_postgres:
-            self._attach_groups(records)
+            matches = int(self.conn.execute(matching(), params).scalar_one())
         self.attach_queue_positions(records)
         return Page(matches, records)
-
-    def _attach_groups(self, records: list[UserRecord]) -> None:
-        if not records:
-            return
-        by_id = {r.id: r for r in records}
-        for row in self.conn.execute(_GROUPS_OF_USERS, {"user_ids": list(by_id)}):
-            by_id[row.user_id].groups.append((row.id, row.display_name))
 
     def attach_queue_positions(self, records: list[UserRecord]) -> None:
         for r in records:

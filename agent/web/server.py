@@ -16,6 +16,7 @@ The gunicorn master also:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger
 
 from agent.config import ConfigError, Settings, load_settings
 
@@ -256,6 +258,28 @@ class SeatAgentServer(BaseApplication):  # type: ignore[misc]
             sys.exit(1)
 
 
+class AgentLogger(Logger):
+    """gunicorn's logger without its access log. agent.web.observability writes one line per
+    request, with its request id; gunicorn would otherwise still build its access-log fields
+    for every request (its logging is configured by ``logconfig_dict``) only for the
+    ``gunicorn.access`` logger to drop them."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+    def _compute_access_log_enabled(self) -> bool:  # gunicorn >= 25: skip building the fields
+        return False
+
+
+def _worker_ready(_worker: Any) -> None:
+    """After a worker has built its app: everything allocated so far (modules, the app, the
+    engine) lives as long as the worker, so the garbage collector stops walking it. Without
+    this every full collection walks a few hundred thousand long-lived objects, a pause that
+    lands on whichever request is running."""
+    gc.collect()
+    gc.freeze()
+
+
 def _multiprocess_metrics() -> tuple[str, dict[str, Any]]:
     """A fresh directory for prometheus-client's per-process metric files, in the environment
     before gunicorn forks, so every worker writes there and ``/metrics`` sums them all; a fresh
@@ -327,6 +351,8 @@ def run_gunicorn(
             "accesslog": None,
             "errorlog": "-",
             "logconfig_dict": logging_config(current.server.json_logs),
+            "logger_class": AgentLogger,
+            "post_worker_init": _worker_ready,
             "control_socket_disable": True,
             "preload_app": False,
         }

@@ -79,6 +79,14 @@ class AdminSessionInterface(SecureCookieSessionInterface):
     def get_cookie_path(self, app: Flask) -> str:
         return (request.script_root or "") + "/admin"
 
+    def open_session(self, app: Flask, request: Any) -> Any:
+        """The cookie is scoped to /admin, so no other request carries it: those get the null
+        session at once (a SCIM request would otherwise build a signing serializer for
+        nothing)."""
+        if request.path != "/admin" and not request.path.startswith("/admin/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
 
 def session_secret(token_digests: Iterable[str], secret: str | None = None) -> str:
     """The session signing key: the same in every process given the same configuration.
