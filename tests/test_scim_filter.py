@@ -428,3 +428,76 @@ def test_resolve_attr():
     assert info.value.scim_type == "invalidValue"
     with pytest.raises(ScimError):
         resolve_attr("user name", "User")
+
+
+# -- the lookup shape read without the grammar ---------------------------------------------
+
+
+def _outcome(parse, text: str, resource_type: str):
+    try:
+        return ("ok", parse(text, resource_type))
+    except ScimError as err:
+        return ("error", err.status, err.scim_type)
+
+
+SIMPLE_EQ_FILTERS = [
+    'userName eq "bjensen@example.com"',
+    'USERNAME EQ "BJensen"',
+    'userName Eq "a%b_c"',
+    '  userName\teq\t"x"  ',
+    'userName eq ""',
+    'userName eq "Ünïcødé 名前"',
+    'userName eq "has\nnewline"',
+    'externalId eq "00u1"',
+    'id eq "2819c223-7f76-453a-919d-413861904646"',
+    'name.givenName eq "Barbara"',
+    'NAME.FAMILYNAME eq "Jensen"',
+    'emails eq "a@x"',
+    'emails.value eq "a@x"',
+    'emails.type eq "work"',
+    'groups.value eq "g1"',
+    'groups eq "g1"',
+    'active eq "true"',
+    'meta.lastModified eq "2011-05-13T04:42:34Z"',
+    'meta.lastModified eq "yesterday"',
+    'meta.resourceType eq "User"',
+    'displayName eq "Group A"',
+    'members.value eq "u1"',
+    'members eq "u1"',
+    'nosuch eq "x"',
+    'name.nosuch eq "x"',
+    'userName.sub eq "x"',
+    'title eq "Tour Guide"',
+    'manager eq "x"',
+]
+# Near misses: the fast shape must leave them to the grammar (and the result must not change).
+NOT_SIMPLE = [
+    'userName eq "a\\"b"',
+    'userName eq "a\\u0041"',
+    'userName eq"x"',
+    'userName ne "x"',
+    'userName eq "x" and title eq "y"',
+    'urn:ietf:params:scim:schemas:core:2.0:User:userName eq "x"',
+    'emails[type eq "work"]',
+    "active eq true",
+    'userName eq "x")',
+]
+
+
+@pytest.mark.parametrize("text", SIMPLE_EQ_FILTERS + NOT_SIMPLE)
+@pytest.mark.parametrize("resource_type", ["User", "Group"])
+def test_the_lookup_shape_parses_as_the_grammar_does(text, resource_type):
+    from agent.scim import filter as scim_filter
+
+    fast = _outcome(scim_filter.parse_filter, text, resource_type)
+    grammar = _outcome(scim_filter._parse_grammar, text, resource_type)
+    assert fast == grammar
+
+
+def test_the_lookup_shape_takes_the_fast_path():
+    from agent.scim import filter as scim_filter
+
+    for text in SIMPLE_EQ_FILTERS:
+        assert scim_filter._SIMPLE_EQ.fullmatch(text), text
+    for text in NOT_SIMPLE:
+        assert not scim_filter._SIMPLE_EQ.fullmatch(text), text

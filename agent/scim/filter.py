@@ -659,6 +659,39 @@ def parse_filter(text: str, resource_type: ResourceType) -> Expr:
     attrs_for(resource_type)  # validates resource_type
     if not isinstance(text, str) or not text.strip():
         raise ScimError(400, "Invalid filter: empty filter", "invalidFilter")
+    simple = _SIMPLE_EQ.fullmatch(text)
+    if simple is not None:
+        return _simple_eq(simple[1], simple[2], resource_type)
+    return _parse_grammar(text, resource_type)
+
+
+# The IdPs' lookup, ``userName eq "..."``: one plain attribute name (no schema URN), ``eq``
+# and a string without escapes. The lexer of scim2-filter-parser tokenizes any such text the
+# same way (its names are [a-zA-Z$][a-zA-Z0-9_$-]*, it ignores spaces and tabs, and a string
+# is "[^"]*"), so this shape is read without the grammar, with the very steps the parsed tree
+# goes through; tests/test_scim_filter.py checks the two agree.
+_SIMPLE_EQ = re.compile(
+    r"[ \t]*([A-Za-z][A-Za-z0-9_-]*(?:\.[A-Za-z][A-Za-z0-9_-]*)?)"  # the attribute
+    r'[ \t]+[eE][qQ][ \t]+"([^"\\]*)"[ \t]*'  # eq "value"
+)
+
+
+@dataclass(frozen=True)
+class _Literal:
+    """A compValue as the parser hands it over (``.value``)."""
+
+    value: _Quoted
+
+
+def _simple_eq(name: str, value: str, resource_type: ResourceType) -> Expr:
+    key = _qualify(name, None, resource_type, name, "invalidFilter")
+    attr = _lookup(key, resource_type, name, "invalidFilter")
+    cmp = Compare(attr, "eq", _convert_value(attr, "eq", _Literal(_Quoted(value))))
+    return ValuePath(attr.multi_parent, cmp) if attr.multi_parent is not None else cmp
+
+
+def _parse_grammar(text: str, resource_type: ResourceType) -> Expr:
+    """``text`` through scim2-filter-parser's grammar, then into the representation."""
     stream = _TokenStream(text)
     try:
         tree = SCIMParser().parse(iter(stream))

@@ -46,7 +46,8 @@ def _provisioning() -> Provisioning:
 
 
 def _base_url() -> str:
-    return request.host_url.rstrip("/") + "/scim/v2"
+    """Where the resources' ``meta.location`` point: this endpoint as the client named it."""
+    return f"{request.scheme}://{request.host}/scim/v2"
 
 
 def _encode(body: Any) -> bytes:
