@@ -15,7 +15,7 @@ import http.client
 import json as jsonlib
 import select
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 # What a failed exchange raises (requests' own exceptions come from the other client).
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
@@ -75,6 +75,9 @@ class LeanSession:
     ) -> LeanResponse:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
+        # What requests does to a URL given with spaces or quotes in it (requote_uri):
+        # escape what may not appear in a request line, keep what is already escaped.
+        target = quote(target, safe="!#$%&'()*+,/:;=?@[]~")
         if params:
             target += ("&" if parts.query else "?") + urlencode(params)
         body = None if json is None else jsonlib.dumps(json).encode()

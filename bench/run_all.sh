@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in docs/performance.md, one run after the other (about 25 minutes on 2 cores).
+# Every figure in docs/performance.md, one run after the other (about 30 minutes on 2 cores).
 # Run it on an otherwise idle machine from the repository root, with seat-agent installed in
 # the active environment (scripts/test installs it into .venv):
 #   PATH=$PWD/.venv/bin:$PATH bench/run_all.sh [output-dir]
@@ -23,10 +23,13 @@ for db in sqlite postgres; do
       --group-members "$members" --seed bulk --concurrency 1 --requests 1000
   done
 done
-# The read targets again, six rounds each at 100,000 users, with the host probe per round.
+# The read targets again, six rounds each at 100,000 users, with the host probe per round;
+# then through requests instead of the lean client (what the client's own Python adds).
 for db in sqlite postgres; do
-  run "scim-$db-100000-reads" python bench/scim_load.py --db "$db" --users 100000 --seed bulk \
-    --concurrency 1 --requests 1000 --read-rounds 6
+  for http in lean requests; do
+    run "scim-$db-100000-reads-$http" python bench/scim_load.py --db "$db" --users 100000 \
+      --seed bulk --concurrency 1 --requests 1000 --read-rounds 6 --http-client "$http"
+  done
 done
 # SCIM throughput: two concurrent clients, two worker layouts (threads of a worker share a GIL).
 for db in sqlite postgres; do
