@@ -4,8 +4,8 @@ Seeds --members users by bulk insert, then adds them to one group in PATCH batch
 members (default 100) through the Flask test client, timing each batch; prints the median batch
 time from every tenth of --members on. At every tenth it also removes the batch just added
 (``members[value eq "..."]`` for one member, Entra's ``members`` remove with a value list for
-more) and adds it back, five times, and prints the median removal. A flat row means the cost does not depend on the
-group's size.
+more) and adds it back, five times, and prints the median removal. A flat row means the cost
+does not depend on the group's size.
 
     python bench/group_batches.py --db sqlite   --members 50000
     python bench/group_batches.py --db postgres --members 50000

@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             f"startIndex={rng.randrange(1, args.users - 99)}&count=100"
             for _ in range(args.requests // 3)
         ]
-        print(f"seat-agent in process: {args.db}, {args.users} users, Python {sys.version.split()[0]}")
+        python = sys.version.split()[0]
+        print(f"seat-agent in process: {args.db}, {args.users} users, Python {python}")
         print(f"host probe {sl.host_probe():.1f} ms (lower is faster)")
         measure('GET filter userName eq "..."', app, lookups, b'"totalResults":1,')
         measure("GET page count=100 (random offset)", app, pages, b'"itemsPerPage":100')

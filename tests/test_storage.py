@@ -497,12 +497,13 @@ def _plan_rows(node: dict) -> int:
 
 
 def test_removing_members_touches_only_their_keys_whatever_the_statistics(pg_url):
-    """Entra's pre-2020 ``members`` remove with a value list. Statistics taken while a group
-    was small once made the list statement read every member (423 ms for 100 members at
-    100,000). Each member now goes by the whole primary key."""
+    """Entra's pre-2020 ``members`` remove with a value list, and the groups of the users a
+    membership change re-decides. Statistics taken while a group was small once made the
+    list statements read every membership row (423 ms to remove 100 members at 100,000).
+    Each member now goes by its own key."""
     from sqlalchemy import func, select, text
 
-    from agent.storage.store import REMOVE_MEMBER_SQL
+    from agent.storage.store import GROUPS_OF_USER_SQL, REMOVE_MEMBER_SQL
     from agent.storage.tables import group_members
 
     store = Store.from_url(pg_url)
@@ -519,9 +520,19 @@ def test_removing_members_touches_only_their_keys_whatever_the_statistics(pg_url
         with store.write() as tx:
             tx.add_members("g1", ids[10:])
         with store.write() as tx:
+            tx.insert_group("g2", {"displayName": "few"}, NOW)
+            tx.add_members("g2", [ids[5], ids[6]])
+            got = tx.groups_of([ids[5], ids[7], "nobody"])
+            assert {k: sorted(v) for k, v in got.items()} == {
+                ids[5]: ["everyone", "few"],
+                ids[7]: ["everyone"],
+                "nobody": [],
+            }
+            assert tx.groups_of([]) == {}
             asked = [ids[2999], "nobody", ids[5], ids[5], ids[1500]]
             assert tx.remove_members("g1", asked) == [ids[2999], ids[5], ids[1500]]
             assert tx.remove_members("g1", []) == []
+            assert tx.groups_of([ids[5]]) == {ids[5]: ["few"]}
         with store.read() as tx:
             left = tx.conn.execute(
                 select(func.count())
@@ -536,6 +547,10 @@ def test_removing_members_touches_only_their_keys_whatever_the_statistics(pg_url
             plan = cursor.fetchone()[0][0]["Plan"]
             raw.rollback()
             assert _plan_rows(plan) <= 1, plan
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + GROUPS_OF_USER_SQL, (ids[6],))
+            plan = cursor.fetchone()[0][0]["Plan"]
+            raw.rollback()
+            assert _plan_rows(plan) <= 2, plan  # the user's two memberships, not the 2,997
         finally:
             raw.close()
     finally:
