@@ -555,3 +555,32 @@ def test_removing_members_touches_only_their_keys_whatever_the_statistics(pg_url
             raw.close()
     finally:
         store.dispose()
+
+
+def test_a_lost_server_during_a_member_removal_is_a_retryable_error(pg_url):
+    """The per-key statements go to psycopg directly; a lost server must still surface as
+    SQLAlchemy's OperationalError (a 503 on /scim) with the dead connection invalidated."""
+    import psycopg
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    store = Store.from_url(pg_url)
+    try:
+        store.upgrade(5, NOW)
+        with store.write() as tx:
+            tx.insert_user("u1", _user("u1@x"), SeatState(), NOW)
+            tx.insert_group("g1", {"displayName": "g"}, NOW)
+            tx.add_members("g1", ["u1"])
+        with pytest.raises(OperationalError) as failed:
+            with store.write() as tx:
+                pid = tx.conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+                dsn = pg_url.split("?")[0].replace("postgresql+psycopg://", "postgresql://")
+                with psycopg.connect(dsn, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                tx.remove_members("g1", ["u1"])
+        assert failed.value.connection_invalidated
+        with store.write() as tx:  # nothing was removed, and the store works again
+            assert tx.remove_members("g1", ["u1"]) == ["u1"]
+    finally:
+        store.dispose()

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
@@ -1207,7 +1207,10 @@ class StoreTx:
         (autovacuum may be off, or not yet caught up with a group filled in minutes)."""
         if not params:
             return []
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        import psycopg
+
+        driver = self.conn.connection.driver_connection
+        cursor = driver.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, params, returning=True)
             rows: list[tuple[Any, ...]] = []
@@ -1215,6 +1218,15 @@ class StoreTx:
                 rows.extend(cursor.fetchall())
                 if not cursor.nextset():
                     return rows
+        except psycopg.Error as err:
+            # As SQLAlchemy raises it for its own statements (a lost server is an
+            # OperationalError, a retryable 503 on /scim), the dead connection invalidated.
+            gone = self.conn.dialect.is_disconnect(err, driver, cursor)  # type: ignore[arg-type]
+            if gone:
+                self.conn.invalidate(err)
+            raise DBAPIError.instance(
+                sql, params, err, psycopg.Error, connection_invalidated=gone
+            ) from err
         finally:
             cursor.close()
 
