@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in docs/performance.md, one run after the other (about 30 minutes on 2 cores).
+# Every figure in docs/performance.md, one run after the other (about 35 minutes on 2 cores).
 # Run it on an otherwise idle machine from the repository root, with seat-agent installed in
 # the active environment (scripts/test installs it into .venv):
 #   PATH=$PWD/.venv/bin:$PATH bench/run_all.sh [output-dir]
@@ -39,10 +39,12 @@ for db in sqlite postgres; do
       --group-members 50000 --seed bulk --concurrency 2 --workers "$1" --threads "$2"
   done
 done
-# Group PATCH cost against group size, in process.
+# Group PATCH cost against group size, in process: batches of 100, then one member at a time.
 for db in sqlite postgres; do
   run "group-batches-$db" python bench/group_batches.py --db "$db" --members 100000
 done
+run "group-single-sqlite" python bench/group_batches.py --db sqlite --members 100000 --batch 1
+run "group-single-postgres" python bench/group_batches.py --db postgres --members 50000 --batch 1
 # The seat decision's cost on the SCIM create path.
 for db in sqlite postgres; do
   run "seat-decision-$db" python bench/seat_decision.py --db "$db" --users 5000
