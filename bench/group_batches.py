@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,22 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
     n = args.members
     with tempfile.TemporaryDirectory(prefix="seat-groups-") as tmp:
-        schema = None
-        if args.db == "postgres":
-            import psycopg
-
-            schema = "bench_" + uuid.uuid4().hex[:10]
-            with psycopg.connect(args.pg, autocommit=True) as conn:
-                conn.execute(f"CREATE SCHEMA {schema}")
-            url = f"{args.pg}?options=-csearch_path%3D{schema}"
-        else:
-            url = f"sqlite:///{tmp}/groups.db"
-        try:
+        with scim_load.scratch_database(args.db, args.pg, Path(tmp)) as (url, schema):
             ids, _ = scim_load.seed_bulk(url, n, n, time.monotonic() + 3600)
-            if schema:
-                with psycopg.connect(args.pg, autocommit=True) as conn:
-                    conn.execute(f"SET search_path = {schema}")
-                    conn.execute("VACUUM ANALYZE")
+            scim_load.vacuum_analyze(args.pg, schema)
             settings = settings_from_mapping(
                 {
                     "database": {"url": url},
@@ -103,10 +89,6 @@ def main(argv: list[str] | None = None) -> int:
                         patch(add)
                     removals.append((start + len(members), statistics.median(samples)))
             app.extensions["seat_agent"].store.dispose()
-        finally:
-            if schema:
-                with psycopg.connect(args.pg, autocommit=True) as conn:
-                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
     step = max(1, len(times) // 10)
     cells = [
         f"{i * batch / 1000:g}k: {statistics.median(times[i : i + step]) * 1000:.1f}"

@@ -18,11 +18,9 @@ import cProfile
 import io
 import pstats
 import random
-import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -92,62 +90,48 @@ def main(argv: list[str] | None = None) -> int:
     from agent.app import create_app
     from agent.config import settings_from_mapping
 
-    workdir = Path(tempfile.mkdtemp(prefix="seat-lookup-cpu-"))
-    schema = None
-    if args.db == "postgres":
-        import psycopg
+    with tempfile.TemporaryDirectory(prefix="seat-lookup-cpu-") as tmp:
+        with sl.scratch_database(args.db, args.pg, Path(tmp)) as (db_url, schema):
+            seats = args.users + 10
+            _, names = sl.seed_bulk(db_url, seats, args.users, time.monotonic() + 3600)
+            sl.vacuum_analyze(args.pg, schema)
+            settings = settings_from_mapping(
+                {
+                    "database": {"url": db_url},
+                    "auth": {"scim_token": TOKEN, "admin_token": TOKEN + "-admin"},
+                    "license": {"seats": seats, "on_full": "refuse"},
+                }
+            )
+            app = create_app(settings)
+            try:
+                run(app, args, names)
+            finally:
+                app.extensions["seat_agent"].store.dispose()
+    return 0
 
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        db_url = f"{args.pg}?options=-csearch_path%3D{schema}"
-    else:
-        db_url = f"sqlite:///{workdir / 'bench.db'}"
-    app = None
-    try:
-        seats = args.users + 10
-        _, names = sl.seed_bulk(db_url, seats, args.users, time.monotonic() + 3600)
-        if schema:
-            with psycopg.connect(args.pg, autocommit=True) as conn:
-                conn.execute(f"SET search_path = {schema}")
-                conn.execute("VACUUM ANALYZE users, user_values, groups, group_members")
-        settings = settings_from_mapping(
-            {
-                "database": {"url": db_url},
-                "auth": {"scim_token": TOKEN, "admin_token": TOKEN + "-admin"},
-                "license": {"seats": seats, "on_full": "refuse"},
-            }
-        )
-        app = create_app(settings)
-        rng = random.Random(7)
-        lookups = [
-            "filter=" + quote(f'userName eq "{names[rng.randrange(len(names))]}"')
-            for _ in range(args.requests)
-        ]
-        pages = [
-            f"startIndex={rng.randrange(1, args.users - 99)}&count=100"
-            for _ in range(args.requests // 3)
-        ]
-        python = sys.version.split()[0]
-        print(f"seat-agent in process: {args.db}, {args.users} users, Python {python}")
-        print(f"host probe {sl.host_probe():.1f} ms (lower is faster)")
-        measure('GET filter userName eq "..."', app, lookups, b'"totalResults":1,')
-        measure("GET page count=100 (random offset)", app, pages, b'"itemsPerPage":100')
-        if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for q in lookups:
-                call(app, q, b'"totalResults":1,')
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
-        return 0
-    finally:
-        if app is not None:
-            app.extensions["seat_agent"].store.dispose()
-        if schema:
-            with psycopg.connect(args.pg, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        shutil.rmtree(workdir, ignore_errors=True)
+
+def run(app: Any, args: argparse.Namespace, names: list[str]) -> None:
+    rng = random.Random(7)
+    lookups = [
+        "filter=" + quote(f'userName eq "{names[rng.randrange(len(names))]}"')
+        for _ in range(args.requests)
+    ]
+    pages = [
+        f"startIndex={rng.randrange(1, args.users - 99)}&count=100"
+        for _ in range(args.requests // 3)
+    ]
+    python = sys.version.split()[0]
+    print(f"seat-agent in process: {args.db}, {args.users} users, Python {python}")
+    print(f"host probe {sl.host_probe():.1f} ms (lower is faster)")
+    measure('GET filter userName eq "..."', app, lookups, b'"totalResults":1,')
+    measure("GET page count=100 (random offset)", app, pages, b'"itemsPerPage":100')
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for q in lookups:
+            call(app, q, b'"totalResults":1,')
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
 
 
 if __name__ == "__main__":

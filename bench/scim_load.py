@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -530,6 +531,35 @@ def seed_bulk(db_url: str, seats: int, n: int, deadline: float) -> tuple[list[st
     bulk_insert(agent, rows())
     agent.store.dispose()
     return ids, names
+
+
+@contextmanager
+def scratch_database(db: str, pg_base: str, workdir: Path) -> Iterator[tuple[str, str | None]]:
+    """(URL, PostgreSQL schema or None) of an empty database for an in-process benchmark: a
+    SQLite file in ``workdir``, or a fresh schema in ``pg_base``'s database, dropped after."""
+    if db != "postgres":
+        yield f"sqlite:///{workdir / 'bench.db'}", None
+        return
+    import psycopg
+
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(pg_base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg_base}?options=-csearch_path%3D{schema}", schema
+    finally:
+        with psycopg.connect(pg_base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def vacuum_analyze(pg_base: str, schema: str | None) -> None:
+    """After bulk seeding a PostgreSQL schema: planner statistics and a visibility map."""
+    if schema:
+        import psycopg
+
+        with psycopg.connect(pg_base, autocommit=True) as conn:
+            conn.execute(f"SET search_path = {schema}")
+            conn.execute("VACUUM ANALYZE")
 
 
 # -- the run -----------------------------------------------------------------------------------
