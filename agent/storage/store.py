@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -218,10 +219,16 @@ _LEDGER_INSERT = insert(seat_ledger)
 _USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
 
 
-def _page_rows(keys: Select[tuple[int]]) -> Select[Any]:
-    """PostgreSQL: the record columns (groups included) of the rows a page's key walk selects,
-    in its order."""
-    return keys.with_only_columns(users.c.seq, *_WITH_GROUPS[True])
+def _page_rows(
+    keys: Select[tuple[int]], order: Sequence[ColumnElement[Any]], is_postgres: bool
+) -> Select[Any]:
+    """One statement for the rows (groups included) a page's key walk selects, in its order.
+    On SQLite ``seq IN (keys)``; on PostgreSQL the walk itself with the record columns, used
+    for a first page only (see ``StoreTx.list_users``)."""
+    if is_postgres:
+        return keys.with_only_columns(users.c.seq, *_WITH_GROUPS[True])
+    in_page = users.c.seq.in_(keys.correlate(None).scalar_subquery())
+    return select(*_WITH_GROUPS[False]).where(in_page).order_by(*order, users.c.seq)
 
 
 @dataclass(frozen=True)
@@ -248,11 +255,7 @@ def _lookup_queries(lookup: Lookup, is_postgres: bool) -> _LookupQueries:
         .offset(bindparam("page_offset", type_=Integer()))
         .limit(bindparam("page_limit", type_=Integer()))
     )
-    if is_postgres:
-        rows = _page_rows(keys)
-    else:
-        in_page = users.c.seq.in_(keys.correlate(None).scalar_subquery())
-        rows = select(*_WITH_GROUPS[False]).where(in_page).order_by(users.c.seq)
+    rows = _page_rows(keys, [], is_postgres)
     matches = select(func.count()).select_from(users).where(lookup.where)
     return _LOOKUP_QUERIES.setdefault(key, _LookupQueries(keys, rows, matches))
 
@@ -665,7 +668,9 @@ class StoreTx:
                 if where is not None:
                     keys = keys.where(where)
                 keys = keys.order_by(*order, users.c.seq).offset(offset).limit(count)
-            rows = self._rows_statement(keys, order, offset == 0)
+            rows = (
+                _page_rows(keys, order, self.is_postgres) if self._one_statement(offset) else None
+            )
             records = self._page_records(keys, rows, bool(order), {})
 
         def matching() -> Select[Any]:
@@ -683,19 +688,14 @@ class StoreTx:
         params = {LOOKUP_VALUE: lookup.value, "page_offset": offset, "page_limit": count}
         records: list[UserRecord] = []
         if count > 0:
-            rows = q.first_rows if offset == 0 or not self.is_postgres else None
+            rows = q.first_rows if self._one_statement(offset) else None
             records = self._page_records(q.keys, rows, False, params)
         return self._user_page(records, start_index, count, None, lambda: q.matches, params)
 
-    def _rows_statement(
-        self, keys: Select[tuple[int]], order: Sequence[ColumnElement[Any]], first: bool
-    ) -> Select[Any] | None:
-        """The one statement that reads a page's rows from its key walk; None on PostgreSQL
-        past the first page, which reads the keys and then the rows (see list_users)."""
-        if self.is_postgres:
-            return _page_rows(keys) if first else None
-        in_page = users.c.seq.in_(keys.correlate(None).scalar_subquery())
-        return select(*_WITH_GROUPS[False]).where(in_page).order_by(*order, users.c.seq)
+    def _one_statement(self, offset: int) -> bool:
+        """Whether a page at ``offset`` is read in one statement (``_page_rows``): always on
+        SQLite; on PostgreSQL only a first page, past it the keys and then the rows."""
+        return offset == 0 or not self.is_postgres
 
     def _page_records(
         self,
@@ -1207,8 +1207,6 @@ class StoreTx:
         (autovacuum may be off, or not yet caught up with a group filled in minutes)."""
         if not params:
             return []
-        import psycopg
-
         driver = self.conn.connection.driver_connection
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
