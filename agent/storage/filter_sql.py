@@ -309,7 +309,7 @@ def _compare(attr: AttrDef, op: str, value: Any, target: _Target) -> ColumnEleme
             raise _invalid(f"Attribute '{attr.path}' must be compared with a string")
         exact = attr.case_exact
         v = value if exact else value.lower()
-        lhs = col if exact or lowered else func.lower(col)
+        lhs = _string_side(attr, target)
         if op == "eq":
             cmp = lhs == v
         elif op == "ne":
@@ -329,7 +329,20 @@ def _compare(attr: AttrDef, op: str, value: Any, target: _Target) -> ColumnEleme
             lex = _Lexical(lhs)
             cmp = {"gt": lex.__gt__, "ge": lex.__ge__, "lt": lex.__lt__, "le": lex.__le__}[op](v)
 
-    if not nullable:
+    return _two_valued(col, op, cmp)
+
+
+def _string_side(attr: AttrDef, target: _Target) -> Any:
+    """The column side of a string comparison: the column itself when the attribute is case
+    exact or the column holds a lowered copy, else ``lower(column)``."""
+    col, lowered = target
+    return col if attr.case_exact or lowered else func.lower(col)
+
+
+def _two_valued(col: Any, op: str, cmp: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``cmp`` never NULL: on a nullable column ``ne`` also matches an absent value and every
+    other operator never does."""
+    if not bool(getattr(col, "nullable", True)):
         return cmp
     if op == "ne":
         return or_(col.is_(None), cmp)
@@ -454,10 +467,8 @@ def user_lookup(expr: Expr) -> Lookup | None:
 
 def _eq_template(attr: AttrDef, target: _Target) -> ColumnElement[bool]:
     """What :func:`_compare` builds for ``attr eq <string>``, the value a bind parameter."""
-    col, lowered = target
-    lhs = col if attr.case_exact or lowered else func.lower(col)
-    cmp: ColumnElement[bool] = lhs == bindparam(LOOKUP_VALUE, type_=String())
-    return and_(col.is_not(None), cmp) if bool(getattr(col, "nullable", True)) else cmp
+    cmp = _string_side(attr, target) == bindparam(LOOKUP_VALUE, type_=String())
+    return _two_valued(target[0], "eq", cmp)
 
 
 def group_where(expr: Expr) -> ColumnElement[bool]:
