@@ -46,6 +46,13 @@ def _admin_error(err: AdminError) -> Response:
     return _error(err.status, err.error, **err.extra)
 
 
+@bp.errorhandler(ScimError)
+def _service_error(err: ScimError) -> Response:
+    """A refusal of the services the admin API shares with SCIM (an unknown user, a seat
+    refused): the same status, as an admin JSON error."""
+    return _error(err.status, err.detail)
+
+
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException) -> Response:
     return _error(err.code or 500, err.description or err.name)
@@ -217,11 +224,7 @@ def set_licenses() -> Response:
 def get_user_seat(user_id: str) -> Response:
     """One user's seat state (``user_seat``); 404 if unknown."""
     _only_params()
-    provisioning = current_app.extensions["seat_agent"].provisioning
-    try:
-        record = provisioning.get_user(user_id)
-    except ScimError as err:
-        raise AdminError(err.status, err.detail) from None
+    record = current_app.extensions["seat_agent"].provisioning.get_user(user_id)
     fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
     return jsonify(user_seat(record, fallback_role))
 
@@ -231,11 +234,7 @@ def reevaluate_user(user_id: str) -> Response:
     """Decide a user's seat again (e.g. a fallback user once seats are free); at the limit the
     same outcome as any other path: 403 under refuse."""
     _only_params()
-    provisioning = current_app.extensions["seat_agent"].provisioning
-    try:
-        record = provisioning.reevaluate_user(user_id)
-    except ScimError as err:
-        raise AdminError(err.status, err.detail) from None
+    record = current_app.extensions["seat_agent"].provisioning.reevaluate_user(user_id)
     return jsonify(user_summary(record))
 
 
