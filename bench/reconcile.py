@@ -20,16 +20,12 @@ import tracemalloc
 import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 from agent.bootstrap import build_agent
 from agent.config import settings_from_mapping
 from agent.jobs.tasks import Jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scim_load as sl  # noqa: E402
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def seed(agent, n: int) -> None:  # type: ignore[no-untyped-def]
@@ -59,48 +55,37 @@ def main() -> None:
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--users", type=int, default=10000)
     args = ap.parse_args()
-    schema = None
-    if args.db == "sqlite":
-        url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    else:
-        schema = "bench_" + uuid.uuid4().hex[:8]
-        with create_engine(PG).begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        url = f"{PG}?options=-csearch_path%3D{schema}"
-    base = {
-        "database": {"url": url},
-        "auth": {"scim_token": "t", "admin_token": "a"},
-        "license": {"seats": args.users},
-    }
-    try:
-        agent = build_agent(settings_from_mapping(base))
-        t0 = time.perf_counter()
-        seed(agent, args.users)
-        seeded = time.perf_counter() - t0
-        # A routine run: nothing changed since the users were written. Timed on its own, then
-        # run again under tracemalloc (which slows Python down) for the allocation peak.
-        t0 = time.perf_counter()
-        routine = Jobs(agent).reconcile()
-        routine_s = time.perf_counter() - t0
-        assert not routine.resettled, routine.resettled[:5]
-        tracemalloc.start()
-        Jobs(agent).reconcile()
-        _, routine_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        agent.store.dispose()
-        # The operator now declares Assistant free: reconcile must re-decide 1/7 of the users.
-        changed = {**base, "license": {**base["license"], "free_roles": ["Assistant"]}}
-        agent = build_agent(settings_from_mapping(changed))
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
-        report = Jobs(agent).reconcile()
-        elapsed = time.perf_counter() - t0
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        agent.store.dispose()
-    finally:
-        if schema:
-            with create_engine(PG).begin() as conn:
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    with tempfile.TemporaryDirectory(prefix="seat-reconcile-") as tmp:
+        with sl.scratch_database(args.db, sl.PG_BASE, Path(tmp)) as (url, _schema):
+            base = {
+                "database": {"url": url},
+                "auth": {"scim_token": "t", "admin_token": "a"},
+                "license": {"seats": args.users},
+            }
+            agent = build_agent(settings_from_mapping(base))
+            t0 = time.perf_counter()
+            seed(agent, args.users)
+            seeded = time.perf_counter() - t0
+            # A routine run: nothing changed since the users were written. Timed on its own, then
+            # run again under tracemalloc (which slows Python down) for the allocation peak.
+            t0 = time.perf_counter()
+            routine = Jobs(agent).reconcile()
+            routine_s = time.perf_counter() - t0
+            assert not routine.resettled, routine.resettled[:5]
+            tracemalloc.start()
+            Jobs(agent).reconcile()
+            _, routine_peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            agent.store.dispose()
+            # The operator now declares Assistant free: reconcile must re-decide 1/7 of the users.
+            changed = {**base, "license": {**base["license"], "free_roles": ["Assistant"]}}
+            agent = build_agent(settings_from_mapping(changed))
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            t0 = time.perf_counter()
+            report = Jobs(agent).reconcile()
+            elapsed = time.perf_counter() - t0
+            rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            agent.store.dispose()
     print(f"db={args.db} users={args.users} (seeded in {seeded:.1f} s by bulk insert)")
     print(f"routine reconcile (nothing to repair): {routine_s:.2f} s")
     print(f"  peak Python allocations (tracemalloc, second run): {routine_peak / 1e6:.1f} MB")

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
-import uuid
-
-from sqlalchemy import create_engine, text
+from pathlib import Path
 
 from agent.app import create_app
 from agent.config import settings_from_mapping
 from agent.services.seats import SeatEngine
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scim_load as sl  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -37,53 +37,46 @@ def main() -> None:
     ap.add_argument("--on-full", default="refuse", choices=["refuse", "queue"])
     args = ap.parse_args()
 
-    schema = None
-    if args.db == "sqlite":
-        url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    else:
-        schema = "bench_" + uuid.uuid4().hex[:8]
-        with create_engine(PG).begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        url = f"{PG}?options=-csearch_path%3D{schema}"
-    # Half the users get a seat, the rest hit the limit (refused or queued).
-    seats = args.users // 2
-    settings = settings_from_mapping(
-        {
-            "database": {"url": url},
-            "auth": {"scim_token": "t", "admin_token": "a"},
-            "license": {"seats": seats, "on_full": args.on_full},
-        }
-    )
-    settle_times: list[float] = []
-    original = SeatEngine.settle
-
-    def timed(self, *a, **kw):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        try:
-            return original(self, *a, **kw)
-        finally:
-            settle_times.append(time.perf_counter() - t0)
-
-    SeatEngine.settle = timed  # type: ignore[method-assign]
-    app = create_app(settings)
-    client = app.test_client()
-    headers = {"Authorization": "Bearer t"}
-    granted, limited = [], []
-    try:
-        for i in range(args.users):
-            t0 = time.perf_counter()
-            r = client.post(
-                "/scim/v2/Users", json={"userName": f"u{i}", "active": True}, headers=headers
+    with tempfile.TemporaryDirectory(prefix="seat-decision-") as tmp:
+        with sl.scratch_database(args.db, sl.PG_BASE, Path(tmp)) as (url, _schema):
+            # Half the users get a seat, the rest hit the limit (refused or queued).
+            seats = args.users // 2
+            settings = settings_from_mapping(
+                {
+                    "database": {"url": url},
+                    "auth": {"scim_token": "t", "admin_token": "a"},
+                    "license": {"seats": seats, "on_full": args.on_full},
+                }
             )
-            elapsed = time.perf_counter() - t0
-            (granted if i < seats else limited).append(elapsed)
-            assert r.status_code in (201, 403), r.get_data(as_text=True)
-    finally:
-        SeatEngine.settle = original  # type: ignore[method-assign]
-        app.extensions["seat_agent"].store.dispose()
-        if schema:
-            with create_engine(PG).begin() as conn:
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            settle_times: list[float] = []
+            original = SeatEngine.settle
+
+            def timed(self, *a, **kw):  # type: ignore[no-untyped-def]
+                t0 = time.perf_counter()
+                try:
+                    return original(self, *a, **kw)
+                finally:
+                    settle_times.append(time.perf_counter() - t0)
+
+            SeatEngine.settle = timed  # type: ignore[method-assign]
+            app = create_app(settings)
+            client = app.test_client()
+            headers = {"Authorization": "Bearer t"}
+            granted, limited = [], []
+            try:
+                for i in range(args.users):
+                    t0 = time.perf_counter()
+                    r = client.post(
+                        "/scim/v2/Users",
+                        json={"userName": f"u{i}", "active": True},
+                        headers=headers,
+                    )
+                    elapsed = time.perf_counter() - t0
+                    (granted if i < seats else limited).append(elapsed)
+                    assert r.status_code in (201, 403), r.get_data(as_text=True)
+            finally:
+                SeatEngine.settle = original  # type: ignore[method-assign]
+                app.extensions["seat_agent"].store.dispose()
 
     print(f"db={args.db} users={args.users} seats={seats} on_full={args.on_full}")
     print(f"{'what':32} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
