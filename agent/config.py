@@ -217,6 +217,20 @@ class DownstreamSettings(Section):
         "SEAT_AGENT_DOWNSTREAM_TOKEN", description="Environment variable read when token is unset."
     )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one downstream request.")
+    role_attribute: str = Field(
+        "auto",
+        description="SCIM: the application's User attribute that receives the user's role: "
+        "'auto' (roles, when the application declares it), a core attribute such as roles, "
+        "entitlements or title, an extension attribute as '<schema URN>:<name>', or '' (not "
+        "sent). Checked against the application's /Schemas at start.",
+    )
+    status_attribute: str = Field(
+        "auto",
+        description="SCIM: the application's User attribute that receives the application "
+        "status (Active, Locked, ...): 'auto' (the seat-agent extension's appStatus, when the "
+        "application declares that extension), an attribute as for role_attribute, or '' "
+        "(not sent).",
+    )
     backoff_base_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles.")
     backoff_max_seconds: float = Field(600.0, gt=0, description="Longest retry delay.")
     alert_after_attempts: int = Field(

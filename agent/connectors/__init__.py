@@ -32,6 +32,11 @@ def build_connector(
 
         assert settings.url is not None  # DownstreamSettings refuses a scim type without url
         return ScimConnector(
-            settings.url, settings.resolved_token(), settings.timeout_seconds, clock=clock
+            settings.url,
+            settings.resolved_token(),
+            settings.timeout_seconds,
+            clock=clock,
+            role_attribute=settings.role_attribute,
+            status_attribute=settings.status_attribute,
         )
     raise ConfigError(f"downstream: type {settings.type!r} is not supported yet")

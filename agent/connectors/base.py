@@ -117,3 +117,16 @@ class Connector(Protocol):
     def list_users(self) -> Iterator[RemoteUser]:
         """Every downstream user, page by page (for reconciliation)."""
         ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the agent knows about the app, JSON-able, for `seat-agent downstream check`:
+        at least ``type``, ``url``, ``reachable`` and ``error``, and whatever the connector
+        learned or will use (paging, auth scheme, mapping). Never raises for an unreachable
+        app: it reports it."""
+        ...
+
+    def dry_run(self, state: EffectiveUser) -> dict[str, Any]:
+        """The write(s) a push of ``state`` would send, without sending any write:
+        ``{"requests": [{"method", "url", "body"}], "problems": [str, ...]}``; ``problems``
+        names each field the app would refuse (empty when it would accept)."""
+        ...
