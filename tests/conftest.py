@@ -237,3 +237,30 @@ def live_server(db_url: str, tmp_path):
     yield start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def scim2_server():
+    """Stock scim2-server (PyPI), the independent downstream SCIM application; one process for
+    the session, a tenant per test (tests/scim2_peer.py)."""
+    from scim2_peer import Scim2ServerProcess
+
+    server = Scim2ServerProcess()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["seat-agent", "scim2-server"])
+def any_downstream(request, tmp_path):
+    """The downstream application: a second seat-agent, and stock scim2-server."""
+    if request.param == "seat-agent":
+        from downstream import running_downstream
+
+        with running_downstream(tmp_path / "downstream") as server:
+            yield server
+    else:
+        from scim2_peer import running_peer
+
+        with running_peer(request.getfixturevalue("scim2_server")) as peer:
+            yield peer

@@ -55,6 +55,8 @@ class _OneRequestPerConnection(WSGIRequestHandler):
 
 
 class Downstream:
+    kind = "seat-agent"
+
     def __init__(self, directory: Path, token: str = DOWNSTREAM_TOKEN):
         self.token = token
         settings = settings_from_mapping(

@@ -26,9 +26,8 @@ def smtp():
 
 
 @pytest.fixture
-def downstream(tmp_path):
-    with running_downstream(tmp_path / "downstream") as server:
-        yield server
+def downstream(any_downstream):
+    return any_downstream
 
 
 @pytest.fixture

@@ -116,7 +116,14 @@ def source(make_source) -> Source:
 
 
 @pytest.fixture
-def downstream(tmp_path) -> Iterator[Downstream]:
+def downstream(any_downstream):
+    """Each delivery test runs against a second seat-agent and against stock scim2-server."""
+    return any_downstream
+
+
+@pytest.fixture
+def own_downstream(tmp_path) -> Iterator[Downstream]:
+    """A seat-agent downstream, for tests that hold one of its answers (``hold``)."""
     with running_downstream(tmp_path / "downstream") as server:
         yield server
 
@@ -345,14 +352,14 @@ def _delivery_process(db_url: str, downstream: Downstream, clock: FakeClock) -> 
     )
 
 
-def test_sigkill_mid_delivery_then_restart_delivers_each_user_once(db_url, source, downstream):
+def test_sigkill_mid_delivery_then_restart_delivers_each_user_once(db_url, source, own_downstream):
     ada = source.create("ada@example.com")
     bob = source.create("bob@example.com")
     cat = source.create("cat@example.com")
     source.set_active(bob, False)  # bob's final state: inactive (waits behind his creation)
-    # bob's POST is carried out downstream, then the answer hangs: the process is killed there
-    hold = downstream.hold("POST", "/Users", nth=2)
-    worker = _delivery_process(db_url, downstream, source.clock)
+    # bob's POST is carried out own_downstream, then the answer hangs: the process is killed there
+    hold = own_downstream.hold("POST", "/Users", nth=2)
+    worker = _delivery_process(db_url, own_downstream, source.clock)
     try:
         assert hold.reached.wait(timeout=60), worker.communicate(timeout=5)[0]
         worker.send_signal(signal.SIGKILL)
@@ -363,16 +370,16 @@ def test_sigkill_mid_delivery_then_restart_delivers_each_user_once(db_url, sourc
             worker.kill()
             worker.communicate()
     assert worker.returncode == -signal.SIGKILL
-    assert len(downstream.users_named("bob@example.com")) == 1  # the write happened ...
+    assert len(own_downstream.users_named("bob@example.com")) == 1  # the write happened ...
     assert source.remote_id(bob) is None  # ... but its delivery was never recorded
     assert source.remote_id(ada) is not None
     assert len(source.pending()) == 3  # bob's two changes and cat's creation
 
-    restarted = _delivery_process(db_url, downstream, source.clock)
+    restarted = _delivery_process(db_url, own_downstream, source.clock)
     output, _ = restarted.communicate(timeout=120)
     assert restarted.returncode == 0, output
     assert source.pending() == []
-    remote = downstream.users()
+    remote = own_downstream.users()
     assert sorted(u["userName"] for u in remote) == [
         "ada@example.com",
         "bob@example.com",
