@@ -47,9 +47,14 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     without refusing a connection; the embedded scheduler is restarted if it dies.
     """
     from agent.bootstrap import ensure_tokens, open_store
+    from agent.cli_downstream import mapping_problem_at_start
     from agent.web.server import run_gunicorn
 
     settings = _settings(config_path)
+    problem = mapping_problem_at_start(settings)
+    if problem is not None:
+        click.echo(f"seat-agent: {problem}", err=True)
+        sys.exit(2)
     store = open_store(settings)
     generated = ensure_tokens(settings, store)
     store.dispose()
@@ -495,9 +500,11 @@ def billing(config_path: str | None, as_json: bool) -> None:
     _emit(data, as_json, human)
 
 
+from agent.cli_downstream import register as _register_downstream  # noqa: E402
 from agent.cli_reductions import register as _register_reductions  # noqa: E402
 
 _register_reductions(main)
+_register_downstream(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,7 +8,6 @@ import json
 
 import pytest
 from conftest import ADMIN_TOKEN, SCIM_TOKEN, Api, free_port
-from downstream import running_downstream
 from smtp_server import SmtpServer
 from test_seat_engine import create, deactivate
 
@@ -408,3 +407,36 @@ def test_reconcile_compares_roles_and_reports_app_users_without_external_id(
     ]
     jobs.deliver_outbox()
     assert len([m for m in smtp.received if "drift" in m.subject.lower()]) == 1  # alerted once
+
+
+def test_fifty_users_to_forty_licenses_ends_done_at_the_application(wired, downstream, clock):
+    """Seed 000's example end to end against the real application: 50 users on 50 licenses,
+    target 40; the plan's 10 users are inactive at the app, and the licenses end at 40."""
+    api = wired(reductions={"grace_days": 0}, seats=50, on_full="refuse")
+    jobs = Jobs(api.agent)
+    for i in range(50):
+        clock.advance(hours=1)
+        create(api, f"u{i:02d}@example.com")
+    jobs.deliver_outbox()
+    assert _active_downstream(downstream) == 50
+
+    r = api.admin("POST", "/reductions", {"target": 40})
+    assert r.status_code == 201, r.get_json()
+    planned = r.get_json()
+    rid = planned["id"]
+    plan = {c["user_name"] for c in planned["plan"]["candidates"]}
+    assert len(plan) == 10
+    api.admin("POST", f"/reductions/{rid}/approve")
+    for _ in range(10):
+        jobs.advance_workflows()
+        jobs.deliver_outbox()
+        clock.advance(minutes=5)
+        if api.admin("GET", f"/reductions/{rid}").get_json()["state"] == "done":
+            break
+    done = api.admin("GET", f"/reductions/{rid}").get_json()
+    assert done["state"] == "done", done["history"]
+    seats = api.admin("GET", "/seats").get_json()
+    assert (seats["licensed"], seats["consumed"]) == (40, 40)
+    remote = downstream.users()
+    assert len(remote) == 50  # deactivated, not deleted, and no duplicates
+    assert {u["userName"] for u in remote if not u["active"]} == plan
