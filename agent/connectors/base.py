@@ -25,10 +25,18 @@ class DeliveryError(Exception):
     never dropped.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.status = status  # the HTTP status the downstream answered, when it answered
 
 
 @dataclass(frozen=True)

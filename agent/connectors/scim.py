@@ -258,8 +258,8 @@ class ScimConnector:
                 retry_after=retry_after_seconds(response.headers.get("Retry-After"), self.clock()),
             )
         if status >= 500 or status == 408:
-            raise DeliveryError(detail)
-        raise DeliveryError(detail, permanent=True)
+            raise DeliveryError(detail, status=status)
+        raise DeliveryError(detail, permanent=True, status=status)
 
     @staticmethod
     def _json(response: requests.Response, where: str) -> dict[str, Any]:
@@ -373,6 +373,16 @@ class ScimConnector:
         """Create or update the user (RFC 7644 §3.3 POST; §3.5.2 PATCH, else §3.5.1 PUT);
         return its id."""
         fields = self._checked_fields()
+        try:
+            return self._push(state, remote_id, fields)
+        except DeliveryError as err:
+            if err.status == 400:
+                # The app refused what it declared (or its declarations changed): read them
+                # again before the retry instead of sending the same body for ever.
+                self._profile, self._fields = None, None
+            raise
+
+    def _push(self, state: EffectiveUser, remote_id: str | None, fields: FieldMap) -> str:
         if remote_id is not None:
             updated = self._update(remote_id, state, fields)
             if updated is not None:
