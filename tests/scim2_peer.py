@@ -7,8 +7,9 @@ User and Group with the Enterprise extension. One process serves the whole test 
 see each other's users.
 
 The agent reaches the tenant through a ``Gate``: a TCP relay on a port of its own. ``stop()``
-closes the gate (connections refused, live ones cut) and ``start()`` opens it again on the same
-port, so "the application is down" is tested without losing the in-memory data. Inspection
+shuts the gate (live connections cut, new ones reset at once) and ``start()`` opens it again,
+so "the application is down" is tested without losing the in-memory data. The gate keeps its
+port bound while shut, so no other process on the machine can take it meanwhile. Inspection
 (``users()``, ``create()``...) talks to scim2-server directly and works while the gate is shut.
 The gate counts the requests it relays by method and path.
 """
@@ -19,6 +20,7 @@ import collections
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -104,30 +106,25 @@ class Gate:
 
     def __init__(self, target_port: int):
         self.target_port = target_port
-        self.port = 0
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._listener: socket.socket | None = None
         self._live: set[socket.socket] = set()
         self._lock = threading.Lock()
-
-    @property
-    def open(self) -> bool:
-        return self._listener is not None
+        self.open = False
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def start(self) -> None:
-        assert self._listener is None, "already open"
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self.open = True
+
+    def close(self) -> None:
+        self.stop()
+        self._listener.close()
 
     def stop(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
+        self.open = False
         with self._lock:
             live, self._live = self._live, set()
         for s in live:
@@ -143,6 +140,10 @@ class Gate:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if not self.open:  # reset at once: the client sees the application down
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
             except OSError:
@@ -209,7 +210,7 @@ class Scim2Peer:
         self.gate.stop()
 
     def close(self) -> None:
-        self.gate.stop()
+        self.gate.close()
         self._http.close()
 
     def relayed(self, method: str, path: str) -> int:
