@@ -318,3 +318,81 @@ def test_serve_refuses_to_start_on_a_mapping_the_application_cannot_take(peer, t
     assert r.returncode == 2
     [line] = r.stderr.strip().splitlines()
     assert "status_attribute" in line and SEAT_EXT in line
+
+
+# -- groups ([downstream] push_groups) -----------------------------------------------------------
+
+
+def _groups(peer: Scim2Peer) -> list[dict]:
+    r = requests.get(
+        f"{peer.direct_url}/Groups",
+        headers={"Authorization": f"Bearer {peer.token}"},
+        timeout=5,
+    )
+    return list(r.json().get("Resources") or [])
+
+
+def test_groups_are_created_with_their_members_then_follow_changes(peer):
+    from agent.connectors.base import EffectiveGroup
+
+    with ScimConnector(peer.base_url, peer.token, 5, push_groups=True) as c:
+        ada = c.push_user(user(), None)
+        bob = c.push_user(user(user_id="u-2", user_name="bob@example.com"), None)
+        gid = c.push_group(EffectiveGroup("g-1", "Engineering", [ada, bob]), None)
+        [group] = _groups(peer)
+        assert (group["id"], group["externalId"], group["displayName"]) == (
+            gid,
+            "g-1",
+            "Engineering",
+        )
+        assert {m["value"] for m in group["members"]} == {ada, bob}
+
+        # a resend without the recorded id finds the same group (externalId), no duplicate
+        assert c.push_group(EffectiveGroup("g-1", "Eng", [bob]), None) == gid
+        [group] = _groups(peer)
+        assert group["displayName"] == "Eng"
+        assert [m["value"] for m in group["members"]] == [bob]
+
+        assert c.push_group(EffectiveGroup("g-1", "Eng", []), gid) == gid
+        [group] = _groups(peer)
+        assert not group.get("members")
+
+        c.delete_group("g-1", gid)
+        c.delete_group("g-1", gid)  # already gone: success
+        assert _groups(peer) == []
+
+
+def test_a_group_name_taken_in_the_application_is_adopted_only_when_unclaimed():
+    """An app that keeps group names unique answers 409 (RFC 7644 §3.3): a group of that name
+    without an externalId is taken over; one claimed by someone else is a permanent error."""
+    from agent.connectors.base import EffectiveGroup
+
+    spc = {"patch": {"supported": True}, "filter": {"supported": True}}
+    profile = profile_from(spc, None, None)
+    with (
+        responses.RequestsMock() as rsps,
+        ScimConnector(BASE, "t", 5, profile=profile, push_groups=True) as c,
+    ):
+        empty = {"Resources": []}
+        rsps.add(responses.GET, f"{BASE}/Groups", json=empty)  # by externalId: none
+        rsps.add(responses.POST, f"{BASE}/Groups", status=409, json={"detail": "taken"})
+        rsps.add(responses.GET, f"{BASE}/Groups", json={"Resources": [{"id": "r-5"}]})
+        rsps.add(responses.PATCH, f"{BASE}/Groups/r-5", status=204)
+        assert c.push_group(EffectiveGroup("g-1", "Sales", []), None) == "r-5"
+        names = [json.loads(r.request.body) for r in rsps.calls if r.request.method == "PATCH"]
+        assert names[0]["Operations"][0] == {
+            "op": "replace",
+            "path": "displayName",
+            "value": "Sales",
+        }
+
+        rsps.add(responses.GET, f"{BASE}/Groups", json=empty)
+        rsps.add(responses.POST, f"{BASE}/Groups", status=409, json={"detail": "taken"})
+        rsps.add(
+            responses.GET,
+            f"{BASE}/Groups",
+            json={"Resources": [{"id": "r-6", "externalId": "theirs"}]},
+        )
+        with pytest.raises(DeliveryError) as err:
+            c.push_group(EffectiveGroup("g-2", "Ops", []), None)
+        assert err.value.permanent and "'Ops'" in str(err.value)

@@ -69,6 +69,16 @@ class EffectiveUser:
     emails: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class EffectiveGroup:
+    """A group as the downstream application should hold it: its members by their downstream
+    ids (users not in the application are left out)."""
+
+    group_id: str
+    display_name: str
+    member_remote_ids: list[str] = field(default_factory=list)
+
+
 def effective_user(record: UserRecord, fallback_role: str | None) -> EffectiveUser:
     """The downstream view of ``record``.
 

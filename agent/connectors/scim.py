@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import requests
 
-from agent.connectors.base import DeliveryError, EffectiveUser, RemoteUser
+from agent.connectors.base import DeliveryError, EffectiveGroup, EffectiveUser, RemoteUser
 from agent.connectors.scim_app import (
     AUTO,
     COMMON,
@@ -35,6 +35,7 @@ from agent.connectors.scim_app import (
 )
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 SCIM_JSON = "application/scim+json"
 
 log = logging.getLogger("seat_agent.connectors.scim")
@@ -188,6 +189,7 @@ class ScimConnector:
         role_attribute: str = AUTO,
         status_attribute: str = AUTO,
         profile: AppProfile | None = None,
+        push_groups: bool = False,
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -195,6 +197,7 @@ class ScimConnector:
         self.page_size = page_size
         self.role_attribute = role_attribute
         self.status_attribute = status_attribute
+        self.push_groups = push_groups
         self._own_session = session is None
         self.session = session or requests.Session()
         self.headers = {"Accept": SCIM_JSON}
@@ -299,6 +302,11 @@ class ScimConnector:
             )
             self._profile, self._fields = profile, None
             fields = field_map(profile, self.role_attribute, self.status_attribute)
+            if self.push_groups and profile.groups_endpoint is None:
+                raise MappingError(
+                    "[downstream] push_groups = true: the application declares no Group"
+                    " resource type in /ResourceTypes; set push_groups = false"
+                )
         except (DeliveryError, MappingError) as err:
             self._learn_error = str(err)
             raise
@@ -468,6 +476,119 @@ class ScimConnector:
             if not resources or (isinstance(total, int) and start > total):
                 return
 
+    # -- groups (with [downstream] push_groups) ---------------------------------------------
+
+    def _groups_endpoint(self) -> str:
+        self._checked_fields()
+        endpoint = self.profile.groups_endpoint
+        if endpoint is None:
+            raise DeliveryError(
+                "the application declares no Group resource type; set [downstream]"
+                " push_groups = false",
+                permanent=True,
+            )
+        return endpoint
+
+    def _find_group(self, group: EffectiveGroup, by_name: bool = False) -> dict[str, Any] | None:
+        """Our group downstream: by ``externalId`` where the app filters, else (or with
+        ``by_name``) by ``displayName`` (RFC 7643 §4.2), only when unclaimed or ours."""
+        endpoint = self._groups_endpoint()
+        attr, value = (
+            ("externalId", group.group_id)
+            if self.profile.filter and not by_name
+            else ("displayName", group.display_name)
+        )
+        response = self._request(
+            "GET",
+            endpoint,
+            params={
+                "filter": f"{attr} eq {scim_string(value)}",
+                "count": 2,
+                "excludedAttributes": "members",
+            },
+        )
+        for found in self._json(response, f"GET {endpoint}").get("Resources") or []:
+            if found.get("externalId") in (None, group.group_id):
+                return dict(found)
+        return None
+
+    def push_group(self, group: EffectiveGroup, remote_id: str | None) -> str:
+        """Create the group or set its name and exactly these members (RFC 7644 §3.3; §3.5.2
+        ``replace`` of ``members``, else §3.5.1 PUT); return its downstream id."""
+        endpoint = self._groups_endpoint()
+        members = [{"value": m} for m in group.member_remote_ids]
+        if remote_id is None:
+            found = self._find_group(group)
+            remote_id = str(found["id"]) if found is not None else None
+        if remote_id is not None:
+            updated = self._update_group(endpoint, remote_id, group, members)
+            if updated is not None:
+                return updated
+        response = self._request(
+            "POST", endpoint, body=self._group_resource(group, members), accept=(409,)
+        )
+        if response.status_code != 409:
+            return str(self._json(response, f"POST {endpoint}")["id"])
+        found = self._find_group(group, by_name=True)  # RFC 7644 §3.3: adopt an unclaimed one
+        if found is not None:
+            updated = self._update_group(endpoint, str(found["id"]), group, members)
+            if updated is not None:
+                return updated
+        raise DeliveryError(
+            f"POST {endpoint}: HTTP 409: the application has a group named"
+            f" {group.display_name!r} that seat-agent did not create; rename one of them",
+            permanent=True,
+            status=409,
+        )
+
+    def _update_group(
+        self,
+        endpoint: str,
+        remote_id: str,
+        group: EffectiveGroup,
+        members: list[dict[str, str]],
+    ) -> str | None:
+        """Set the group's name and members; None when it is gone downstream (404)."""
+        path = f"{endpoint}/{quote(remote_id, safe='')}"
+        if self.profile.patch:
+            body: dict[str, Any] = {
+                "schemas": [PATCH_OP],
+                "Operations": [
+                    {"op": "replace", "path": "displayName", "value": group.display_name},
+                    {"op": "replace", "path": "externalId", "value": group.group_id},
+                    {"op": "replace", "path": "members", "value": members}
+                    if members
+                    else {"op": "remove", "path": "members"},
+                ],
+            }
+            response = self._request("PATCH", path, body=body, accept=(404,))
+        else:
+            response = self._request(
+                "PUT", path, body=self._group_resource(group, members), accept=(404,)
+            )
+        return None if response.status_code == 404 else remote_id
+
+    @staticmethod
+    def _group_resource(group: EffectiveGroup, members: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "schemas": [GROUP_SCHEMA],
+            "externalId": group.group_id,
+            "displayName": group.display_name,
+            "members": members,
+        }
+
+    def delete_group(self, group_id: str, remote_id: str | None) -> None:
+        """RFC 7644 §3.6 DELETE of the group; 404 means already gone."""
+        endpoint = self._groups_endpoint()
+        if remote_id is None:
+            if not self.profile.filter:
+                return
+            found = self._find_group(EffectiveGroup(group_id, ""))
+            if found is None:
+                return
+            remote_id = str(found["id"])
+        self._request("DELETE", f"{endpoint}/{quote(remote_id, safe='')}", accept=(404,))
+
     # -- for `seat-agent downstream check` ---------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
@@ -490,6 +611,7 @@ class ScimConnector:
             "lookup": self._lookup_attribute(),
             "mapping": fields.describe(),
             "seatExtension": profile.extension(SEAT_EXT) is not None,
+            "groups": "pushed" if self.push_groups else "not pushed",
             "learnedAt": self._learned_at.isoformat() if self._learned_at else None,
         }
 
