@@ -38,7 +38,17 @@ MAX_START_INDEX = 2**31
 MAX_JSON_DEPTH = 32
 log = logging.getLogger("seat_agent.scim")
 
-bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+
+class _TolerantBlueprint(Blueprint):
+    """Every route also answers with a trailing slash (``/Users/``, ``/Users/<id>/``): most
+    servers and the IdPs' test tools accept it, and RFC 7644 §3.2 names no form."""
+
+    def add_url_rule(self, rule: str, *args: Any, **options: Any) -> None:
+        options.setdefault("strict_slashes", False)
+        super().add_url_rule(rule, *args, **options)
+
+
+bp = _TolerantBlueprint("scim", __name__, url_prefix="/scim/v2")
 
 
 def _provisioning() -> Provisioning:
