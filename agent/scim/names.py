@@ -82,6 +82,13 @@ class SchemaNames:
         found: Attribute | None = _find(self.attributes, name)
         return found
 
+    def require(self, name: str) -> Attribute:
+        """An attribute the code relies on; KeyError if the schema lost it."""
+        found = self.attribute(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
     def canonical(self, name: str) -> str | None:
         found = self.attribute(name)
         return found.name if found is not None else None

@@ -58,9 +58,9 @@ READ_ONLY_USER = ("id", "meta", "groups", "password", "schemas")
 _USER = names.USER.core
 _ENTERPRISE = names.USER.extensions[ENTERPRISE]
 _GROUP = names.GROUP.core
-_MANAGER = _ENTERPRISE.attribute("manager")
-_MEMBERS = _GROUP.attribute("members")
-assert _MANAGER is not None and _MEMBERS is not None
+_MANAGER = _ENTERPRISE.require("manager")
+_MEMBERS = _GROUP.require("members")
+_NAME = _USER.require("name")
 
 
 def parse_bool(value: Any, attr: str = "active") -> bool:
@@ -240,10 +240,8 @@ def _name(value: Any) -> dict:
         return {}
     if not isinstance(value, dict):
         raise ScimError(400, "Attribute 'name' must be an object", "invalidValue")
-    definition = _USER.attribute("name")
-    assert definition is not None
     out = {}
-    for k, v in canonical_keys(value, definition.sub, "name").items():
+    for k, v in canonical_keys(value, _NAME.sub, "name").items():
         part = k if k in NAME_PARTS else None
         s = _string(v, f"name.{part or k}")
         if part and s is not None:
