@@ -41,6 +41,7 @@ from scim2_filter_parser import ast as sast  # type: ignore[import-untyped]
 from scim2_filter_parser.lexer import SCIMLexer  # type: ignore[import-untyped]
 from scim2_filter_parser.parser import SCIMParser  # type: ignore[import-untyped]
 
+from agent.scim.characters import refusal
 from agent.scim.errors import ScimError
 from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, MULTI_VALUED, SEAT_EXT, USER_SCHEMA
 
@@ -461,6 +462,15 @@ def _convert_value(attr: AttrDef, op: str, comp: Any) -> Value:
                 "invalidFilter",
             )
         return parse_datetime(str(raw), attr.path)
+    reason = refusal(raw)
+    if reason is not None:
+        # An escape in the literal (``"\u0000"``) decodes to what no database can store.
+        raise ScimError(
+            400,
+            f"The filter value for '{attr.path}' contains {reason}, which cannot be stored; "
+            "remove it",
+            "invalidValue",
+        )
     return str(raw)
 
 

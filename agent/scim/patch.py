@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agent.scim import names
+from agent.scim.characters import describe, refusal
 from agent.scim.errors import ScimError
 from agent.scim.names import SchemaNames, canonical_keys
 from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, NAME_PARTS, USER_SCHEMA
@@ -463,7 +464,19 @@ class _FilterParser:
     def _literal(self) -> Any:
         kind, text = self._take()
         if kind == "string":
-            return json.loads(text)
+            try:
+                # strict=False: a control character the body carried escaped is one character.
+                literal = json.loads(text, strict=False)
+            except ValueError:
+                raise self._error() from None
+            reason = refusal(literal)
+            if reason is not None:
+                # An escape (``"\u0000"``) decodes to text a created element could not store.
+                raise _invalid_value(
+                    f"A value in filter '{describe(self.text)}' contains {reason}, which "
+                    "cannot be stored; remove it"
+                )
+            return literal
         keywords = {"true": True, "false": False, "null": None}
         if kind == "word" and text.lower() in keywords:
             return keywords[text.lower()]
