@@ -457,8 +457,17 @@ def _search_args() -> dict[str, Any]:
         if body.get(key) is not None:
             args[key] = str(body[key])
     for key in ("attributes", "excludedAttributes"):
-        if body.get(key) is not None:
-            args[key] = body[key]
+        value = body.get(key)
+        if value is None:
+            continue
+        # RFC 7644 §3.4.3: a multi-valued list of strings (a comma-separated string is also
+        # taken, as in the query parameter).
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(a, str) for a in value)
+        ):
+            args[key] = value
+        else:
+            raise ScimError(400, f"'{key}' must be a list of attribute names", "invalidValue")
     return args
 
 
