@@ -95,7 +95,32 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(keys, children, max_size=4),
     max_leaves=12,
 )
+
+
+def _user_with(where: str, text: Any) -> dict:
+    """A valid User but for ``text`` at ``where``."""
+    body: dict[str, Any] = {"schemas": [USER], "userName": "valid@example.com"}
+    if where == "emails":
+        body["emails"] = [{"value": text, "type": "work"}]
+    elif where == "Emails":
+        body["Emails"] = [{"Value": "a@x.com", "Type": text, "Primary": True}]
+    elif where == "name":
+        body["name"] = {"givenName": text}
+    elif where == ENTERPRISE:
+        body[ENTERPRISE] = {"department": text, "manager": {"value": text}}
+    else:
+        body[where] = text
+    return body
+
+
+valid_but_one = st.builds(
+    _user_with,
+    st.sampled_from(["userName", "displayName", "title", "emails", "Emails", "name", ENTERPRISE]),
+    st.one_of(texts, scalars),
+)
 user_bodies = st.one_of(
+    valid_but_one,
+    valid_but_one,
     st.dictionaries(keys, json_values, max_size=6),
     st.fixed_dictionaries(
         {"userName": st.one_of(texts, scalars)},
@@ -153,8 +178,15 @@ comparisons = st.builds(
     st.sampled_from(_FILTER_OPERATORS),
     filter_values,
 )
+lookups = st.builds(
+    lambda attr, value: f"{attr} eq {value}",
+    st.sampled_from(["userName", "displayName", "emails.value", "externalId"]),
+    texts.map(_quoted),
+)
 filters = (
-    st.recursive(
+    lookups
+    | lookups
+    | st.recursive(
         comparisons,
         lambda inner: st.one_of(
             st.builds(lambda a, b: f"{a} and {b}", inner, inner),
@@ -190,7 +222,28 @@ operations = st.fixed_dictionaries(
     {"op": st.one_of(st.sampled_from(["add", "replace", "remove", "Add", "REPLACE"]), texts)},
     optional={"path": st.one_of(paths, scalars), "value": json_values},
 )
+string_patches = st.builds(
+    lambda op, path, value: {
+        "schemas": [PATCH],
+        "Operations": [{"op": op, "path": path, "value": value}],
+    },
+    st.sampled_from(["add", "replace", "Replace"]),
+    st.sampled_from(
+        [
+            "title",
+            "displayName",
+            "userName",
+            "emails",
+            'emails[type eq "work"].value',
+            f"{ENTERPRISE}:department",
+            "name.givenName",
+        ]
+    ),
+    st.one_of(texts, texts.map(lambda t: [{"value": t, "Primary": True}])),
+)
 patch_bodies = st.one_of(
+    string_patches,
+    string_patches,
     st.fixed_dictionaries(
         {
             "schemas": st.just([PATCH]),
@@ -265,6 +318,17 @@ def test_user_bodies_never_5xx(seeded, body):
     api, user_id, _ = seeded
     _assert_safe(api, "POST", "/scim/v2/Users", body)
     _assert_safe(api, "PUT", f"/scim/v2/Users/{user_id}", body)
+
+
+@BOUNDED
+@given(body=valid_but_one, patch=string_patches)
+def test_any_text_in_a_valid_request_never_5xx(seeded, body, patch):
+    """Valid requests but for one string: the text itself (a lone surrogate, U+0000) must
+    not reach the database."""
+    api, user_id, _ = seeded
+    _assert_safe(api, "POST", "/scim/v2/Users", body)
+    _assert_safe(api, "PATCH", f"/scim/v2/Users/{user_id}", patch)
+    _assert_safe(api, "POST", "/scim/v2/.search", {"filter": f"title eq {_quoted(str(body))}"})
 
 
 @BOUNDED
