@@ -77,6 +77,8 @@ class SchemaNames:
 
     urn: str
     attributes: Mapping[str, Attribute]
+    #: Every spelling of an attribute name -> its canonical one (canonical names included).
+    spelling: Mapping[str, str]
 
     def attribute(self, name: str) -> Attribute | None:
         found: Attribute | None = _find(self.attributes, name)
@@ -103,6 +105,11 @@ class ResourceNames:
     core: SchemaNames
     extensions: Mapping[str, SchemaNames]
     _urns: Mapping[str, str]
+
+    @property
+    def body_keys(self) -> Mapping[str, str]:
+        """The top-level keys of a resource body: core attributes and extension URNs."""
+        return {**self.core.spelling, **self._urns}
 
     def urn(self, text: str) -> str | None:
         """The canonical spelling of a schema URN this resource type uses; None if unknown."""
@@ -137,7 +144,7 @@ def _schema(urn: str, extra: Iterable[Attribute] = ()) -> SchemaNames:
     for attribute in attributes:
         table[attribute.name.lower()] = attribute
         table[attribute.name] = attribute
-    return SchemaNames(urn, table)
+    return SchemaNames(urn, table, {key: attribute.name for key, attribute in table.items()})
 
 
 _META_SUBS = ("resourceType", "created", "lastModified", "location", "version")
@@ -166,16 +173,29 @@ def for_resource(name: str) -> ResourceNames:
     return USER if name == "User" else GROUP
 
 
-def canonical_keys(obj: Mapping[str, Any], canonical: Any, where: str = "") -> dict[str, Any]:
-    """``obj`` with each key spelled as ``canonical(key)`` gives it (unknown keys as sent).
+def canonical_keys(
+    obj: Mapping[str, Any], spelling: Mapping[str, str], where: str = ""
+) -> Mapping[str, Any]:
+    """``obj`` with each key spelled as ``spelling`` gives it (unknown keys as sent): one of
+    the tables of this module (``Attribute.subs``, ``SchemaNames.spelling``,
+    ``ResourceNames.body_keys``). An object whose keys are all canonical, the common case, is
+    returned as it is, after one probe per key.
 
     Two keys that name the same attribute (``value`` and ``Value``) are ambiguous: RFC 8259
     §4 leaves duplicate names undefined and RFC 7643 §2.1 makes these duplicates, so the
     request is ``400 invalidSyntax`` rather than one spelling silently winning.
     """
+    get = spelling.get
+    for key in obj:
+        if get(key) != key:
+            break
+    else:
+        return obj
     out: dict[str, Any] = {}
     for key, value in obj.items():
-        name = (canonical(key) or key) if isinstance(key, str) else key
+        name = key
+        if isinstance(key, str):
+            name = get(key) or get(key.lower()) or key
         if name in out:
             place = f"{where}.{name}" if where else name
             raise ScimError(

@@ -820,7 +820,7 @@ def _patch_complex(container: dict, key: str, op: str, target: AttributePath, va
 
 
 def _merge_sub_attributes(parent: dict, changes: dict) -> None:
-    for name, sub_value in canonical_keys(changes, _sub_name).items():
+    for name, sub_value in canonical_keys(changes, _SUB_NAMES).items():
         sub_key = _existing_key(parent, name) or _canonical_sub_attribute(name)
         if sub_value is None:
             parent.pop(sub_key, None)
@@ -948,7 +948,7 @@ def _normalise_element(element: dict, key: str) -> dict:
     (RFC 7643 §2.1), ``primary`` a boolean."""
     return {
         name: _as_boolean(name, item) if name == "primary" else item
-        for name, item in canonical_keys(element, _sub_name, key).items()
+        for name, item in canonical_keys(element, _SUB_NAMES, key).items()
     }
 
 

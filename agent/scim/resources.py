@@ -61,6 +61,8 @@ _GROUP = names.GROUP.core
 _MANAGER = _ENTERPRISE.require("manager")
 _MEMBERS = _GROUP.require("members")
 _NAME = _USER.require("name")
+# Top-level User keys: core attributes and the URNs of known extensions (RFC 7643 §3.3).
+_USER_KEYS = names.USER.body_keys
 
 
 def parse_bool(value: Any, attr: str = "active") -> bool:
@@ -126,7 +128,7 @@ def _multi(value: Any, attr: str) -> list[dict]:
     if not isinstance(value, list):
         raise ScimError(400, f"Attribute '{attr}' must be a list of objects", "invalidValue")
     definition = _USER.attribute(attr)
-    subs = definition.sub if definition is not None else _unknown_name
+    subs = definition.subs if definition is not None else {}
     out = []
     for item in value:
         if isinstance(item, str):
@@ -162,7 +164,7 @@ def _manager(value: Any) -> dict | None:
         return None
     if not isinstance(value, dict):
         raise ScimError(400, "Attribute 'manager' must be an object", "invalidValue")
-    value = canonical_keys(value, _MANAGER.sub, "manager")
+    value = canonical_keys(value, _MANAGER.subs, "manager")
     if not value.get("value"):
         return None
     _string(value["value"], "manager.value")
@@ -181,19 +183,6 @@ def _check_schemas(body: Mapping[str, Any], core: str) -> None:
         raise ScimError(400, f"'schemas' must include {core}", "invalidSyntax")
 
 
-def _unknown_name(_name: str) -> None:
-    return None
-
-
-def _user_key(key: str) -> str | None:
-    """A top-level User key in canonical spelling: an attribute of the core schema or the URN
-    of a known extension (RFC 7643 §3.3)."""
-    found = _USER.canonical(key)
-    if found is not None or not key[:4].lower() == "urn:":
-        return found
-    return names.USER.urn(key)
-
-
 def _body(body: Any) -> dict:
     if not isinstance(body, dict):
         raise ScimError(400, "Request body must be a JSON object", "invalidSyntax")
@@ -205,7 +194,7 @@ def normalize_user(body: Any) -> dict:
     body = _body(body)
     _check_schemas(body, USER_SCHEMA)
     out: dict[str, Any] = {}
-    for key, value in canonical_keys(body, _user_key).items():
+    for key, value in canonical_keys(body, _USER_KEYS).items():
         if key == ENTERPRISE:
             ext = _enterprise(value)
             if ext:
@@ -241,7 +230,7 @@ def _name(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ScimError(400, "Attribute 'name' must be an object", "invalidValue")
     out = {}
-    for k, v in canonical_keys(value, _NAME.sub, "name").items():
+    for k, v in canonical_keys(value, _NAME.subs, "name").items():
         part = k if k in NAME_PARTS else None
         s = _string(v, f"name.{part or k}")
         if part and s is not None:
@@ -255,7 +244,7 @@ def _enterprise(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ScimError(400, f"'{ENTERPRISE}' must be an object", "invalidValue")
     out: dict[str, Any] = {}
-    for k, v in canonical_keys(value, _ENTERPRISE.canonical, ENTERPRISE).items():
+    for k, v in canonical_keys(value, _ENTERPRISE.spelling, ENTERPRISE).items():
         canonical = k if k in ENTERPRISE_STRINGS or k == "manager" else None
         if canonical == "manager":
             manager = _manager(v)
@@ -289,7 +278,7 @@ def normalize_group(body: Any) -> tuple[dict, list[str] | None]:
     _check_schemas(body, GROUP_SCHEMA)
     out: dict[str, Any] = {}
     members: list[str] | None = None
-    for key, value in canonical_keys(body, _GROUP.canonical).items():
+    for key, value in canonical_keys(body, _GROUP.spelling).items():
         if key == "displayName":
             out["displayName"] = _string(value, "displayName")
         elif key == "externalId":
@@ -314,7 +303,7 @@ def member_ids(value: Any) -> list[str]:
     ids: list[str] = []
     for item in value:
         if isinstance(item, dict):
-            item = canonical_keys(item, _MEMBERS.sub, "members")
+            item = canonical_keys(item, _MEMBERS.subs, "members")
         ref = item.get("value") if isinstance(item, dict) else item
         if not isinstance(ref, str) or not ref:
             raise ScimError(400, "Each member needs a string 'value'", "invalidValue")

@@ -15,6 +15,7 @@ Each refusal is a :class:`BodyRefused`; a blueprint turns it into its own error 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import current_app, request
@@ -62,13 +63,22 @@ def parse(raw: bytes) -> Any:
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError):
         raise BodyRefused(400, "Request body is not valid JSON", "invalidSyntax") from None
-    if _nesting(body) > MAX_JSON_DEPTH:
+    # Nesting needs an opening bracket per level: a body with few brackets needs no walk.
+    brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets > MAX_JSON_DEPTH and _nesting(body) > MAX_JSON_DEPTH:
         raise _too_deep()
-    if unstorable_in(body):
+    if _MAY_ESCAPE_UNSTORABLE.search(raw) is not None and unstorable_in(body):
         err = where_unstorable(body)
         assert err is not None
         raise BodyRefused(400, err.detail, err.scim_type)
     return body
+
+
+# JSON text decoded from UTF-8 holds neither U+0000 (a raw control character is invalid JSON)
+# nor a lone surrogate (not encodable in UTF-8): only the escapes ``\u0000`` and
+# ``\uD800``..``\uDFFF`` produce them. A body without such an escape, nearly every body, needs
+# no walk over its strings.
+_MAY_ESCAPE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def _too_deep() -> BodyRefused:
