@@ -253,3 +253,26 @@ def test_the_name_maps_come_from_the_published_schemas():
                 assert attribute.sub(sub["name"].upper()) == sub["name"]
             assert attribute.sub("noSuchSub") is None
     assert names.USER.core.attribute("noSuchAttribute") is None
+
+
+def test_the_filter_catalogue_spells_every_attribute_as_the_schemas_do():
+    """The filterable attributes (agent.scim.filter) name the attributes of the published
+    schemas, in their spelling, so a filter, a sortBy and a stored body agree. One deliberate
+    extra: ``addresses.value`` filters on an address's ``formatted`` (the schema gives
+    addresses no ``value``; agent.storage.store.user_value_rows)."""
+    from agent.scim import filter as scim_filter
+    from agent.scim import names
+
+    for resource_type in ("User", "Group"):
+        resource = names.for_resource(resource_type)
+        for attr in scim_filter.attrs_for(resource_type).values():
+            if attr.path == "addresses.value":
+                continue
+            urn, _, path = attr.path.rpartition(":")
+            schema = resource.schema(urn or None)
+            assert schema is not None, attr.path
+            top, _, sub = path.partition(".")
+            attribute = schema.attribute(top)
+            assert attribute is not None and attribute.name == top, attr.path
+            if sub:
+                assert attribute.sub(sub) == sub, attr.path
