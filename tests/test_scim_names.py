@@ -276,3 +276,24 @@ def test_the_filter_catalogue_spells_every_attribute_as_the_schemas_do():
             assert attribute is not None and attribute.name == top, attr.path
             if sub:
                 assert attribute.sub(sub) == sub, attr.path
+
+
+def test_schema_urns_in_any_case_in_filters_patch_paths_and_attribute_lists(api):
+    shouting = ENTERPRISE.upper()
+    user = create(api, "urns@example.com", **{ENTERPRISE: {"department": "Ops"}})
+    assert _ids(api, f'/Users?filter={shouting}:DEPARTMENT eq "ops"') == [user["id"]]
+    r = api.scim(
+        "PATCH",
+        f"/Users/{user['id']}",
+        {
+            "schemas": [PATCH.upper()],
+            "Operations": [{"op": "replace", "path": f"{shouting}:Department", "value": "R&D"}],
+        },
+    )
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()[ENTERPRISE] == {"department": "R&D"}
+    r = api.scim("GET", f"/Users/{user['id']}?attributes={shouting}:DEPARTMENT")
+    assert r.get_json()[ENTERPRISE] == {"department": "R&D"}
+    assert "userName" not in r.get_json()
+    r = api.scim("GET", f"/Users?sortBy={shouting}:department&filter=userName pr")
+    assert r.status_code == 200, r.get_json()
