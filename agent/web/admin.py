@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from agent.domain.license import MAX_LICENSES, DecreaseRefused, InvalidLicenseCount
+from agent.scim.characters import describe, refusal
 from agent.scim.errors import ScimError
 from agent.services.admin import LicenseChange, SeatAdmin
 from agent.storage.records import LedgerEntry, UserRecord
+from agent.web import json_body
 from agent.web.auth import TokenSet, bearer_digest
+from agent.web.db_errors import DETAIL as DATABASE_ERROR
+from agent.web.db_errors import log_database_error
 from agent.web.ratelimit import retry_after_header
 from agent.web.status_page import session_is_admin
 
@@ -66,6 +69,13 @@ def _database_unavailable(_err: Exception) -> Response:
     return resp
 
 
+@bp.errorhandler(DBAPIError)
+def _database_error(err: DBAPIError) -> Response:
+    """Any other database error: a 500 logged without request data (agent.web.db_errors)."""
+    log_database_error(err)
+    return _error(500, DATABASE_ERROR)
+
+
 @bp.before_app_request
 def _unrouted() -> Response | None:
     """A path under /admin that no route matches (or a method it does not allow) is answered
@@ -98,11 +108,33 @@ def _authenticate() -> Response | None:
     return None
 
 
+@bp.before_request
+def _refuse_unstorable_text() -> None:
+    """Path ids and query parameters through the character check bodies get
+    (agent.scim.characters): an id no database can hold is an unknown user (404), a query
+    parameter holding such text a 400; never a 500 from the database."""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and refusal(value) is not None:
+            kind = name.removesuffix("_id")
+            raise AdminError(404, f"{kind} {describe(value)} not found")
+    for name, value in request.args.items(multi=True):
+        reason = refusal(name) or refusal(value)
+        if reason is not None:
+            raise AdminError(
+                400,
+                f"query parameter '{describe(name)}' contains {reason}, which cannot be stored; "
+                "remove it",
+            )
+
+
 def _json_object(allowed: set[str]) -> dict[str, Any]:
+    """The body as a JSON object of ``allowed`` fields, through the same size, depth and
+    character guards as SCIM bodies (agent.web.json_body)."""
     try:
-        body = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise AdminError(400, "request body is not valid JSON") from None
+        raw = json_body.read()
+        body = json_body.parse(raw) if raw.strip() else None
+    except json_body.BodyRefused as err:
+        raise AdminError(err.status, err.detail) from None
     if not isinstance(body, dict):
         raise AdminError(400, "request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
