@@ -34,6 +34,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 
 from agent.config import ConfigError, Settings, load_settings
+from agent.web.front import worker_class
 
 # gunicorn >= 25.1 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl or
 # ~/.gunicorn/gunicorn.ctl; under systemd (ProtectHome=yes, a system user without a home) that
@@ -343,7 +344,11 @@ def run_gunicorn(
             "on_exit": on_exit,
             "bind": f"{host or current.server.host}:{port or current.server.port}",
             "workers": workers or current.server.workers,
-            "worker_class": "gthread",
+            "worker_class": worker_class(
+                current.server.header_timeout,
+                current.server.body_timeout,
+                current.server.max_body_bytes,
+            ),
             "threads": current.server.threads,
             "timeout": 60,
             "graceful_timeout": 20,
