@@ -141,9 +141,7 @@ def test_authentik_group_sync(api):
     # _patch_add_users: one op per member, all in one request (maxOperations 0).
     add = {
         "schemas": [PATCH],
-        "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": u}]} for u in (u1, u2)
-        ],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": u}]} for u in (u1, u2)],
     }
     assert api.scim("PATCH", f"/Groups/{gid}", add, AUTHENTIK).status_code in (200, 204)
     assert members(api, gid) == {u1, u2}
@@ -173,9 +171,7 @@ def test_authentik_group_sync(api):
     # Webex compatibility mode: members carry "type": "user".
     webex = {
         "schemas": [PATCH],
-        "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": u3, "type": "user"}]}
-        ],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": u3, "type": "user"}]}],
     }
     assert api.scim("PATCH", f"/Groups/{gid}", webex, AUTHENTIK).status_code in (200, 204)
     assert members(api, gid) == {u1, u3}
