@@ -9,11 +9,13 @@ opened again at once, so ``--slow`` are open throughout), and after they are gon
 
     python bench/slow_clients.py                       # the serving model of this checkout
     python bench/slow_clients.py --worker gthread      # gunicorn's gthread worker, as before
+    python bench/slow_clients.py --worker waitress     # waitress, for comparison
 
 ``--worker gthread`` starts the same code with gunicorn's own gthread worker (the serving
-model before agent/web/front.py), to compare on one machine. Each phase is bounded by
-``--phase-seconds``; a request that gets no answer within ``--request-timeout`` counts as an
-error. Loopback only; the run is bounded by ``--time-limit``.
+model before agent/web/front.py), ``--worker waitress`` under waitress (one process, as many
+threads; ``pip install waitress`` first, it is not a dependency), to compare on one machine.
+Each phase lasts ``--phase-seconds``; a request that gets no answer within
+``--request-timeout`` counts as an error. Loopback only; the run is bounded by ``--time-limit``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,25 @@ GTHREAD_LAUNCHER = (
     "import sys, agent.web.server as s; s.worker_class = lambda *a: 'gthread'; "
     "from agent.cli import main; sys.argv[0] = 'seat-agent'; main()"
 )
+
+
+# The app under waitress (``pip install waitress``; not a dependency of seat-agent): one
+# process, ``workers x threads`` threads, for comparison only. Takes `serve`'s arguments.
+WAITRESS_LAUNCHER = """
+import argparse, sys, waitress
+from agent.bootstrap import ensure_tokens, open_store
+from agent.app import create_app
+from agent.config import load_settings
+p = argparse.ArgumentParser()
+p.add_argument("command"); p.add_argument("--config"); p.add_argument("--host")
+p.add_argument("--port", type=int); p.add_argument("--workers", type=int)
+a = p.parse_args()
+settings = load_settings(a.config)
+store = open_store(settings); ensure_tokens(settings, store); store.dispose()
+waitress.serve(create_app(settings), host=a.host, port=a.port,
+               threads=a.workers * settings.server.threads, channel_timeout=120,
+               max_request_body_size=settings.server.max_body_bytes, _quiet=True)
+"""
 
 
 class SlowHeaderSockets:
@@ -145,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--pg", default=PG_BASE, help="PostgreSQL base URL (a schema is created)")
-    p.add_argument("--worker", choices=["buffering", "gthread"], default="buffering")
+    p.add_argument("--worker", choices=["buffering", "gthread", "waitress"], default="buffering")
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--slow", type=int, default=200, help="slow-header sockets")
     p.add_argument("--line-interval", type=float, default=1.0, help="seconds between lines")
@@ -168,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(args.db, args.users + 1000, args.workers, args.pg, workdir, args.threads)
     if args.worker == "gthread":
         server.command = [sys.executable, "-c", GTHREAD_LAUNCHER]
+    elif args.worker == "waitress":
+        server.command = [sys.executable, "-c", WAITRESS_LAUNCHER]
     slow: SlowHeaderSockets | None = None
     try:
         server.start()
