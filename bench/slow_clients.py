@@ -2,10 +2,12 @@
 slow-header sockets open, in one run (issue 12, item 5).
 
 Starts its own server (``seat-agent serve`` on loopback, as bench/scim_load.py does), seeds
-``--users`` users, then measures ``userName eq`` lookups from one kept-alive client in three
-phases: before, while ``--slow`` sockets each send one more header line every
-``--line-interval`` seconds and never finish their headers (a socket the server closes is
-opened again at once, so ``--slow`` are open throughout), and after they are gone.
+``--users`` users, then measures ``userName eq`` lookups from one kept-alive client in
+``--rounds`` rounds of two phases: without slow sockets, then while ``--slow`` sockets each
+send one more header line every ``--line-interval`` seconds and never finish their headers (a
+socket the server closes is opened again at once, so ``--slow`` are open throughout). The
+phases alternate so that the host's drift (each phase prints the host probe and the load
+average) hits both alike.
 
     python bench/slow_clients.py                       # the serving model of this checkout
     python bench/slow_clients.py --worker gthread      # gunicorn's gthread worker, as before
@@ -174,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--phase-seconds",
         type=float,
-        default=30,
+        default=20,
         help="each phase lasts this long (longer than [server] header_timeout, so the server\n"
         "closes slow sockets during it)",
     )
     p.add_argument("--request-timeout", type=float, default=5, help="a lookup's own timeout")
+    p.add_argument("--rounds", type=int, default=2, help="phases without, then with, per round")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--time-limit", type=float, default=600, help="seconds for the whole run")
@@ -202,25 +205,37 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"host probe before (fixed JSON work, lower is faster): {host_probe():.1f} ms")
         phase = dict(seconds=args.phase_seconds, count=args.requests, timeout=args.request_timeout)
-        results = [lookups(server.base, names, "without slow sockets", **phase)]
-        slow = SlowHeaderSockets(server.port, args.slow, args.line_interval)
-        slow.start()
-        time.sleep(3 * args.line_interval)  # every socket accepted and trickling
-        opened = slow.open_now()
-        results.append(lookups(server.base, names, f"with {opened} slow sockets open", **phase))
-        slow.close()
-        closed, answered = slow.closed_by_server, slow.answered_408
-        slow = None
-        results.append(lookups(server.base, names, "after they closed", **phase))
-        if time.monotonic() > deadline:
-            print("stopped: --time-limit reached", file=sys.stderr)
-            return 2
+        rows: list[list[str]] = []
+        closed = answered = 0
+        for round_no in range(1, args.rounds + 1):
+            for with_slow in (False, True):
+                probe = host_probe()
+                load = Path("/proc/loadavg").read_text().split()[0]
+                name = f"round {round_no}: without slow sockets"
+                if with_slow:
+                    slow = SlowHeaderSockets(server.port, args.slow, args.line_interval)
+                    slow.start()
+                    time.sleep(3 * args.line_interval)  # every socket accepted and trickling
+                    name = f"round {round_no}: with {slow.open_now()} slow sockets open"
+                r = lookups(server.base, names, name, **phase)
+                if slow is not None:
+                    slow.close()
+                    closed += slow.closed_by_server
+                    answered += slow.answered_408
+                    slow = None
+                rows.append(
+                    [r.op, str(len(r.latencies)), f"{len(r.latencies) / r.wall:.0f}",
+                     f"{r.ms(50):.1f}", f"{r.ms(99):.1f}", str(r.errors), f"{probe:.1f}", load]
+                )  # fmt: skip
+                if time.monotonic() > deadline:
+                    print("stopped: --time-limit reached", file=sys.stderr)
+                    return 2
         print()
         print(
             table(
-                [[r.op, str(len(r.latencies)), f"{len(r.latencies) / r.wall:.0f}",
-                  f"{r.ms(50):.1f}", f"{r.ms(99):.1f}", str(r.errors)] for r in results],
-                ["phase", "lookups", "per s", "p50 ms", "p99 ms", "errors (incl. timeouts)"],
+                rows,
+                ["phase", "lookups", "per s", "p50 ms", "p99 ms", "errors (incl. timeouts)",
+                 "host probe ms", "load (1 min)"],
             )
         )  # fmt: skip
         print()
@@ -228,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
             f"slow sockets closed by the server while measuring: {closed} ({answered} with a 408)"
         )
         print(server.log_summary())
-        print(f"host probe after: {host_probe():.1f} ms")
         return 0
     finally:
         if slow is not None:
