@@ -1,5 +1,9 @@
 """Run the app under gunicorn (a production WSGI server), one app per worker.
 
+The workers are ``agent.web.front.BufferingWorker``: gthread's threads, but each request is
+read whole in the worker's event loop, within ``[server] header_timeout`` and
+``body_timeout``, before a thread takes it, so slow clients hold no thread.
+
 The gunicorn master also:
 
 - reloads on SIGHUP (``systemctl reload seat-agent``): it reads the configuration file again
