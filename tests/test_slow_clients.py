@@ -24,12 +24,21 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 AUTH = {"Authorization": f"Bearer {SCIM_TOKEN}"}
 
 
-@pytest.fixture
-def server(tmp_path: Path):
+def start_server(tmp_path: Path, *server_lines: str) -> LiveServer:
+    """`seat-agent serve` with 2 workers; ``server_lines`` go into its [server] section."""
     port = free_port()
     config = tmp_path / "server.toml"
     write_config(config, f"sqlite:///{tmp_path}/slow.db", port, workers=2)
-    live = LiveServer(config, port, tmp_path / "server.log")
+    text = config.read_text().replace(
+        "[server]\n", "[server]\n" + "".join(f"{line}\n" for line in server_lines)
+    )
+    config.write_text(text)
+    return LiveServer(config, port, tmp_path / "server.log")
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    live = start_server(tmp_path)
     yield live
     live.stop()
 
@@ -110,6 +119,55 @@ def test_slow_header_clients_do_not_starve_normal_requests(server: LiveServer) -
     finally:
         slow.close()
     assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+
+
+def _lookups_answered(server: LiveServer, count: int) -> None:
+    for _ in range(count):
+        r = requests.get(server.url + "/scim/v2/Users", headers=AUTH, timeout=10)
+        assert r.status_code == 200
+
+
+def test_slow_bodies_get_408_after_body_timeout(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "body_timeout = 2")
+    port = int(server.url.rsplit(":", 1)[1])
+    socks = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(_request("POST", "/scim/v2/Users", extra="Content-Length: 1000\r\n"))
+            socks.append(s)
+        _lookups_answered(server, 10)
+        answers = []
+        for s in socks:  # each sends a byte a second until the server answers and closes
+            s.settimeout(1.0)
+            answer = b""
+            for _ in range(60):
+                try:
+                    answer = s.recv(4096)
+                    break
+                except TimeoutError:
+                    s.sendall(b"x")
+            answers.append(answer.split(b"\r\n", 1)[0])
+        assert set(answers) == {b"HTTP/1.1 408 Request Timeout"}
+        _lookups_answered(server, 3)
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+
+
+def test_stop_with_slow_sockets_open_exits_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (systemctl stop) while slow clients are connected: the workers close what has
+    not sent its headers and the master exits 0, well inside the unit's TimeoutStopSec."""
+    server = start_server(tmp_path)
+    slow = SlowHeaderClients(int(server.url.rsplit(":", 1)[1]), 20)
+    try:
+        time.sleep(1.5)
+        server.proc.terminate()
+        assert server.proc.wait(timeout=40) == 0
+    finally:
+        slow.close()
+        server.stop()
 
 
 def _exchange(port: int, data: bytes, responses: int = 1) -> list[tuple[bytes, bytes]]:

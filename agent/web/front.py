@@ -341,11 +341,13 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
 
     def murder_pending(self) -> None:
         """Every loop turn: end connections past their deadline. A stopping worker gives
-        idle connections ``STOP_KEEPALIVE_LINGER`` more seconds, as gthread does."""
+        connections whose headers are not in ``STOP_KEEPALIVE_LINGER`` more seconds, as
+        gthread does kept-alive ones; a body already arriving keeps its deadline (the master's
+        graceful timeout bounds it)."""
         super().murder_pending()
         now = time.monotonic()
         for conn, pending in list(self.reading.items()):
-            if not self.alive and not pending.started:
+            if not self.alive and not pending.headers_done:
                 conn.timeout = min(conn.timeout, now + STOP_KEEPALIVE_LINGER)
             if conn.timeout > now:
                 continue
