@@ -39,6 +39,22 @@ class ServerSettings(Section):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger -> 413."
     )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request's line and headers (from"
+        " connecting, or from a kept-alive request's first byte); later -> 408 and the"
+        " connection is closed. The request is read before a thread takes it, so a slow"
+        " client holds no thread (docs/deployment.md).",
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a request's body after its headers;"
+        " later -> 408 and the connection is closed.",
+    )
     json_logs: bool = Field(False, description="Log one JSON object per line.")
     rate_limit_per_minute: int = Field(
         0,

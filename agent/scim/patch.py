@@ -122,8 +122,15 @@ def _no_target(detail: str) -> ScimError:
 
 
 def _require_patch_schema(body: dict) -> None:
-    """RFC 7644 §3.5.2: the body MUST carry the PatchOp message schema."""
+    """RFC 7644 §3.5.2: the body MUST carry the PatchOp message schema. A body without
+    ``schemas`` is taken as a PatchOp, as a resource without one is taken as its own type:
+    authentik's group rename sends none (its PatchRequest is dumped with
+    ``exclude_unset=True``, which drops the default; goauthentik/authentik
+    ``providers/scim/clients/groups.py`` ``_update_patch_general``). One that names other
+    schemas only is refused."""
     schemas = _get_ignoring_case(body, "schemas")
+    if schemas is None:
+        return
     if not isinstance(schemas, list) or not any(
         isinstance(s, str) and s.lower() == PATCH_OP.lower() for s in schemas
     ):

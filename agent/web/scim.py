@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g, has_request_context, request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -33,6 +33,7 @@ from agent.web.db_errors import log_database_error
 from agent.web.ratelimit import retry_after_header
 
 SCIM_JSON = "application/scim+json"
+PLAIN_JSON = "application/json"
 # A larger startIndex is answered as this one: past the end of any real result set (an empty
 # page with the true totalResults) and still a 64-bit OFFSET on SQLite and PostgreSQL.
 MAX_START_INDEX = 2**31
@@ -69,8 +70,18 @@ def _encode(body: Any) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _media_type() -> str:
+    """RFC 7644 §3.8: ``application/scim+json``, and ``application/json`` for a client whose
+    Accept header asks for that alone: PingFederate's SCIM provisioner sends
+    ``Accept: application/json``, and OneLogin's SCIM guide ("Implement RESTful SCIM APIs")
+    says responses must be ``application/json``."""
+    if not has_request_context():
+        return SCIM_JSON
+    return request.accept_mimetypes.best_match((SCIM_JSON, PLAIN_JSON), default=SCIM_JSON)
+
+
 def scim_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
-    resp = Response(_encode(body), status=status, mimetype=SCIM_JSON)
+    resp = Response(_encode(body), status=status, mimetype=_media_type())
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
