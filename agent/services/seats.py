@@ -467,7 +467,8 @@ class SeatEngine:
         if decrease_mode == "never" and new < pool.seats:
             raise lic.DecreaseRefused(
                 f"Cannot lower licenses from {pool.seats} to {new}: this contract's count only "
-                "rises (decrease = 'never', seed 003 maximum-number system)."
+                "rises (a maximum-number contract: decrease = 'never'); ask the vendor whether it can be "
+                "lowered."
             )
         lic.check_license_change(
             "manual" if decrease_mode == "never" else decrease_mode,
