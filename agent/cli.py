@@ -329,6 +329,7 @@ def seats(config_path: str | None, as_json: bool) -> None:
     with _agent(config_path) as agent:
         report = agent.admin.report()
     rows = [[k, report[k]] for k in ("licensed", "consumed", "available", "queued")]
+    rows.append(["refused (24 h)", report["refused"]["last_24h"]])
     human = _table(rows, ["seats", "count"])
     if report["by_status"]:
         human += "\n\n" + _table(

@@ -69,6 +69,8 @@ def _settings(config_path: str | None, creates_database: bool = False) -> Settin
         return load_settings(path)
     except ConfigError as err:
         raise ConfigProblem(str(err)) from None
+    except OSError as err:  # e.g. /etc/seat-agent/config.toml readable only by its group
+        raise ConfigProblem(f"cannot read the configuration {path}: {err.strerror}") from None
 
 
 def _database_problem(settings: Settings, creates_database: bool) -> str | None:
