@@ -37,10 +37,10 @@
     function outcome(r) {
       var users = r.users === 1 ? "1 user" : (r.users || 0) + " users";
       if (r.state === "done") {
-        return "done: " + (r.deactivated || 0) + " of " + users + " deactivated, licenses lowered to " + r.target;
+        return (r.deactivated || 0) + " of " + users + " deactivated; licenses lowered to " + r.target;
       }
-      if (r.state === "cancelled") { return "cancelled" + (r.reason ? ": " + r.reason : ""); }
-      if (r.state === "failed") { return "failed" + (r.reason ? ": " + r.reason : ""); }
+      // A stop's reason names it already ("cancelled by admin: ...", "verification timed out ...").
+      if (r.state === "cancelled" || r.state === "failed") { return r.reason || r.state; }
       return r.reason || "";
     }
 
