@@ -91,7 +91,8 @@ def register(main: click.Group) -> None:
     def reduce(
         target: int, dry_run: bool, yes: bool, config_path: str | None, as_json: bool
     ) -> None:
-        """Plan a reduction to N licenses (seed 000: reduce users, then licenses)."""
+        """Plan a reduction to N licenses: first the least active users stop consuming, then
+        the license count is lowered."""
         if target < 0:
             raise click.BadParameter("must not be negative", param_hint="--to")
         with _agent(config_path) as agent:

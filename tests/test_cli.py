@@ -18,6 +18,9 @@ from agent.cli import main
 class Cli:
     def __init__(self, config):
         self.config = config
+        # Only `serve` and `db upgrade` create a database: the seat commands need one.
+        created = CliRunner().invoke(main, ["db", "upgrade", "--config", str(config)])
+        assert created.exit_code == 0, created.output
 
     def __call__(self, *args: str):
         return CliRunner().invoke(main, [*args, "--config", str(self.config)])

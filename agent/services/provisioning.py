@@ -87,6 +87,7 @@ class Provisioning:
         """RFC 7644 §3.3: create; the seat decision and the insert are one transaction."""
         resource = normalize_user(body)
         user_id = self.new_id()
+        cause = cause.via("POST /Users")
         with self.store.write() as tx, _mapped_errors():
             if tx.user_name_taken(resource["userName"]):
                 raise ScimError(
@@ -151,6 +152,7 @@ class Provisioning:
         user the IdP deactivated, just because it resent the profile without the flag.
         """
         resource = normalize_user(body)
+        cause = cause.via("PUT")
         if not _mentions_active(body):
             return self._update_user(
                 user_id,
@@ -170,7 +172,7 @@ class Provisioning:
         def change(old: dict) -> dict:
             return sanitize_user(scim_patch.apply_user_patch(old, operations))
 
-        return self._update_user(user_id, change, if_match, cause)
+        return self._update_user(user_id, change, if_match, cause.via("PATCH"))
 
     def _update_user(
         self,
@@ -204,6 +206,7 @@ class Provisioning:
     def reevaluate_user(self, user_id: str, cause: Cause = ADMIN) -> UserRecord:
         """Admin path to a seat: decide again for a user (a fallback user asking for a real
         seat, a refused one after seats were added). Same decision, same outcome at the limit."""
+        cause = cause.via("re-evaluate")
         with self.store.write() as tx, _mapped_errors():
             record = _require_user(tx, user_id)
             previous = replace(record.seat, on_fallback=False)
@@ -318,6 +321,7 @@ class Provisioning:
         """Group membership maps to roles (``[license] group_roles``): re-decide those users."""
         if not self.seats.policy.group_roles:
             return
+        cause = replace(cause, path="group membership")
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return

@@ -184,8 +184,9 @@ def _resettle(
                         previous=record.seat,
                         cause=RECONCILE,
                     )
-                except SeatRefused:  # raised before anything was written for this user
+                except SeatRefused as refusal:  # raised before anything was written for it
                     report.unresolved.append(record.user_name)
+                    seats.record_refusal(tx, refusal, announce=False)
                     continue
                 if seat != record.seat:
                     tx.set_seat(record.id, seat, seats.clock())
