@@ -77,10 +77,32 @@ def test_chart_shows_seats_per_day_from_the_ledger(make_api, clock):
     assert len(consumed) == 4 and min(consumed) == days[0]
     rows = history_rows(text)
     assert len(rows) == 7
-    assert rows[days[2]] == ["3", "3", "0"]
-    assert rows[(day0 - timedelta(days=1)).isoformat()] == ["", "", "0"]
+    assert rows[days[2]] == ["3", "3", "0", "0"]
+    assert rows[(day0 - timedelta(days=1)).isoformat()] == ["", "", "0", "0"]
     assert re.search(rf'id="peak-marker"[^>]*data-day="{days[3]}" data-value="4"', text)
     assert '<strong id="range-peak">4</strong> consumed on ' + days[3] in text
+
+
+def test_chart_and_figures_show_the_activations_refused(make_api, clock):
+    """A refusal changes no seat (the ledger has none): the refusals table counts them per
+    day, and the figures say how many in the last 24 hours."""
+    api = make_api(seats=2, on_full="refuse")
+    day0 = clock.now.date().isoformat()
+    create(api, "a@x")
+    create(api, "b@x")
+    assert api.scim("POST", "/Users", new_user("c@x")).status_code == 403
+    clock.advance(days=1)
+    for name in ("d@x", "e@x"):
+        assert api.scim("POST", "/Users", new_user(name)).status_code == 403
+    day1 = clock.now.date().isoformat()
+    text = page(api, "?days=7")
+    assert points(text, "bar-refused") == {day0: 1, day1: 2}
+    assert points(text, "bar-queued") == {}
+    assert history_rows(text)[day1] == ["2", "2", "0", "2"]
+    assert '<dd id="refused">2</dd>' in text  # the last 24 hours
+    assert "refused that day" in text
+    clock.advance(days=1)
+    assert '<dd id="refused">0</dd>' in page(api)
 
 
 def test_the_billing_period_peak_stays_after_seats_are_freed(make_api, clock):

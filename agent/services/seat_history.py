@@ -10,17 +10,15 @@ A day counts as ended ``CLOSE_MARGIN`` after midnight, for hosts whose clocks di
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from agent.domain.billing import BillingTerms, period_bounds
 from agent.domain.seat_history import DayFigures, LedgerDay, busiest_day, daily_figures
+from agent.services.refusals import refusals_per_day
 from agent.storage import history
 from agent.storage.store import Store, StoreTx
 
-# Refusals per day, when the agent records them (they change no seat, so the ledger has none).
-RefusalsPerDay = Callable[[StoreTx, date], Mapping[date, int]]
 CLOSE_MARGIN = timedelta(hours=1)
 KEEP_DAYS = 800  # a year of chart and an annual billing period, with room
 
@@ -102,11 +100,12 @@ def seat_history(
     terms: BillingTerms,
     now: datetime,
     days: int,
-    refusals: RefusalsPerDay | None = None,
     closed: ClosedDays | None = None,
 ) -> SeatHistory:
-    """The last ``days`` UTC days up to and including today, and the current billing period's
-    high-water marks (the state in force when it began counts, as in ``ledger_peak``)."""
+    """The last ``days`` UTC days up to and including today, with the activations refused each
+    day (a refusal changes no seat, so the ledger has none: the refusals table counts them),
+    and the current billing period's high-water marks (the state in force when it began
+    counts, as in ``ledger_peak``)."""
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=days - 1)
     period_start, period_end = period_bounds(terms, today)
@@ -114,7 +113,7 @@ def seat_history(
     with store.read() as tx:
         opening = history.state_before(tx, midnight(since))
         recorded = _recorded(tx, since, today, now, closed)
-        refused = refusals(tx, first) if refusals is not None else {}
+        refused = {day: n["refused"] for day, n in refusals_per_day(tx, midnight(first))}
     figures = daily_figures(since, today, opening, recorded, refused)
     shown = [d for d in figures if d.day >= first]
     in_period = [d for d in figures if d.day >= period_start and d.licensed is not None]

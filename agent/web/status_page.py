@@ -42,6 +42,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from agent.domain.seat_history import near_full_from, pool_state
 from agent.services.seat_history import ClosedDays, seat_history
+from agent.storage import refusals
 from agent.storage.records import LedgerEntry, UserRecord
 from agent.web.seat_chart import seats_chart, waits_chart
 from agent.web.status_health import agent_health
@@ -286,12 +287,14 @@ def seat_figures(agent: Any) -> dict[str, Any]:
     with agent.store.read() as tx:
         pool = tx.pool()
         queued = tx.queued_count()
+        refused = refusals.totals(tx, agent.clock() - timedelta(days=1))["refused"]
     lic = agent.settings.license
     return {
         "licensed": pool.seats,
         "consumed": pool.consumed,
         "available": max(pool.seats - pool.consumed, 0),
         "queued": queued,
+        "refused_24h": refused,
         "on_full": lic.on_full,
         "max_seats": lic.max_seats,
     }
@@ -363,8 +366,8 @@ def index() -> BaseResponse | tuple[str, int] | tuple[Response, int]:
         seats_chart=seats_chart(
             history.days, history.busiest, lic.near_full_percent, lic.low_seats_threshold
         ),
-        waits_chart=waits_chart(history.days, with_refused=False),
-        with_refused=False,
+        waits_chart=waits_chart(history.days, with_refused=True),
+        with_refused=True,
         days=days,
         day_ranges=sorted({*DAY_RANGES, days}),
         health=agent_health(agent),

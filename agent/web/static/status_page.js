@@ -116,6 +116,92 @@
     return load;
   }());
 
+  // -- user search ------------------------------------------------------------------------
+  // GET /admin/users with the same filters as the API (state, q) and its cursor for "More".
+  (function () {
+    var section = document.getElementById("users");
+    var form = document.getElementById("user-search");
+    if (!section || !form) { return; }
+    var base = section.getAttribute("data-url");
+    var status = document.getElementById("users-status");
+    var table = document.getElementById("users-table");
+    var body = table.querySelector("tbody");
+    var more = document.getElementById("users-more");
+    var query = null;
+    var cursor = null;
+
+    function say(text, isError) {
+      status.textContent = text;
+      status.className = isError ? "error" : "hint";
+      if (isError) { status.setAttribute("role", "alert"); } else { status.removeAttribute("role"); }
+    }
+
+    function row(u) {
+      var tr = document.createElement("tr");
+      tr.className = "user-row";
+      tr.setAttribute("data-id", u.id);
+      cell(tr, u.userName);
+      cell(tr, u.displayName);
+      cell(tr, u.email);
+      cell(tr, u.externalId);
+      cell(tr, u.active ? "yes" : "no");
+      cell(tr, u.licenseState).className = "seat-" + u.licenseState;
+      cell(tr, u.appStatus);
+      cell(tr, when(u.seatSince));
+      cell(tr, when(u.lastActivity));
+      body.appendChild(tr);
+    }
+
+    function fetchPage(append) {
+      var params = new URLSearchParams();
+      if (query.state) { params.set("state", query.state); }
+      if (query.q) { params.set("q", query.q); }
+      params.set("count", section.getAttribute("data-count") || "50");
+      if (append && cursor) { params.set("cursor", cursor); }
+      more.disabled = true;
+      say(append ? "Loading more…" : "Searching…", false);
+      fetch(base + "?" + params.toString(), { credentials: "same-origin", headers: HEADERS })
+        .then(function (resp) {
+          return resp.json().catch(function () { return {}; }).then(function (data) {
+            return { resp: resp, data: data };
+          });
+        })
+        .then(function (r) {
+          more.disabled = false;
+          if (r.resp.status === 401) { say("Sign in again to search users.", true); return; }
+          if (!r.resp.ok) {
+            say((r.data && r.data.error) || ("Search failed (HTTP " + r.resp.status + ")."), true);
+            return;
+          }
+          if (!append) { body.textContent = ""; }
+          var users = Array.isArray(r.data.users) ? r.data.users : [];
+          users.forEach(row);
+          cursor = r.data.nextCursor || null;
+          more.hidden = !cursor;
+          var shown = body.children.length;
+          table.hidden = shown === 0;
+          if (shown === 0) {
+            say("No user matches" + (query.q ? " \u201c" + query.q + "\u201d" : "") +
+              (query.state ? " among " + query.state + " users" : "") + ".", false);
+          } else {
+            say(shown + (shown === 1 ? " user" : " users") + (cursor ? " so far; More shows the next ones." : "."), false);
+          }
+        })
+        .catch(function () { more.disabled = false; say("Search failed: no answer from the agent.", true); });
+    }
+
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      query = {
+        q: document.getElementById("user-q").value.trim(),
+        state: document.getElementById("user-state").value
+      };
+      cursor = null;
+      fetchPage(false);
+    });
+    more.addEventListener("click", function () { if (query) { fetchPage(true); } });
+  }());
+
   // -- auto-refresh -----------------------------------------------------------------------
   // The server renders every figure; a refresh fetches the page again and swaps the sections
   // marked data-live, so the search box, open <details> and the scroll position stay put.
