@@ -55,3 +55,7 @@ for db in sqlite postgres; do
     run "reconcile-$db-$n" python bench/reconcile.py --db "$db" --users "$n"
   done
 done
+# The status page's seats-per-day read at 1,000,000 ledger entries.
+for db in sqlite postgres; do
+  run "status-history-$db" python bench/status_history.py --db "$db" --entries 1000000
+done

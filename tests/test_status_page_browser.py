@@ -104,7 +104,12 @@ def save_screenshot(browser: DevTools, path: Path, width: int = 1280) -> None:
     browser.send("Emulation.setScrollbarsHidden", session=True, hidden=True)
     shot = browser.send("Page.captureScreenshot", session=True, format="png")
     path.write_bytes(base64.b64decode(shot["data"]))
-    print(f"status page screenshot: {path}")
+    # And the part above the user search (seats, health, charts), for the README.
+    top = browser.evaluate("document.getElementById('users').getBoundingClientRect().top")
+    clip = {"x": 0, "y": 0, "width": width, "height": int(top), "scale": 1}
+    part = browser.send("Page.captureScreenshot", session=True, format="png", clip=clip)
+    path.with_name(path.stem + "-top.png").write_bytes(base64.b64decode(part["data"]))
+    print(f"status page screenshots: {path} and {path.stem}-top.png")
 
 
 class Admin:
