@@ -99,14 +99,19 @@ class SeatAdmin:
         }
 
     def set_licenses(
-        self, seats: int, recorded_by_admin: bool = True
+        self, seats: int, recorded_by_admin: bool = True, reduction: str | None = None
     ) -> tuple[int, list[UserRecord]]:
         """Set the license count: seed 000's rule (never below consumption) and the decrease
-        mode. The reduction workflow calls it with ``recorded_by_admin=False``."""
-        change = self.change_licenses(seats, recorded_by_admin=recorded_by_admin)
+        mode. The reduction workflow calls it with ``recorded_by_admin=False`` and its id, which
+        the ledger entry names."""
+        change = self.change_licenses(
+            seats, recorded_by_admin=recorded_by_admin, reduction=reduction
+        )
         return change.seats, change.promoted
 
-    def change_licenses(self, seats: int, recorded_by_admin: bool = True) -> LicenseChange:
+    def change_licenses(
+        self, seats: int, recorded_by_admin: bool = True, reduction: str | None = None
+    ) -> LicenseChange:
         """PUT /admin/licenses and ``seat-agent licenses set``.
 
         Raises InvalidLicenseCount (outside ``0..MAX_LICENSES``) or DecreaseRefused. With
@@ -123,7 +128,8 @@ class SeatAdmin:
                 renewal_date=self.license.renewal_date,
                 window_days=self.license.renewal_window_days,
                 recorded_by_admin=recorded_by_admin,
-                cause=Cause("admin"),
+                cause=Cause("reduction") if reduction else Cause("admin"),
+                note=f"reduction {reduction}" if reduction else None,
             )
         recorded = self.license.decrease == "manual" and new < previous
         return LicenseChange(

@@ -85,6 +85,19 @@ class ReductionConflict(Exception):
         self.plan = plan
 
 
+class NothingToReduce(ReductionConflict):
+    """A target at or above the licenses held: no reduction (a bad argument on the CLI)."""
+
+    def __init__(self, seats: int, target: int):
+        super().__init__(
+            f"nothing to reduce: {seats} licenses are held and the target is {target}; a "
+            f"reduction needs a target below {seats} (to add licenses: seat-agent licenses set "
+            f"{target})"
+        )
+        self.seats = seats
+        self.target = target
+
+
 InvalidTransition = red.InvalidTransition
 
 
@@ -355,6 +368,10 @@ class Reductions:
     def preview(self, target: int) -> dict[str, Any]:
         """The plan a reduction to ``target`` would follow now; creates nothing (dry run)."""
         _check_target(target)
+        with self.store.read() as tx:
+            seats = tx.pool().seats
+        if target >= seats:
+            raise NothingToReduce(seats, target)
         view = self._app_view()
         with self.store.read() as tx:
             return plan_dict(self._plan(tx, target, view))
@@ -380,9 +397,7 @@ class Reductions:
             )
         pool = tx.pool()
         if target >= pool.seats:
-            raise ReductionConflict(
-                f"nothing to reduce: {pool.seats} licenses are held, target is {target}"
-            )
+            raise NothingToReduce(pool.seats, target)
         plan = self._plan(tx, target, view)
         data = plan_dict(plan)
         data["trigger"] = trigger
@@ -754,7 +769,9 @@ class Reductions:
             return
         if pool.seats > row.target:
             try:
-                self.seat_admin.set_licenses(row.target, recorded_by_admin=False)
+                self.seat_admin.set_licenses(
+                    row.target, recorded_by_admin=False, reduction=reduction_id
+                )
             except lic.DecreaseRefused as err:
                 with self.store.write() as tx:
                     row = self._require(tx, reduction_id)

@@ -459,6 +459,7 @@ class SeatEngine:
         window_days: int,
         recorded_by_admin: bool,
         cause: Cause,
+        note: str | None = None,
     ) -> tuple[int, list[UserRecord]]:
         """Change the license count (seed 000: never below consuming users), then serve the
         queue."""
@@ -467,8 +468,8 @@ class SeatEngine:
         if decrease_mode == "never" and new < pool.seats:
             raise lic.DecreaseRefused(
                 f"Cannot lower licenses from {pool.seats} to {new}: this contract's count only "
-                "rises (a maximum-number contract: decrease = 'never'); ask the vendor whether it can be "
-                "lowered."
+                "rises (a maximum-number contract: decrease = 'never'); ask the vendor whether "
+                "it can be lowered."
             )
         lic.check_license_change(
             "manual" if decrease_mode == "never" else decrease_mode,
@@ -497,7 +498,8 @@ class SeatEngine:
                     " (recorded: lowered at the vendor, decrease = manual)"
                     if decrease_mode == "manual" and new < pool.seats
                     else ""
-                ),
+                )
+                + (f" ({note})" if note else ""),
                 seats_after=new,
                 consumed_after=pool.consumed,
                 cost=cost,

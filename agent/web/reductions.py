@@ -107,8 +107,14 @@ def get_reduction(reduction_id: str) -> Response:
 
 @bp.post("/<reduction_id>/approve")
 def approve(reduction_id: str) -> Response:
+    """Approve; ``runs`` says when the scheduler carries it out (``next_run``, None when no
+    scheduler runs now)."""
+    from agent.jobs.scheduler import workflow_schedule
+
     _body(set())
-    return jsonify(_reductions().approve(reduction_id).as_dict())
+    data = _reductions().approve(reduction_id).as_dict()
+    data["runs"] = workflow_schedule(current_app.extensions["seat_agent"])
+    return jsonify(data)
 
 
 @bp.post("/<reduction_id>/cancel")
