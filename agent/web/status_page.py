@@ -1,4 +1,9 @@
-"""The read-only admin status page (/admin/): seats, queue, open reductions, recent ledger.
+"""The admin status page (/admin/): seats with the near-full state, seats per day and the
+billing period's peak (agent.web.seat_chart), the health panel (agent.web.status_health), a
+user search, the queue, every reduce workflow, the recent ledger; docs/status-page.md.
+
+Every figure is rendered here, on the server; status_page.js only fetches the page again to
+refresh it in place, lists the workflows and runs the user search through the admin API.
 
 Auth is the admin bearer token, or a signed session cookie established from it at
 ``/admin/login``. The cookie's signing key is an HMAC over the digests of every accepted admin
