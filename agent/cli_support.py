@@ -134,13 +134,9 @@ def open_database(settings: Settings, creates_database: bool = False) -> Store:
 
 
 def _shown(url: str) -> str:
-    """The URL with any password hidden."""
-    from sqlalchemy.engine import make_url
+    from agent.storage.engine import shown_url
 
-    try:
-        return repr(make_url(url).render_as_string(hide_password=True))
-    except Exception:
-        return repr(url)
+    return repr(shown_url(url))
 
 
 @contextmanager

@@ -146,3 +146,11 @@ def _sqlite_events(engine: Engine) -> None:
         # much as the indexed probe of a lookup.
         write = conn.get_execution_options().get(WRITE, False)
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def shown_url(url: str) -> str:
+    """The URL as an error message may show it: any password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing in it to hide
+        return url
