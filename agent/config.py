@@ -199,6 +199,14 @@ class LicenseSettings(Section):
     low_seats_threshold: int = Field(
         1, ge=0, description="Alert when available seats drop to this."
     )
+    near_full_percent: int = Field(
+        90,
+        ge=1,
+        le=100,
+        description="The status page shows the pool as near full (amber) from this percentage"
+        " of the licensed seats in use, or from low_seats_threshold seats left if that comes"
+        " first.",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> LicenseSettings:

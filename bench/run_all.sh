@@ -60,3 +60,7 @@ done
 for worker in buffering gthread; do
   run "slow-clients-$worker" python bench/slow_clients.py --worker "$worker"
 done
+# The status page's seats-per-day read at 1,000,000 ledger entries.
+for db in sqlite postgres; do
+  run "status-history-$db" python bench/status_history.py --db "$db" --entries 1000000
+done
