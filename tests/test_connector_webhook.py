@@ -23,7 +23,7 @@ from webhook_receiver import Answer, WebhookReceiver, new_secret, running_receiv
 from werkzeug.serving import make_server
 
 from agent.app import create_app
-from agent.config import ConfigError, DownstreamSettings, settings_from_mapping
+from agent.config import AlertSettings, ConfigError, DownstreamSettings, settings_from_mapping
 from agent.connectors import build_connector
 from agent.connectors.base import DeliveryError, EffectiveUser
 from agent.connectors.webhook import WebhookConnector
@@ -60,9 +60,18 @@ def webhook_settings(receiver: WebhookReceiver, *, count_url: bool = True, **ext
 def make_app(db_url: str, clock: FakeClock, receiver: WebhookReceiver) -> Iterator:
     made: list[Api] = []
 
-    def factory(count_url: bool = True, reductions: dict | None = None, **license: Any) -> Api:
+    def factory(
+        count_url: bool = True,
+        reductions: dict | None = None,
+        alerts: bool = False,
+        **license: Any,
+    ) -> Api:
         settings = make_settings(db_url, **license)
         update: dict[str, Any] = {"downstream": webhook_settings(receiver, count_url=count_url)}
+        if alerts:  # mail is queued in the outbox; no SMTP server answers (port 9)
+            update["alerts"] = AlertSettings(
+                enabled=True, recipients=["admin@example.com"], smtp_port=9
+            )
         if reductions:
             update["reductions"] = settings.reductions.model_copy(update=reductions)
         app = create_app(settings.model_copy(update=update), clock=clock)
@@ -354,6 +363,32 @@ def test_reconcile_reports_a_count_mismatch(make_app, clock, receiver):
     report = jobs.reconcile()
     assert report.downstream_error and "cannot connect" in report.downstream_error
     assert_clean(receiver)
+
+
+def mails(api: Api) -> list[str]:
+    with api.agent.store.read() as tx:
+        return [m.payload["subject"] for m in outbox.failing(tx, 0) if m.kind == "email"]
+
+
+def test_count_drift_and_an_unreachable_count_are_mailed_once(make_app, clock, receiver):
+    api = make_app(alerts=True)
+    ids = [create(api, f"u{i}")["id"] for i in range(2)]
+    drain(api, clock)
+    jobs = Jobs(api.agent)
+    jobs.reconcile()
+    assert mails(api) == []
+    receiver.users[ids[0]]["active"] = False
+    jobs.reconcile()
+    jobs.reconcile()
+    assert [m for m in mails(api) if "Drift" in m] == [
+        "[seat-agent] Drift with the application: 1 new differences"
+    ]
+    receiver.stop()
+    jobs.reconcile()
+    jobs.reconcile()
+    assert [m for m in mails(api) if "cannot read" in m] == [
+        "[seat-agent] Reconcile cannot read the application's users"
+    ]
 
 
 def test_reconcile_without_count_url_says_it_skips(make_app, clock, receiver):
