@@ -195,7 +195,9 @@ class WebhookEvents:
             key = LICENSES_KEY if kind == LICENSES_CHANGED else event.user_id or LICENSES_KEY
             self._enqueue(tx, kind, key, seat_data(event), now)
 
-    def _enqueue(self, tx: StoreTx, kind: str, key: str, data: dict[str, Any], now: datetime):
+    def _enqueue(
+        self, tx: StoreTx, kind: str, key: str, data: dict[str, Any], now: datetime
+    ) -> None:
         payload = {"id": self.new_id(), "type": kind, "body": event_body(kind, now, data)}
         outbox.enqueue(tx, WEBHOOK, key, payload, now)
 
