@@ -11,9 +11,11 @@ from typing import Any
 
 from agent.config import Settings
 from agent.connectors import build_connector
+from agent.connectors.webhook import WebhookConnector
 from agent.notify.mail import SmtpMailer
 from agent.services.admin import SeatAdmin
 from agent.services.alerts import Alerts, EmailHandler, send_digest
+from agent.services.count_drift import CountDriftCheck
 from agent.services.delivery import Handler, Outage, PushHandlers, deliver_due
 from agent.services.drift import DriftCheck
 from agent.services.outbox_notifier import EMAIL, OutboxNotifier
@@ -21,6 +23,7 @@ from agent.services.policy import billing_terms, license_policy
 from agent.services.provisioning import Provisioning
 from agent.services.reductions import Reductions
 from agent.services.seats import SeatEngine
+from agent.services.webhook_events import WebhookEvents, WebhookHandlers
 from agent.storage.store import Store, StoreTx
 from agent.web.auth import TokenSet, digest
 from agent.web.observability import current_request_id
@@ -122,14 +125,18 @@ def build_agent(
         if settings.alerts.enabled
         else None
     )
-    notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock)
+    webhook = connector if isinstance(connector, WebhookConnector) else None
+    events = WebhookEvents(lic.fallback_role, clock) if webhook is not None else None
+    notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock, events=events)
     seats = SeatEngine(license_policy(lic), terms, clock, notifier, request_id=current_request_id)
     scim_tokens, admin_tokens = token_sets(settings, store)
     provisioning = Provisioning(store, seats, clock, seat_extension=settings.scim.seat_extension)
     admin = SeatAdmin(store, seats, lic, terms, clock)
 
     handlers: dict[str, Handler] = {}
-    if connector is not None:
+    if webhook is not None:
+        handlers.update(WebhookHandlers(webhook).handlers())
+    elif connector is not None:
         handlers.update(PushHandlers(connector, store, lic.fallback_role).handlers())
     if alerts is not None:
         handlers[EMAIL] = EmailHandler(SmtpMailer.from_settings(settings.alerts))
@@ -174,11 +181,12 @@ def build_agent(
         if handlers
         else None
     )
-    drift = (
-        DriftCheck(store, connector, lic.fallback_role, clock, alerts)
-        if connector is not None
-        else None
-    )
+    app_count = webhook.active_count if webhook is not None and webhook.count_url else None
+    drift: DriftCheck | None = None
+    if webhook is not None:
+        drift = CountDriftCheck(store, app_count, clock, alerts)
+    elif connector is not None:
+        drift = DriftCheck(store, connector, lic.fallback_role, clock, alerts)
     reductions = Reductions(
         store,
         provisioning,
@@ -187,7 +195,8 @@ def build_agent(
         lic,
         clock,
         alerts=alerts,
-        app_users=connector.list_users if connector is not None else None,
+        app_users=connector.list_users if connector is not None and webhook is None else None,
+        app_count=app_count,
     )
     digest = (
         functools.partial(

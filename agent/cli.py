@@ -224,8 +224,10 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     else:
         lines.append(f"downstream drift: {len(report.drift)}")
         for d in report.drift[:50]:
-            who = d.user_name or d.user_id or d.remote_id
+            who = d.user_name or d.user_id or d.remote_id or "application"
             lines.append(f"  {who}: {d.problem} (expected {d.expected}, found {d.found})")
+    if report.downstream_note is not None:
+        lines.append(f"downstream: {report.downstream_note}")
     if dry_run:
         lines.append("dry run: nothing was changed")
     _emit(data, as_json, "\n".join(lines))

@@ -7,12 +7,15 @@ message that names the key.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tomllib
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -231,14 +234,68 @@ class ScimSettings(Section):
     )
 
 
+DOWNSTREAM_TYPES = ("none", "scim", "webhook")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = (24, 64)  # Standard Webhooks, "Signature scheme": 24 to 64 random bytes
+
+
+def webhook_secret_problem(secret: str) -> str | None:
+    """Why ``secret`` is not a Standard Webhooks symmetric secret (``whsec_`` and the base64 of
+    24 to 64 random bytes; spec "Signature scheme"), or None when it is one."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return f"must start with {WEBHOOK_SECRET_PREFIX!r} (whsec_ and base64 of random bytes)"
+    body = secret[len(WEBHOOK_SECRET_PREFIX) :]
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not base64 after 'whsec_'"
+    low, high = WEBHOOK_SECRET_BYTES
+    if not low <= len(raw) <= high:
+        return f"must decode to {low} to {high} bytes (it has {len(raw)}); generate a new one"
+    return None
+
+
+def _http_url(value: str | None, key: str) -> str | None:
+    if value is None:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{key} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
 class DownstreamSettings(Section):
-    type: Literal["none", "scim"] = Field(
-        "none", description="The downstream application: none, or a SCIM 2.0 server (scim)."
+    type: Literal["none", "scim", "webhook"] = Field(
+        "none",
+        description="The downstream application: none, a SCIM 2.0 server (scim), or signed"
+        " webhooks to an application without SCIM (webhook, docs/webhooks.md).",
     )
-    url: str | None = Field(None, description="Base URL (SCIM: ending in /scim/v2).")
-    token: str | None = Field(None, description="Bearer token for the downstream application.")
+    url: str | None = Field(
+        None,
+        description="Base URL (SCIM: ending in /scim/v2; webhook: the endpoint that receives"
+        " the POSTed events).",
+    )
+    token: str | None = Field(
+        None,
+        description="Bearer token for the downstream application (webhook: optional, sent"
+        " as Authorization on every request besides the signature).",
+    )
     token_env: str = Field(
         "SEAT_AGENT_DOWNSTREAM_TOKEN", description="Environment variable read when token is unset."
+    )
+    secret: str | None = Field(
+        None,
+        description="webhook: the Standard Webhooks signing secret, whsec_ and the base64 of"
+        " 24 to 64 random bytes; shared with the receiver, which verifies each request.",
+    )
+    secret_env: str = Field(
+        "SEAT_AGENT_WEBHOOK_SECRET", description="Environment variable read when secret is unset."
+    )
+    count_url: str | None = Field(
+        None,
+        description="webhook: optional URL answering GET with the application's active users"
+        ' ({"active": N}); reconcile and reductions compare it with the agent\'s count.'
+        " Unset: reconcile skips the comparison and says so.",
     )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one downstream request.")
     backoff_base_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles.")
@@ -250,20 +307,48 @@ class DownstreamSettings(Section):
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: object) -> object:
-        if value not in ("none", "scim"):
+        if value not in DOWNSTREAM_TYPES:
             raise ValueError(
-                f"downstream type {value!r} is not supported: use 'none' or 'scim'"
-                " (a generic webhook connector is not implemented)"
+                f"downstream type {value!r} is not supported: use 'none', 'scim' or 'webhook'"
             )
+        return value
+
+    @field_validator("count_url")
+    @classmethod
+    def _count_url(cls, value: str | None) -> str | None:
+        return _http_url(value, "count_url")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and (problem := webhook_secret_problem(value)) is not None:
+            raise ValueError(f"secret {problem}")
         return value
 
     def resolved_token(self) -> str | None:
         return self.token or os.environ.get(self.token_env) or None
 
+    def resolved_secret(self) -> str | None:
+        return self.secret or os.environ.get(self.secret_env) or None
+
     @model_validator(mode="after")
     def _needs_url(self) -> DownstreamSettings:
         if self.type != "none" and not self.url:
             raise ValueError(f"downstream type '{self.type}' needs url")
+        if self.type == "webhook":
+            _http_url(self.url, "url")
+            secret = self.resolved_secret()
+            if secret is None:
+                raise ValueError(
+                    "downstream type 'webhook' needs secret (or the environment variable"
+                    f" {self.secret_env}, named by secret_env): whsec_ and the base64 of"
+                    " 24 to 64 random bytes, shared with the receiver"
+                )
+            problem = webhook_secret_problem(secret)
+            if problem is not None:  # only an environment secret gets here unchecked
+                raise ValueError(f"secret from the environment ({self.secret_env}) {problem}")
+        elif self.count_url is not None:
+            raise ValueError("count_url is only read for type = 'webhook'")
         return self
 
 

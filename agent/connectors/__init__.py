@@ -34,4 +34,17 @@ def build_connector(
         return ScimConnector(
             settings.url, settings.resolved_token(), settings.timeout_seconds, clock=clock
         )
+    if settings.type == "webhook":
+        from agent.connectors.webhook import WebhookConnector
+
+        secret = settings.resolved_secret()
+        assert settings.url is not None and secret is not None  # DownstreamSettings checks
+        return WebhookConnector(
+            settings.url,
+            secret,
+            settings.timeout_seconds,
+            token=settings.resolved_token(),
+            count_url=settings.count_url,
+            clock=clock,
+        )
     raise ConfigError(f"downstream: type {settings.type!r} is not supported yet")

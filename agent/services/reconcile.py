@@ -44,6 +44,7 @@ class ReconcileReport:
     repaired: bool = False
     dry_run: bool = False
     downstream_error: str | None = None  # set when the downstream could not be read
+    downstream_note: str | None = None  # why the comparison was skipped or partial
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class ReconcileReport:
             "repaired": self.repaired,
             "dry_run": self.dry_run,
             "downstream_error": self.downstream_error,
+            "downstream_note": self.downstream_note,
         }
 
 

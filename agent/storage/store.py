@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from sqlalchemy import (
@@ -425,6 +425,15 @@ class _DeferredWrites:
     seats: list[dict[str, Any]] = field(default_factory=list)
 
 
+class AtCommit(Protocol):
+    """Work gathered during a write transaction and written at its end (``StoreTx.at_commit``)."""
+
+    def flush(self, tx: StoreTx) -> None: ...
+
+
+_AtCommit = TypeVar("_AtCommit", bound=AtCommit)
+
+
 class StoreTx:
     """Operations inside one transaction."""
 
@@ -435,6 +444,7 @@ class StoreTx:
         # nobody else can change the row until it commits, so it need not be read again.
         self._pool: PoolRow | None = None
         self._deferred: _DeferredWrites | None = None
+        self._at_commit: dict[str, AtCommit] = {}
 
     # -- seat pool -------------------------------------------------------------------------
 
@@ -458,6 +468,22 @@ class StoreTx:
             self._deferred.pool = params
             return
         self.conn.execute(_SET_POOL, params)
+
+    def at_commit(self, name: str, factory: Callable[[], _AtCommit]) -> _AtCommit:
+        """The ``name`` object of this write transaction (made by ``factory`` on first use),
+        whose ``flush(tx)`` runs once when the transaction's work is done, just before it
+        commits, after any deferred seat writes: it sees the transaction's final state. (The
+        webhook events describe what a transaction changed, not its intermediate steps.)"""
+        existing = self._at_commit.get(name)
+        if existing is None:
+            existing = self._at_commit[name] = factory()
+        return existing  # type: ignore[return-value]
+
+    def flush_at_commit(self) -> None:
+        """Run the ``at_commit`` work (Store.write calls it as the transaction ends)."""
+        while self._at_commit:
+            name = next(iter(self._at_commit))
+            self._at_commit.pop(name).flush(self)
 
     @contextmanager
     def deferred_seat_writes(self) -> Iterator[None]:
@@ -1369,6 +1395,7 @@ class Store:
                 tx = StoreTx(conn)
                 tx.lock_pool()
                 yield tx
+                tx.flush_at_commit()
 
     @contextmanager
     def read(self) -> Iterator[StoreTx]:
