@@ -20,6 +20,7 @@ from agent.services.outbox_notifier import EMAIL, OutboxNotifier
 from agent.services.policy import billing_terms, license_policy
 from agent.services.provisioning import Provisioning
 from agent.services.reductions import Reductions
+from agent.services.remote_links import LinkedConnector
 from agent.services.seats import SeatEngine
 from agent.storage.store import Store, StoreTx
 from agent.web.auth import TokenSet, digest
@@ -110,7 +111,8 @@ def build_agent(
     store = store or open_store(settings, clock)
     lic = settings.license
     terms = billing_terms(lic)
-    connector = build_connector(settings.downstream, clock)
+    built = build_connector(settings.downstream, clock)
+    connector = LinkedConnector(built, store) if built is not None else None
     alerts = (
         Alerts(
             settings.alerts,

@@ -207,14 +207,44 @@ class ScimSettings(Section):
     )
 
 
+DOWNSTREAM_TYPES = ("none", "scim", "kintone")
+
+
 class DownstreamSettings(Section):
-    type: Literal["none", "scim"] = Field(
-        "none", description="The downstream application: none, or a SCIM 2.0 server (scim)."
+    type: Literal["none", "scim", "kintone"] = Field(
+        "none",
+        description="The downstream application: none, a SCIM 2.0 server (scim), or Kintone"
+        " through the cybozu.com User API (kintone; docs/agent.md says what it needs).",
     )
-    url: str | None = Field(None, description="Base URL (SCIM: ending in /scim/v2).")
-    token: str | None = Field(None, description="Bearer token for the downstream application.")
+    url: str | None = Field(
+        None,
+        description="Base URL (SCIM: ending in /scim/v2; kintone: the cybozu.com domain, e.g."
+        " https://example.cybozu.com).",
+    )
+    token: str | None = Field(
+        None,
+        description="Bearer token for the downstream application. kintone: the password of"
+        " login_name, or a cybozu.com API token when login_name is unset.",
+    )
     token_env: str = Field(
         "SEAT_AGENT_DOWNSTREAM_TOKEN", description="Environment variable read when token is unset."
+    )
+    login_name: str | None = Field(
+        None,
+        description="kintone: login name of a cybozu.com administrator; its password (token /"
+        " token_env) goes in X-Cybozu-Authorization. Unset: token is sent as a cybozu.com API"
+        " token (Authorization: Bearer).",
+    )
+    role_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="kintone: SCIM role value -> Kintone group (role) code the user is put in;"
+        " the user leaves the other groups listed here and keeps any group not listed. Empty:"
+        " roles are not managed (and not compared by reconcile).",
+    )
+    on_delete: Literal["delete", "disable"] = Field(
+        "delete",
+        description="kintone: what a user deleted in the identity provider becomes: deleted in"
+        " Kintone (with its data), or kept but inactive (seed 000 Method 1).",
     )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one downstream request.")
     backoff_base_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles.")
@@ -226,9 +256,9 @@ class DownstreamSettings(Section):
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: object) -> object:
-        if value not in ("none", "scim"):
+        if value not in DOWNSTREAM_TYPES:
             raise ValueError(
-                f"downstream type {value!r} is not supported: use 'none' or 'scim'"
+                f"downstream type {value!r} is not supported: use 'none', 'scim' or 'kintone'"
                 " (a generic webhook connector is not implemented)"
             )
         return value
@@ -240,6 +270,10 @@ class DownstreamSettings(Section):
     def _needs_url(self) -> DownstreamSettings:
         if self.type != "none" and not self.url:
             raise ValueError(f"downstream type '{self.type}' needs url")
+        if self.type != "kintone":
+            for key in ("login_name", "role_groups"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is a setting of type 'kintone' only")
         return self
 
 

@@ -227,6 +227,18 @@ def link(tx: StoreTx, user_id: str, remote: str, now: datetime) -> None:
         )
 
 
+def users_linked_to(tx: StoreTx, remote_ids: Sequence[str]) -> dict[str, str]:
+    """{remote id: user id} for the downstream ids the agent recorded among ``remote_ids``."""
+    if not remote_ids:
+        return {}
+    rows = tx.conn.execute(
+        select(downstream_links.c.remote_id, downstream_links.c.user_id).where(
+            downstream_links.c.remote_id.in_(list(remote_ids))
+        )
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 def unlink(tx: StoreTx, user_id: str) -> None:
     tx.conn.execute(delete(downstream_links).where(downstream_links.c.user_id == user_id))
 
