@@ -495,7 +495,8 @@ def _refusal(user_name: str, err: KintoneError) -> str:
     for field, messages in err.fields.items():
         source = SOURCES.get(field)
         named = f"{field} ({source})" if source else field
-        parts.append(f"{named}: {'; '.join(messages) or 'refused'}")
+        said = "; ".join(m.rstrip(". ") for m in messages) or "refused"
+        parts.append(f"{named}: {said}")
     return (
         f"Kintone refused user {user_name!r}: " + ", ".join(parts) + ". Correct the value in the"
         " identity provider (or [downstream] role_groups); the change stays queued and is"
