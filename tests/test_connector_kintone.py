@@ -20,6 +20,9 @@ from agent.connectors import build_connector
 from agent.connectors.base import DeliveryError, EffectiveUser
 from agent.connectors.kintone import KintoneConnector
 from agent.jobs.tasks import Jobs
+from agent.services.delivery import PushHandlers, deliver_due
+from agent.storage import outbox
+from agent.storage.outbox import OutboxMessage
 
 
 @pytest.fixture
@@ -82,6 +85,19 @@ def test_a_user_the_admin_created_in_kintone_is_adopted(kintone, connector):
     assert connector.push_user(state("bob"), None) == existing["id"]
     assert kintone.count("POST") == 0
     assert (existing["valid"], existing["name"]) == (True, "Bob")
+
+
+def test_an_add_refused_because_the_login_name_exists_adopts_that_user(kintone, connector):
+    def admin_adds_it_first(request) -> None:
+        if request.method == "POST" and kintone.by_code("ada") is None:
+            kintone.add("ada", valid=False)  # between our lookup and our add
+
+    kintone.before = admin_adds_it_first
+    remote = connector.push_user(state("ada"), None)
+    assert remote == kintone.by_code("ada")["id"]
+    assert kintone.by_code("ada")["valid"] is True  # adopted, then updated
+    assert len(kintone.users) == 1
+    assert kintone.writes_for("ada") == {"POST": 1, "PUT": 1}
 
 
 def test_a_login_name_changed_in_the_idp_is_renamed(kintone, connector):
@@ -323,6 +339,28 @@ def test_kintone_down_then_up_gets_each_change_exactly_once(app_api, kintone, cl
     clock.advance(seconds=60)
     assert deliver(app_api).delivered == 0
     assert len(kintone.users) == 2
+
+
+def test_killed_after_the_add_a_resend_adds_no_second_user(app_api, kintone, clock):
+    uid = create(app_api, "ada")["id"]
+    store = app_api.agent.store
+    with connect(kintone) as c:
+        handlers = PushHandlers(c, store, None).handlers()
+
+        def push_then_die(message: OutboxMessage):
+            handlers["push_user"](message)
+            raise RuntimeError("killed before the delivery was recorded")
+
+        died = deliver_due(store, {**handlers, "push_user": push_then_die}, clock, 2, 10)
+        assert died.retry_later == 1 and kintone.by_code("ada") is not None
+        with store.read() as tx:
+            assert outbox.remote_id(tx, uid) is None  # the add happened, unrecorded
+        clock.advance(seconds=2)
+        assert deliver_due(store, handlers, clock, 2, 10).delivered == 1
+    with store.read() as tx:
+        assert outbox.remote_id(tx, uid) == kintone.by_code("ada")["id"]
+    assert kintone.writes_for("ada") == {"POST": 1}
+    assert len(kintone.users) == 1
 
 
 def test_a_refused_field_waits_in_the_outbox_and_is_delivered_once_fixed(app_api, kintone, clock):

@@ -36,7 +36,7 @@ import json
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,11 +88,15 @@ class KintoneServer:
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     memberships: dict[str, list[str]] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
+    # Called (under the server's lock) before a request is answered: a test makes something
+    # happen in Kintone at that exact moment, e.g. another administrator adding the user.
+    before: Callable[[Request], None] | None = None
     _next_id: int = 1
     _inject: list[Injected] = field(default_factory=list)
+    _last_retry_after: str | None = None
     _server: BaseWSGIServer | None = None
     _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def base_url(self) -> str:
@@ -167,6 +171,8 @@ class KintoneServer:
         except ValueError:
             body = "(not JSON)"
         self.requests.append(Seen(request.method, request.path, body))
+        if self.before is not None:
+            self.before(request)
         try:
             self._injected()
             self._authenticate(request)
@@ -186,8 +192,6 @@ class KintoneServer:
                 response.headers["Retry-After"] = self._last_retry_after
             return response
         return _json(result, 200)
-
-    _last_retry_after: str | None = None
 
     def _injected(self) -> None:
         if not self._inject:

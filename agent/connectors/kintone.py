@@ -343,15 +343,16 @@ class KintoneConnector:
         exists (a resend after a crash) adopts that user."""
         entry = {**wanted, "password": self.new_password()}
         try:
-            self._write("POST", USERS, {"users": [entry]}, state)
+            self._request("POST", USERS, body={"users": [entry]})
         except KintoneError as err:
-            if err.code != VALIDATION or "code" not in err.fields:
-                raise
-            existing = self._by_code(state.user_name)
-            if existing is None:
-                raise
-            log.info("Kintone already has %r; adopting it", state.user_name)
-            return existing
+            if err.code == VALIDATION and "code" in err.fields:
+                existing = self._by_code(state.user_name)
+                if existing is not None:
+                    log.info("Kintone already has %r; adopting it", state.user_name)
+                    return existing
+            if err.code == VALIDATION and err.fields:
+                raise DeliveryError(_refusal(state.user_name, err), permanent=True) from err
+            raise
         created = self._by_code(state.user_name)
         if created is None:
             raise DeliveryError(f"POST {USERS}: {state.user_name!r} was added but is not listed")
