@@ -367,4 +367,4 @@ def test_webhook_downstream_is_refused_by_the_config_with_a_clear_message():
             {"downstream": {"type": "webhook", "url": "https://hooks.example.com/x"}}
         )
     assert "downstream type 'webhook' is not supported" in str(err.value)
-    assert "'none' or 'scim'" in str(err.value)
+    assert "use 'none', 'scim' or 'kintone'" in str(err.value)
