@@ -23,7 +23,9 @@ Errors use the common body ``{"code", "id", "message", "errors": {param: {"messa
 ``CB_VA01`` / 400 for invalid input, with ``users.code`` "already exists" or "not found"
 (observed by openstandia/connector-kintone ``KintoneRESTClient.java``), and ``CB_WA01`` / 401
 "Password authentication failed." (kintone/cli-kintone feature tests). Answers the vendor
-gives only under load (429 with ``Retry-After``, 503, 500) are injected with ``fail_next``.
+gives only under load are injected with ``fail_next``: 429 beyond 100 concurrent requests per
+domain (https://cybozu.dev/ja/kintone/tips/development/customize/columns/concurrent-connection-limit-reason),
+503 and 500; their body uses the common shape with a made-up ``code`` (``CB_TEST``).
 
 ``stop()`` takes the server off the network and ``start()`` brings it back on the same port
 with the same users; ``requests`` records every request so tests can assert exactly-once.

@@ -14,11 +14,16 @@ Every shape here follows the vendor's documentation (cybozu developer network, "
 - login name change ``PUT /v1/users/codes.json``: .../users/update-user-codes;
 - a user's groups (roles) ``GET``/``PUT /v1/user/groups.json`` (the PUT replaces the whole
   list): .../users/get-users-groups, .../users/update-users-groups.
-- errors: a JSON body ``{"code", "id", "message", "errors"}`` where ``errors`` maps the refused
-  parameter to ``{"messages": [...]}`` (``CB_VA01``, HTTP 400); a wrong password is
+- errors: any status outside 2xx, with a JSON body ``{"message", "id", "code"}``
+  (user-api-overview, "レスポンス"); invalid input (``CB_VA01``, HTTP 400) adds ``errors``
+  mapping the refused parameter to ``{"messages": [...]}``; a wrong password is
   ``CB_WA01`` (HTTP 401; 520 on older servers). Seen from the vendor's servers by
   openstandia/connector-kintone ``KintoneRESTClient.java`` (``users.code`` "already exists" /
   "not found") and kintone/cli-kintone's feature tests.
+- load: at most 100 concurrent API requests per domain, beyond which Kintone answers HTTP 429
+  (https://cybozu.dev/ja/kintone/tips/development/customize/columns/concurrent-connection-limit-reason);
+  the agent sends one request at a time and treats 429 as temporary (``Retry-After`` honoured
+  when sent, else the outbox backoff).
 
 Identity: the Kintone login name (``code``) is the SCIM ``userName``; the downstream id the
 agent records is the Kintone user ``id``. Kintone has no ``externalId``, so a user is "ours"
@@ -247,7 +252,7 @@ class KintoneConnector:
         except ValueError:
             answer = None
         status = response.status_code
-        if status == 200:
+        if 200 <= status < 300:  # user-api-overview: "200 番台" on success
             if not isinstance(answer, dict):
                 raise DeliveryError(f"{where}: the answer is not a JSON object")
             return answer
