@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from conftest import ADMIN_TOKEN, SCIM_TOKEN, Api, FakeClock
 from test_seat_engine import create, patch
-from vendor_kintone import API_TOKEN, LOGIN, PASSWORD, KintoneServer, running_kintone
+from vendor_kintone import (
+    API_TOKEN,
+    LOGIN,
+    PASSWORD,
+    SERVICES,
+    KintoneServer,
+    running_kintone,
+)
 
 from agent.app import create_app
 from agent.config import ConfigError, settings_from_mapping
@@ -80,6 +87,22 @@ def test_push_creates_once_then_updates_only_what_changed(kintone, connector):
     assert len(kintone.users) == 1
 
 
+def test_an_active_user_gets_the_kintone_service_and_keeps_its_others(kintone, connector):
+    remote = connector.push_user(state("ada"), None)
+    assert kintone.services["ada"] == ["kintone"]
+    assert kintone.application_users() == {"ada"}
+    kintone.services["ada"] = ["garoon"]  # the Kintone administrator took kintone away
+    [listed] = list(connector.list_users())
+    assert listed.active is False  # valid, but not an application user
+    connector.push_user(state("ada"), remote)
+    assert kintone.services["ada"] == ["garoon", "kintone"]
+    connector.push_user(state("ada"), remote)
+    assert kintone.count("PUT", SERVICES) == 2  # nothing to grant the third time
+    connector.push_user(state("ada", active=False), remote)
+    assert kintone.services["ada"] == ["garoon", "kintone"]  # deactivation: valid false only
+    assert kintone.application_users() == set()
+
+
 def test_a_user_the_admin_created_in_kintone_is_adopted(kintone, connector):
     existing = kintone.add("bob", valid=False, name="Robert")
     assert connector.push_user(state("bob"), None) == existing["id"]
@@ -139,6 +162,18 @@ def test_roles_move_between_the_mapped_groups_and_keep_other_groups(kintone):
         assert sorted(kintone.memberships["ada"]) == ["everyone", "hr", "viewers"]
         [listed] = list(c.list_users())
         assert listed.role == "Viewer"
+        plan = c.dry_run(state("ada", role="Editor"))
+        assert plan["requests"] == [
+            {
+                "method": "PUT",
+                "url": kintone.base_url + "/v1/user/groups.json",
+                "body": {"code": "ada", "groups": ["hr", "editors"]},
+            }
+        ]
+        assert c.dry_run(state("ada", role="Owner"))["problems"] == [
+            "role 'Owner' has no Kintone group in [downstream] role_groups: the user would be"
+            " in none of the groups listed there"
+        ]
         c.push_user(state("ada", role=None), remote)
         assert sorted(kintone.memberships["ada"]) == ["everyone", "hr"]
         puts = kintone.count("PUT", "/v1/user/groups.json")
@@ -154,8 +189,8 @@ def test_list_users_pages_by_offset_and_size(kintone):
     assert [u.user_name for u in listed] == [f"u{i}" for i in range(5)]
     assert [u.active for u in listed] == [True, False, True, False, True]
     assert all(u.external_id is None and u.role is None for u in listed)
-    pages = [r for r in kintone.requests if r.method == "GET"]
-    assert len(pages) == 3  # 2 + 2 + 1: the short page is the last
+    assert kintone.count("GET") == 3  # 2 + 2 + 1: the short page is the last
+    assert kintone.count("GET", SERVICES) == 3  # the same windows of get-user-services
 
 
 def test_list_users_with_an_exact_multiple_reads_one_empty_page(kintone):
@@ -230,15 +265,17 @@ def test_describe_and_dry_run_send_no_write(kintone, connector):
     assert facts["paging"]["max_size"] == 100 and "X-Cybozu-Authorization" in facts["auth"]
     plan = connector.dry_run(state("ada"))
     assert plan["problems"] == []
-    [req] = plan["requests"]
-    assert req["method"] == "POST" and req["body"]["users"][0]["code"] == "ada"
-    assert "never stored" in req["body"]["users"][0]["password"]
+    add, grant = plan["requests"]
+    assert add["method"] == "POST" and add["body"]["users"][0]["code"] == "ada"
+    assert "never stored" in add["body"]["users"][0]["password"]
+    assert grant["url"].endswith(SERVICES)
+    assert grant["body"] == {"users": [{"code": "ada", "services": ["kintone"]}]}
     connector.push_user(state("ada"), None)
+    writes = len([r for r in kintone.requests if r.method != "GET"])
     assert connector.dry_run(state("ada"))["requests"] == []
     [put] = connector.dry_run(state("ada", active=False))["requests"]
     assert put["method"] == "PUT" and put["body"]["users"][0]["valid"] is False
-    writes = [r for r in kintone.requests if r.method != "GET"]
-    assert len(writes) == 1  # only the push
+    assert len([r for r in kintone.requests if r.method != "GET"]) == writes  # no write
     kintone.stop()
     down = connector.describe()
     assert down["reachable"] is False and "cannot connect" in down["error"]
@@ -435,6 +472,7 @@ def test_seed_000_reduction_fifty_to_forty_reaches_kintone(app_api, kintone, clo
     inactive = {u["code"] for u in kintone.users.values() if not u["valid"]}
     assert inactive == planned
     assert len(kintone.users) == 50
+    assert kintone.application_users() == {f"u{i:02d}" for i in range(50)} - planned  # 40
     assert all(kintone.writes_for(f"u{i:02d}")["POST"] == 1 for i in range(50))
     assert sum(kintone.writes_for(n)["PUT"] for n in planned) == 10
     assert Jobs(app_api.agent).reconcile().drift == []

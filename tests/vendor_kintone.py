@@ -17,7 +17,12 @@ shapes, validation, status codes and error bodies (cybozu developer network, Use
 - ``PUT /v1/users/codes.json``: ``codes[].currentCode/newCode`` (.../update-user-codes);
 - ``GET /v1/user/groups.json?code=``: ``{"groups": [Group, ...]}`` including ``everyone``;
   ``PUT`` with ``{"code", "groups"}`` replaces the list, dynamic groups refused
-  (.../get-users-groups, .../update-users-groups).
+  (.../get-users-groups, .../update-users-groups);
+- ``GET /v1/users/services.json``: ``codes`` or ``offset``/``size`` as get-users,
+  ``{"users": [{"code", "services"}]}`` sorted by id; ``PUT`` with ``users[].code/services``
+  (kintone, garoon, office, mailwise, secure_access) replaces the list
+  (.../get-user-services, .../update-user-services). Which services add-users gives a new
+  user is not documented: the stand-in gives none (the case where the agent must grant it).
 
 Errors use the common body ``{"code", "id", "message", "errors": {param: {"messages": [..]}}}``:
 ``CB_VA01`` / 400 for invalid input, with ``users.code`` "already exists" or "not found"
@@ -50,6 +55,8 @@ LOGIN = "seat-admin"
 PASSWORD = "kintone-password"
 API_TOKEN = "cybozu-api-token"
 USERS = "/v1/users.json"
+SERVICES = "/v1/users/services.json"
+SERVICE_CODES = {"kintone", "garoon", "office", "mailwise", "secure_access"}
 DYNAMIC_GROUPS = {"everyone"}
 
 
@@ -89,6 +96,7 @@ class KintoneServer:
     port: int = 0
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     memberships: dict[str, list[str]] = field(default_factory=dict)
+    services: dict[str, list[str]] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
     # Called (under the server's lock) before a request is answered: a test makes something
     # happen in Kintone at that exact moment, e.g. another administrator adding the user.
@@ -154,10 +162,22 @@ class KintoneServer:
     def by_code(self, code: str) -> dict[str, Any] | None:
         return next((u for u in self.users.values() if u["code"] == code), None)
 
-    def add(self, code: str, valid: bool = True, name: str | None = None) -> dict[str, Any]:
+    def add(
+        self, code: str, valid: bool = True, name: str | None = None, services=("kintone",)
+    ) -> dict[str, Any]:
         """A user created in Kintone itself (by its administrator)."""
         with self._lock:
-            return self._insert({"code": code, "name": name or code, "valid": valid})
+            user = self._insert({"code": code, "name": name or code, "valid": valid})
+            self.services[code] = list(services)
+            return user
+
+    def application_users(self) -> set[str]:
+        """Login names counted as Kintone application users: valid, with the kintone service."""
+        return {
+            u["code"]
+            for u in self.users.values()
+            if u["valid"] and "kintone" in self.services.get(u["code"], [])
+        }
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -235,6 +255,10 @@ class KintoneServer:
             return self._get_groups(request.args)
         if route == ("PUT", "/v1/user/groups.json"):
             return self._put_groups(body)
+        if route == ("GET", SERVICES):
+            return self._get_services(request.args)
+        if route == ("PUT", SERVICES):
+            return self._put_services(body)
         raise Refused(404, "CB_NO01", "The API does not exist.")
 
     # -- users -----------------------------------------------------------------------------
@@ -283,6 +307,7 @@ class KintoneServer:
         }
         self.users[self._next_id] = user
         self.memberships[user["code"]] = ["everyone"]
+        self.services[user["code"]] = []
         self._next_id += 1
         return user
 
@@ -313,6 +338,7 @@ class KintoneServer:
             assert user is not None
             del self.users[int(user["id"])]
             self.memberships.pop(code, None)
+            self.services.pop(code, None)
         return {}
 
     def _rename(self, body: Any) -> dict[str, Any]:
@@ -327,7 +353,40 @@ class KintoneServer:
             if user is None:
                 raise invalid("users.code", "The user is not found.")
             self.memberships[new] = self.memberships.pop(user["code"], ["everyone"])
+            self.services[new] = self.services.pop(user["code"], [])
             user["code"] = new
+        return {}
+
+    # -- services ------------------------------------------------------------------------------
+
+    def _get_services(self, args: Any) -> dict[str, Any]:
+        codes = _array(args, "codes")
+        size = _number(args, "size", 100, 1, 100)
+        offset = _number(args, "offset", 0, 0, None)
+        found = [self.users[k] for k in sorted(self.users)]
+        if codes:
+            found = [u for u in found if u["code"] in codes]
+        return {
+            "users": [
+                {"code": u["code"], "services": list(self.services.get(u["code"], []))}
+                for u in found[offset : offset + size]
+            ]
+        }
+
+    def _put_services(self, body: Any) -> dict[str, Any]:
+        entries = self._entries(body)
+        for entry in entries:
+            code = entry.get("code") if isinstance(entry, dict) else None
+            if not isinstance(code, str) or self.by_code(code) is None:
+                raise invalid("users.code", f"The user ({code}) is not found.")
+            services = entry.get("services")
+            if not isinstance(services, list):
+                raise invalid("users.services", "Required field.")
+            for service in services:
+                if service not in SERVICE_CODES:
+                    raise invalid("users.services", f"The service ({service}) is not valid.")
+        for entry in entries:
+            self.services[entry["code"]] = list(entry["services"])
         return {}
 
     # -- groups ------------------------------------------------------------------------------
