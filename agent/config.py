@@ -274,6 +274,11 @@ class DownstreamSettings(Section):
             for key in ("login_name", "role_groups"):
                 if getattr(self, key):
                     raise ValueError(f"{key} is a setting of type 'kintone' only")
+        for role, group in self.role_groups.items():
+            if not role.strip() or not group.strip():
+                raise ValueError(
+                    f"role_groups: {role!r} = {group!r}: give a role value and a Kintone group code"
+                )
         return self
 
 

@@ -201,11 +201,13 @@ def test_list_users_with_an_exact_multiple_reads_one_empty_page(kintone):
     assert kintone.count("GET") == 3
 
 
-def test_wrong_password_is_permanent_and_names_the_setting(kintone):
+@pytest.mark.parametrize("status", [401, 520])
+def test_wrong_password_is_permanent_and_names_the_setting(kintone, status):
+    kintone.auth_failure_status = status
     with connect(kintone, secret="wrong") as c, pytest.raises(DeliveryError) as err:
         c.push_user(state("ada"), None)
     assert err.value.permanent
-    assert "CB_WA01" in str(err.value) and "login_name" in str(err.value)
+    assert f"HTTP {status} CB_WA01" in str(err.value) and "login_name" in str(err.value)
     assert kintone.users == {}
 
 
@@ -295,6 +297,8 @@ def test_config_builds_the_connector_and_refuses_a_missing_password(kintone, mon
         )
     with pytest.raises(ConfigError, match="downstream.on_delete"):
         settings_from_mapping({"downstream": {**ds, "on_delete": "archive"}})
+    with pytest.raises(ConfigError, match="role_groups: 'Editor' = ''"):
+        settings_from_mapping({"downstream": {**ds, "role_groups": {"Editor": ""}}})
 
 
 # -- end to end through the app ----------------------------------------------------------------

@@ -97,6 +97,7 @@ class KintoneServer:
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     memberships: dict[str, list[str]] = field(default_factory=dict)
     services: dict[str, list[str]] = field(default_factory=dict)
+    auth_failure_status: int = 401  # 520 on older servers (kintone/cli-kintone feature tests)
     requests: list[Seen] = field(default_factory=list)
     # Called (under the server's lock) before a request is answered: a test makes something
     # happen in Kintone at that exact moment, e.g. another administrator adding the user.
@@ -237,7 +238,7 @@ class KintoneServer:
                 return
         elif request.headers.get("Authorization") == f"Bearer {API_TOKEN}":
             return
-        raise Refused(401, "CB_WA01", "Password authentication failed.")
+        raise Refused(self.auth_failure_status, "CB_WA01", "Password authentication failed.")
 
     def _route(self, request: Request, body: Any) -> dict[str, Any]:
         route = (request.method, request.path)
