@@ -274,6 +274,16 @@ class DownstreamSettings(Section):
             for key in ("login_name", "role_groups"):
                 if getattr(self, key):
                     raise ValueError(f"{key} is a setting of type 'kintone' only")
+        if self.type == "kintone" and not self.resolved_token():
+            what = (
+                f"the password of login_name {self.login_name!r}"
+                if self.login_name
+                else "a cybozu.com API token"
+            )
+            raise ValueError(
+                f"type 'kintone' needs {what} in token or in the environment variable"
+                f" {self.token_env}"
+            )
         for role, group in self.role_groups.items():
             if not role.strip() or not group.strip():
                 raise ValueError(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from conftest import ADMIN_TOKEN, SCIM_TOKEN, Api, FakeClock
 from test_seat_engine import create, patch
 from vendor_kintone import (
@@ -22,6 +23,7 @@ from vendor_kintone import (
 )
 
 from agent.app import create_app
+from agent.cli import main
 from agent.config import ConfigError, settings_from_mapping
 from agent.connectors import build_connector
 from agent.connectors.base import DeliveryError, EffectiveUser
@@ -286,8 +288,11 @@ def test_describe_and_dry_run_send_no_write(kintone, connector):
 def test_config_builds_the_connector_and_refuses_a_missing_password(kintone, monkeypatch):
     monkeypatch.delenv("SEAT_AGENT_DOWNSTREAM_TOKEN", raising=False)
     ds = {"type": "kintone", "url": kintone.base_url, "login_name": LOGIN}
-    with pytest.raises(ConfigError, match="password of login_name 'seat-admin'"):
-        build_connector(settings_from_mapping({"downstream": ds}).downstream)
+    with pytest.raises(ConfigError, match="password of login_name 'seat-admin'") as err:
+        settings_from_mapping({"downstream": ds})  # refused at start, before any request
+    assert "SEAT_AGENT_DOWNSTREAM_TOKEN" in str(err.value)
+    with pytest.raises(ConfigError, match="a cybozu.com API token"):
+        settings_from_mapping({"downstream": {**ds, "login_name": None}})
     monkeypatch.setenv("SEAT_AGENT_DOWNSTREAM_TOKEN", PASSWORD)
     built = build_connector(settings_from_mapping({"downstream": ds}).downstream)
     assert isinstance(built, KintoneConnector) and built.describe()["reachable"]
@@ -480,3 +485,20 @@ def test_seed_000_reduction_fifty_to_forty_reaches_kintone(app_api, kintone, clo
     assert all(kintone.writes_for(f"u{i:02d}")["POST"] == 1 for i in range(50))
     assert sum(kintone.writes_for(n)["PUT"] for n in planned) == 10
     assert Jobs(app_api.agent).reconcile().drift == []
+
+
+def test_cli_refuses_a_kintone_config_without_its_password(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEAT_AGENT_DOWNSTREAM_TOKEN", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/agent.db"\n'
+        '[downstream]\ntype = "kintone"\nurl = "https://example.cybozu.com"\n'
+        'login_name = "seat-agent"\n'
+    )
+    r = CliRunner().invoke(main, ["status", "--config", str(config)])
+    assert r.exit_code == 1  # a one-line refusal, no traceback
+    assert r.output.strip().splitlines() == [
+        "Error: invalid configuration: downstream: Value error, type 'kintone' needs the"
+        " password of login_name 'seat-agent' in token or in the environment variable"
+        " SEAT_AGENT_DOWNSTREAM_TOKEN"
+    ]
