@@ -18,8 +18,6 @@ from agent.connectors.base import Connector, EffectiveUser, RemoteUser
 from agent.storage import outbox
 from agent.storage.store import Store
 
-BATCH = 100
-
 
 class LinkedConnector:
     """A Connector whose ``list_users`` fills a missing ``external_id`` from the recorded
@@ -52,23 +50,13 @@ class LinkedConnector:
             close()
 
     def list_users(self) -> Iterator[RemoteUser]:
-        batch: list[RemoteUser] = []
+        ours: dict[str, str] | None = None  # read at the first user that needs it
         for remote in self.connector.list_users():
-            batch.append(remote)
-            if len(batch) >= BATCH:
-                yield from self._linked(batch)
-                batch = []
-        yield from self._linked(batch)
-
-    def _linked(self, batch: list[RemoteUser]) -> list[RemoteUser]:
-        unlinked = [r.remote_id for r in batch if not r.external_id]
-        if not unlinked:
-            return batch
-        with self.store.read() as tx:
-            ours = outbox.users_linked_to(tx, unlinked)
-        return [
-            dataclasses.replace(r, external_id=ours[r.remote_id])
-            if not r.external_id and r.remote_id in ours
-            else r
-            for r in batch
-        ]
+            if not remote.external_id:
+                if ours is None:
+                    with self.store.read() as tx:
+                        ours = outbox.users_by_remote_id(tx)
+                user_id = ours.get(remote.remote_id)
+                if user_id is not None:
+                    remote = dataclasses.replace(remote, external_id=user_id)
+            yield remote

@@ -227,15 +227,10 @@ def link(tx: StoreTx, user_id: str, remote: str, now: datetime) -> None:
         )
 
 
-def users_linked_to(tx: StoreTx, remote_ids: Sequence[str]) -> dict[str, str]:
-    """{remote id: user id} for the downstream ids the agent recorded among ``remote_ids``."""
-    if not remote_ids:
-        return {}
-    rows = tx.conn.execute(
-        select(downstream_links.c.remote_id, downstream_links.c.user_id).where(
-            downstream_links.c.remote_id.in_(list(remote_ids))
-        )
-    )
+def users_by_remote_id(tx: StoreTx) -> dict[str, str]:
+    """{downstream id: user id} of every recorded link (read once per downstream listing:
+    one scan, rather than one per page on a column without an index)."""
+    rows = tx.conn.execute(select(downstream_links.c.remote_id, downstream_links.c.user_id))
     return {r[0]: r[1] for r in rows}
 
 
