@@ -274,6 +274,8 @@ class DownstreamSettings(Section):
             for key in ("login_name", "role_groups"):
                 if getattr(self, key):
                     raise ValueError(f"{key} is a setting of type 'kintone' only")
+            if self.on_delete != "delete":
+                raise ValueError("on_delete is a setting of type 'kintone' only")
         if self.type == "kintone" and not self.resolved_token():
             what = (
                 f"the password of login_name {self.login_name!r}"

@@ -300,6 +300,8 @@ def test_config_builds_the_connector_and_refuses_a_missing_password(kintone, mon
         settings_from_mapping(
             {"downstream": {"type": "scim", "url": "http://x", "role_groups": {"a": "b"}}}
         )
+    with pytest.raises(ConfigError, match="on_delete is a setting of type 'kintone' only"):
+        settings_from_mapping({"downstream": {"type": "none", "on_delete": "disable"}})
     with pytest.raises(ConfigError, match="downstream.on_delete"):
         settings_from_mapping({"downstream": {**ds, "on_delete": "archive"}})
     with pytest.raises(ConfigError, match="role_groups: 'Editor' = ''"):
