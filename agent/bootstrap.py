@@ -22,6 +22,7 @@ from agent.services.outbox_notifier import EMAIL, OutboxNotifier
 from agent.services.policy import billing_terms, license_policy
 from agent.services.provisioning import Provisioning
 from agent.services.reductions import Reductions
+from agent.services.remote_links import LinkedConnector
 from agent.services.seats import SeatEngine
 from agent.services.webhook_events import WebhookEvents, WebhookHandlers
 from agent.storage.store import Store, StoreTx
@@ -113,7 +114,12 @@ def build_agent(
     store = store or open_store(settings, clock)
     lic = settings.license
     terms = billing_terms(lic)
-    connector = build_connector(settings.downstream, clock)
+    built = build_connector(settings.downstream, clock)
+    # Signed webhooks carry events, not users: nothing to list, so nothing to link (reconcile
+    # compares counts, CountDriftCheck). Every connector that lists users is linked, so users
+    # the application keeps without our externalId are still recognised (remote_links).
+    webhook = built if isinstance(built, WebhookConnector) else None
+    connector = LinkedConnector(built, store) if built is not None and webhook is None else None
     alerts = (
         Alerts(
             settings.alerts,
@@ -125,9 +131,8 @@ def build_agent(
         if settings.alerts.enabled
         else None
     )
-    webhook = connector if isinstance(connector, WebhookConnector) else None
     events = WebhookEvents(lic.fallback_role, clock) if webhook is not None else None
-    notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock, events=events)
+    notifier = OutboxNotifier(push=built is not None, alerts=alerts, clock=clock, events=events)
     seats = SeatEngine(license_policy(lic), terms, clock, notifier, request_id=current_request_id)
     scim_tokens, admin_tokens = token_sets(settings, store)
     provisioning = Provisioning(store, seats, clock, seat_extension=settings.scim.seat_extension)
@@ -195,7 +200,7 @@ def build_agent(
         lic,
         clock,
         alerts=alerts,
-        app_users=connector.list_users if connector is not None and webhook is None else None,
+        app_users=connector.list_users if connector is not None else None,
         app_count=app_count,
     )
     digest = (

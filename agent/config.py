@@ -234,7 +234,7 @@ class ScimSettings(Section):
     )
 
 
-DOWNSTREAM_TYPES = ("none", "scim", "webhook")
+DOWNSTREAM_TYPES = ("none", "scim", "webhook", "kintone")
 WEBHOOK_SECRET_PREFIX = "whsec_"
 WEBHOOK_SECRET_BYTES = (24, 64)  # Standard Webhooks, "Signature scheme": 24 to 64 random bytes
 
@@ -265,20 +265,22 @@ def _http_url(value: str | None, key: str) -> str | None:
 
 
 class DownstreamSettings(Section):
-    type: Literal["none", "scim", "webhook"] = Field(
+    type: Literal["none", "scim", "webhook", "kintone"] = Field(
         "none",
-        description="The downstream application: none, a SCIM 2.0 server (scim), or signed"
-        " webhooks to an application without SCIM (webhook, docs/webhooks.md).",
+        description="The downstream application: none, a SCIM 2.0 server (scim), signed"
+        " webhooks to an application without SCIM (webhook, docs/webhooks.md), or Kintone"
+        " through the cybozu.com User API (kintone; docs/agent.md says what it needs).",
     )
     url: str | None = Field(
         None,
         description="Base URL (SCIM: ending in /scim/v2; webhook: the endpoint that receives"
-        " the POSTed events).",
+        " the POSTed events; kintone: the cybozu.com domain, e.g. https://example.cybozu.com).",
     )
     token: str | None = Field(
         None,
         description="Bearer token for the downstream application (webhook: optional, sent"
-        " as Authorization on every request besides the signature).",
+        " as Authorization on every request besides the signature; kintone: the password of"
+        " login_name, or a cybozu.com API token when login_name is unset).",
     )
     token_env: str = Field(
         "SEAT_AGENT_DOWNSTREAM_TOKEN", description="Environment variable read when token is unset."
@@ -297,6 +299,23 @@ class DownstreamSettings(Section):
         ' ({"active": N}); reconcile and reductions compare it with the agent\'s count.'
         " Unset: reconcile skips the comparison and says so.",
     )
+    login_name: str | None = Field(
+        None,
+        description="kintone: login name of a cybozu.com administrator; its password (token /"
+        " token_env) goes in X-Cybozu-Authorization. Unset: token is sent as a cybozu.com API"
+        " token (Authorization: Bearer).",
+    )
+    role_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="kintone: SCIM role value -> Kintone group (role) code the user is put in;"
+        " the user leaves the other groups listed here and keeps any group not listed. Empty:"
+        " roles are not managed (and not compared by reconcile).",
+    )
+    on_delete: Literal["delete", "disable"] = Field(
+        "delete",
+        description="kintone: what a user deleted in the identity provider becomes: deleted in"
+        " Kintone (with its data), or kept but inactive (seed 000 Method 1).",
+    )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one downstream request.")
     backoff_base_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles.")
     backoff_max_seconds: float = Field(600.0, gt=0, description="Longest retry delay.")
@@ -309,7 +328,8 @@ class DownstreamSettings(Section):
     def _known_type(cls, value: object) -> object:
         if value not in DOWNSTREAM_TYPES:
             raise ValueError(
-                f"downstream type {value!r} is not supported: use 'none', 'scim' or 'webhook'"
+                f"downstream type {value!r} is not supported: use 'none', 'scim', 'webhook'"
+                " or 'kintone'"
             )
         return value
 
@@ -349,6 +369,27 @@ class DownstreamSettings(Section):
                 raise ValueError(f"secret from the environment ({self.secret_env}) {problem}")
         elif self.count_url is not None:
             raise ValueError("count_url is only read for type = 'webhook'")
+        if self.type != "kintone":
+            for key in ("login_name", "role_groups"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is a setting of type 'kintone' only")
+            if self.on_delete != "delete":
+                raise ValueError("on_delete is a setting of type 'kintone' only")
+        if self.type == "kintone" and not self.resolved_token():
+            what = (
+                f"the password of login_name {self.login_name!r}"
+                if self.login_name
+                else "a cybozu.com API token"
+            )
+            raise ValueError(
+                f"type 'kintone' needs {what} in token or in the environment variable"
+                f" {self.token_env}"
+            )
+        for role, group in self.role_groups.items():
+            if not role.strip() or not group.strip():
+                raise ValueError(
+                    f"role_groups: {role!r} = {group!r}: give a role value and a Kintone group code"
+                )
         return self
 
 

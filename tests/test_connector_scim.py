@@ -365,4 +365,4 @@ def test_unknown_downstream_type_is_refused_by_the_config_with_a_clear_message()
     with pytest.raises((ConfigError, ValueError)) as err:
         settings_from_mapping({"downstream": {"type": "graphql", "url": "https://x.example/"}})
     assert "downstream type 'graphql' is not supported" in str(err.value)
-    assert "'none', 'scim' or 'webhook'" in str(err.value)
+    assert "use 'none', 'scim', 'webhook' or 'kintone'" in str(err.value)

@@ -47,4 +47,28 @@ def build_connector(
             count_url=settings.count_url,
             clock=clock,
         )
+    if settings.type == "kintone":
+        from agent.connectors.kintone import KintoneConnector
+
+        assert settings.url is not None  # DownstreamSettings refuses a kintone type without url
+        secret = settings.resolved_token()
+        if not secret:
+            what = (
+                f"the password of login_name {settings.login_name!r}"
+                if settings.login_name
+                else "a cybozu.com API token"
+            )
+            raise ConfigError(
+                f"downstream: type 'kintone' needs {what} in token or in the environment"
+                f" variable {settings.token_env}"
+            )
+        return KintoneConnector(
+            settings.url,
+            secret,
+            settings.timeout_seconds,
+            login_name=settings.login_name,
+            role_groups=settings.role_groups,
+            on_delete=settings.on_delete,
+            clock=clock,
+        )
     raise ConfigError(f"downstream: type {settings.type!r} is not supported yet")

@@ -227,6 +227,13 @@ def link(tx: StoreTx, user_id: str, remote: str, now: datetime) -> None:
         )
 
 
+def users_by_remote_id(tx: StoreTx) -> dict[str, str]:
+    """{downstream id: user id} of every recorded link (read once per downstream listing:
+    one scan, rather than one per page on a column without an index)."""
+    rows = tx.conn.execute(select(downstream_links.c.remote_id, downstream_links.c.user_id))
+    return {r[0]: r[1] for r in rows}
+
+
 def unlink(tx: StoreTx, user_id: str) -> None:
     tx.conn.execute(delete(downstream_links).where(downstream_links.c.user_id == user_id))
 
