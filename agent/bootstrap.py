@@ -11,16 +11,22 @@ from typing import Any
 
 from agent.config import Settings
 from agent.connectors import build_connector
+from agent.connectors.scim import ScimConnector
+from agent.connectors.webhook import WebhookConnector
 from agent.notify.mail import SmtpMailer
 from agent.services.admin import SeatAdmin
 from agent.services.alerts import Alerts, EmailHandler, send_digest
+from agent.services.count_drift import CountDriftCheck
 from agent.services.delivery import Handler, Outage, PushHandlers, deliver_due
 from agent.services.drift import DriftCheck
+from agent.services.group_delivery import GroupHandlers
 from agent.services.outbox_notifier import EMAIL, OutboxNotifier
 from agent.services.policy import billing_terms, license_policy
 from agent.services.provisioning import Provisioning
 from agent.services.reductions import Reductions
+from agent.services.remote_links import LinkedConnector
 from agent.services.seats import SeatEngine
+from agent.services.webhook_events import WebhookEvents, WebhookHandlers
 from agent.storage.store import Store, StoreTx
 from agent.web.auth import TokenSet, digest
 from agent.web.observability import current_request_id
@@ -110,7 +116,12 @@ def build_agent(
     store = store or open_store(settings, clock)
     lic = settings.license
     terms = billing_terms(lic)
-    connector = build_connector(settings.downstream, clock)
+    built = build_connector(settings.downstream, clock)
+    # Signed webhooks carry events, not users: nothing to list, so nothing to link (reconcile
+    # compares counts, CountDriftCheck). Every connector that lists users is linked, so users
+    # the application keeps without our externalId are still recognised (remote_links).
+    webhook = built if isinstance(built, WebhookConnector) else None
+    connector = LinkedConnector(built, store) if built is not None and webhook is None else None
     alerts = (
         Alerts(
             settings.alerts,
@@ -122,15 +133,26 @@ def build_agent(
         if settings.alerts.enabled
         else None
     )
-    notifier = OutboxNotifier(push=connector is not None, alerts=alerts, clock=clock)
+    events = WebhookEvents(lic.fallback_role, clock) if webhook is not None else None
+    notifier = OutboxNotifier(
+        push=built is not None,
+        alerts=alerts,
+        clock=clock,
+        events=events,
+        push_groups=settings.downstream.push_groups,
+    )
     seats = SeatEngine(license_policy(lic), terms, clock, notifier, request_id=current_request_id)
     scim_tokens, admin_tokens = token_sets(settings, store)
     provisioning = Provisioning(store, seats, clock, seat_extension=settings.scim.seat_extension)
     admin = SeatAdmin(store, seats, lic, terms, clock)
 
     handlers: dict[str, Handler] = {}
-    if connector is not None:
+    if webhook is not None:
+        handlers.update(WebhookHandlers(webhook).handlers())
+    elif connector is not None:
         handlers.update(PushHandlers(connector, store, lic.fallback_role).handlers())
+        if settings.downstream.push_groups and isinstance(built, ScimConnector):
+            handlers.update(GroupHandlers(built, store).handlers())
     if alerts is not None:
         handlers[EMAIL] = EmailHandler(SmtpMailer.from_settings(settings.alerts))
     ds = settings.downstream
@@ -174,11 +196,12 @@ def build_agent(
         if handlers
         else None
     )
-    drift = (
-        DriftCheck(store, connector, lic.fallback_role, clock, alerts)
-        if connector is not None
-        else None
-    )
+    app_count = webhook.active_count if webhook is not None and webhook.count_url else None
+    drift: DriftCheck | None = None
+    if webhook is not None:
+        drift = CountDriftCheck(store, app_count, clock, alerts)
+    elif connector is not None:
+        drift = DriftCheck(store, connector, lic.fallback_role, clock, alerts)
     reductions = Reductions(
         store,
         provisioning,
@@ -188,6 +211,7 @@ def build_agent(
         clock,
         alerts=alerts,
         app_users=connector.list_users if connector is not None else None,
+        app_count=app_count,
     )
     digest = (
         functools.partial(

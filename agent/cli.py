@@ -27,6 +27,7 @@ from agent.cli_support import (  # noqa: E402
     _emit,
     _settings,
     _table,
+    open_database,
 )
 
 
@@ -46,16 +47,16 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     SIGHUP (``systemctl reload``) reads the configuration file again and replaces the workers
     without refusing a connection; the embedded scheduler is restarted if it dies.
     """
-    from agent.bootstrap import ensure_tokens, open_store
+    from agent.bootstrap import ensure_tokens
     from agent.cli_downstream import mapping_problem_at_start
     from agent.web.server import run_gunicorn
 
-    settings = _settings(config_path)
+    settings = _settings(config_path, creates_database=True)
     problem = mapping_problem_at_start(settings)
     if problem is not None:
         click.echo(f"seat-agent: {problem}", err=True)
         sys.exit(2)
-    store = open_store(settings)
+    store = open_database(settings, creates_database=True)
     generated = ensure_tokens(settings, store)
     store.dispose()
     if generated:
@@ -91,7 +92,8 @@ def reload(config_path: str | None, master_pid: int) -> None:
 
     from agent.web.server import handoff_path, write_handoff
 
-    settings = _settings(config_path)  # a broken file is reported here, before any signal
+    # A broken file is reported here, before any signal.
+    settings = _settings(config_path, creates_database=True)
     path = handoff_path()
     if path is not None:
         write_handoff(settings, dict(os.environ), path)
@@ -227,8 +229,10 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     else:
         lines.append(f"downstream drift: {len(report.drift)}")
         for d in report.drift[:50]:
-            who = d.user_name or d.user_id or d.remote_id
+            who = d.user_name or d.user_id or d.remote_id or "application"
             lines.append(f"  {who}: {d.problem} (expected {d.expected}, found {d.found})")
+    if report.downstream_note is not None:
+        lines.append(f"downstream: {report.downstream_note}")
     if dry_run:
         lines.append("dry run: nothing was changed")
     _emit(data, as_json, "\n".join(lines))
@@ -317,10 +321,9 @@ def db() -> None:
 @CONFIG_OPTION
 def db_upgrade(config_path: str | None) -> None:
     """Apply migrations up to the newest."""
-    from agent.bootstrap import open_store
     from agent.storage import migrate
 
-    store = open_store(_settings(config_path))
+    store = open_database(_settings(config_path, creates_database=True), creates_database=True)
     click.echo(f"database at revision {migrate.current_revision(store.engine)}")
     store.dispose()
 
@@ -333,6 +336,7 @@ def seats(config_path: str | None, as_json: bool) -> None:
     with _agent(config_path) as agent:
         report = agent.admin.report()
     rows = [[k, report[k]] for k in ("licensed", "consumed", "available", "queued")]
+    rows.append(["refused (24 h)", report["refused"]["last_24h"]])
     human = _table(rows, ["seats", "count"])
     if report["by_status"]:
         human += "\n\n" + _table(
@@ -365,21 +369,21 @@ def queue(config_path: str | None, as_json: bool) -> None:
 @main.command()
 @CONFIG_OPTION
 @JSON_OPTION
-@click.argument("user_id")
-def user(config_path: str | None, as_json: bool, user_id: str) -> None:
-    """One user's seat state (what GET /admin/users/USER_ID gives)."""
-    from agent.scim.errors import ScimError
+@click.argument("user_key", metavar="USER")
+def user(config_path: str | None, as_json: bool, user_key: str) -> None:
+    """One user's seat state (what GET /admin/users/USER gives); USER is its id, userName or
+    externalId."""
     from agent.web.admin import user_seat
 
-    try:
-        with _agent(config_path) as agent:
-            record = agent.provisioning.get_user(user_id)
-            data = user_seat(record, agent.settings.license.fallback_role)
-    except ScimError as err:
+    with _agent(config_path) as agent:
+        record = agent.admin.find_user(user_key)
+        data = user_seat(record, agent.settings.license.fallback_role) if record else None
+    if data is None:
+        message = f"no user with id, userName or externalId '{user_key}' (see `seat-agent users`)"
         if as_json:
-            click.echo(json.dumps({"error": err.detail}))
+            click.echo(json.dumps({"error": message}))
             sys.exit(1)
-        raise click.ClickException(err.detail) from None
+        raise click.ClickException(message)
     _emit(data, as_json, _table([[k, v] for k, v in data.items()], ["", "value"]))
 
 
@@ -500,10 +504,12 @@ def billing(config_path: str | None, as_json: bool) -> None:
     _emit(data, as_json, human)
 
 
+from agent.cli_directory import register as _register_directory  # noqa: E402
 from agent.cli_downstream import register as _register_downstream  # noqa: E402
 from agent.cli_reductions import register as _register_reductions  # noqa: E402
 
 _register_reductions(main)
+_register_directory(main)
 _register_downstream(main)
 
 if __name__ == "__main__":  # pragma: no cover

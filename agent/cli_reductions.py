@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import click
 
 from agent.cli_support import CONFIG_OPTION, JSON_OPTION, _agent, _emit, _table
+
+
+def _bad_argument(as_json: bool, message: str, param_hint: str) -> None:
+    """A bad argument: exit 2; with --json the error is JSON on stdout too (README)."""
+    if as_json:
+        click.echo(json.dumps({"error": f"{param_hint}: {message}"}))
+        sys.exit(2)
+    raise click.BadParameter(message, param_hint=param_hint)
 
 
 def _fail(message: str, as_json: bool, **extra: Any) -> None:
@@ -23,8 +32,11 @@ def _fail(message: str, as_json: bool, **extra: Any) -> None:
     raise click.ClickException(message)
 
 
-def plan_text(plan: dict[str, Any]) -> str:
-    """The plan as a table (userName, action, reason, last activity) with its arithmetic."""
+def plan_text(plan: dict[str, Any], with_problem: bool = True) -> str:
+    """The plan as a table (userName, action, reason, last activity) with its arithmetic.
+
+    An impossible plan gets one explanation (``problem``: how many must stop consuming, how
+    many can, and why the others cannot), not a table that reads as if nothing were needed."""
     head = (
         f"licenses {plan['seats']} -> {plan['target']}; {plan['consumed']} consume, "
         f"{plan['needed']} must stop consuming\n"
@@ -38,13 +50,18 @@ def plan_text(plan: dict[str, Any]) -> str:
     headers = ["userName", "action", "reason", "last activity"]
     if rows and len(rows[0]) == 5:
         headers.append("outcome")
-    out = head + ("\n\n" + _table(rows, headers) if rows else "\n\nno user needs to stop consuming")
-    if plan.get("excluded_counts"):
+    if rows:
+        out = head + "\n\n" + _table(rows, headers)
+    elif plan["needed"] == 0:
+        out = head + "\n\nno user needs to stop consuming"
+    else:
+        out = head + "\n\nno user can be chosen to stop consuming"
+    if plan.get("excluded_counts") and not plan.get("problem"):
         counts = ", ".join(f"{n} {why}" for why, n in sorted(plan["excluded_counts"].items()))
         out += f"\n\nnever chosen: {counts}"
     for note in plan.get("notes") or []:
         out += f"\n\nnote: {note}"
-    if plan.get("problem"):
+    if plan.get("problem") and with_problem:
         out += f"\n\nNOT POSSIBLE: {plan['problem']}"
     return out
 
@@ -75,29 +92,70 @@ def _resolve(ctx: click.Context, config_path: str | None) -> str | None:
 
 def register(main: click.Group) -> None:
     """Add ``reduce`` and the ``reductions`` group to ``main``."""
+    from agent.domain.reduction import FINAL_STATES
+    from agent.jobs.scheduler import schedule_text, workflow_schedule
     from agent.services.reductions import (
         InvalidTransition,
+        NothingToReduce,
         ReductionConflict,
         ReductionNotFound,
         reductions_for,
     )
 
+    FINAL = {s.value for s in FINAL_STATES}
+
     @main.command()
-    @click.option("--to", "target", type=int, required=True, help="License count to reach.")
+    @click.option("--to", "target", default=None, help="License count to reach.")
     @click.option("--dry-run", is_flag=True, help="Show the plan; create nothing.")
     @click.option("--yes", is_flag=True, help="Create without asking for confirmation.")
+    @click.option(
+        "--watch",
+        "watch_id",
+        default=None,
+        metavar="ID",
+        help="Follow reduction ID to its end, printing each step (no --to).",
+    )
+    @click.option("--every", default=2.0, type=float, help="With --watch: seconds between looks.")
     @CONFIG_OPTION
     @JSON_OPTION
     def reduce(
-        target: int, dry_run: bool, yes: bool, config_path: str | None, as_json: bool
+        target: str | None,
+        dry_run: bool,
+        yes: bool,
+        watch_id: str | None,
+        every: float,
+        config_path: str | None,
+        as_json: bool,
     ) -> None:
-        """Plan a reduction to N licenses (seed 000: reduce users, then licenses)."""
-        if target < 0:
-            raise click.BadParameter("must not be negative", param_hint="--to")
+        """Plan a reduction to N licenses: first the least active users stop consuming, then
+        the license count is lowered. An impossible plan exits 1 with the reason; a target at
+        or above the licenses held exits 2."""
+        if watch_id is not None:
+            if target is not None or dry_run:
+                _bad_argument(
+                    as_json, "--watch follows an existing reduction; drop --to", "--watch"
+                )
+            _watch(config_path, watch_id, as_json, every)
+            return
+        if target is None:
+            _bad_argument(as_json, "required: the license count to reach", "--to")
+            return
+        if not (target.isascii() and target.isdigit() and len(target) <= 9):
+            _bad_argument(as_json, "must be a non-negative integer", "--to")
+            return
+        count = int(target)
         with _agent(config_path) as agent:
             service = reductions_for(agent)
-            plan = service.preview(target)
+            try:
+                plan = service.preview(count)
+            except NothingToReduce as err:
+                _bad_argument(as_json, err.message, "--to")
+                return
             if dry_run:
+                if not plan["feasible"]:
+                    if not as_json:
+                        click.echo(plan_text(plan, with_problem=False))
+                    _fail("NOT POSSIBLE: " + plan["problem"], as_json, dry_run=True, plan=plan)
                 _emit(
                     {"dry_run": True, "plan": plan},
                     as_json,
@@ -105,6 +163,8 @@ def register(main: click.Group) -> None:
                 )
                 return
             if not plan["feasible"]:
+                if not as_json:
+                    click.echo(plan_text(plan, with_problem=False), err=True)
                 _fail(plan["problem"], as_json, plan=plan)
             if not as_json:
                 click.echo(plan_text(plan))
@@ -113,10 +173,11 @@ def register(main: click.Group) -> None:
             ):
                 raise click.ClickException("not created")
             try:
-                created = service.create(target)
+                created = service.create(count)
             except ReductionConflict as err:
                 _fail(err.message, as_json, plan=err.plan)
                 return
+            schedule = workflow_schedule(agent) if created.state == "approved" else None
         data = created.as_dict()
         same = [c["user_id"] for c in data["plan"]["candidates"]] == [
             c["user_id"] for c in plan["candidates"]
@@ -127,7 +188,33 @@ def register(main: click.Group) -> None:
             human += plan_text(data["plan"])
         if created.state == "planned":
             human += f"\napprove it with: seat-agent reductions approve {created.id}"
+        if schedule is not None:
+            data["runs"] = schedule
+            human += "\n" + schedule_text(schedule, created.id)
         _emit(data, as_json, human)
+
+    def _watch(config_path: str | None, reduction_id: str, as_json: bool, every: float) -> None:
+        """Print each new history entry of the reduction until it ends (done: exit 0,
+        cancelled or failed: exit 1)."""
+        shown = 0
+        while True:
+            try:
+                with _agent(config_path) as agent:
+                    data = reductions_for(agent).get(reduction_id).as_dict()
+            except ReductionNotFound as err:
+                _fail(str(err), as_json)
+                return
+            for entry in data["history"][shown:]:
+                if as_json:
+                    click.echo(json.dumps({"id": reduction_id, **entry}))
+                else:
+                    click.echo(f"{entry['at'][:19]}  {entry['state']:<32}{entry['note'] or ''}")
+            shown = len(data["history"])
+            if data["state"] in FINAL:
+                if not as_json:
+                    click.echo(f"reduction {reduction_id} ended: {data['state']}")
+                sys.exit(0 if data["state"] == "done" else 1)
+            time.sleep(every)
 
     @main.group(invoke_without_command=True)
     @CONFIG_OPTION
@@ -193,8 +280,20 @@ def register(main: click.Group) -> None:
     def approve(
         ctx: click.Context, reduction_id: str, config_path: str | None, as_json: bool
     ) -> None:
-        """Approve a planned reduction; the scheduler carries it out."""
-        _one(ctx, config_path, as_json, lambda s: s.approve(reduction_id, by="cli"))
+        """Approve a planned reduction; says when the scheduler carries it out."""
+        as_json = as_json or ctx.obj.get("as_json", False)
+        try:
+            with _agent(_resolve(ctx, config_path)) as agent:
+                data = reductions_for(agent).approve(reduction_id, by="cli").as_dict()
+                data["runs"] = workflow_schedule(agent)
+        except (ReductionNotFound, InvalidTransition) as err:
+            _fail(str(err), as_json)
+            return
+        _emit(
+            data,
+            as_json,
+            reduction_text(data) + "\n\n" + schedule_text(data["runs"], reduction_id),
+        )
 
     @reductions.command("cancel")
     @click.argument("reduction_id")

@@ -1,10 +1,19 @@
-"""Shared pieces of the command line: options, the agent for a config, table output."""
+"""Shared pieces of the command line: options, finding the configuration and the database,
+the agent for a config, table output.
+
+The CLI never invents a database: the seat commands answer from the database the
+configuration names, found from ``--config``, then ``$SEAT_AGENT_CONFIG``, then
+``/etc/seat-agent/config.toml``, then the working folder's ``seat-agent.db`` only if it
+already exists. Only ``serve`` and ``db upgrade`` create a database.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -13,6 +22,21 @@ from agent.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from agent.bootstrap import Agent
+    from agent.storage.store import Store
+
+SYSTEM_CONFIG = Path("/etc/seat-agent/config.toml")
+# The embedded default's database ([database] url = "sqlite:///seat-agent.db").
+WORKING_DATABASE = "seat-agent.db"
+
+
+class ConfigProblem(click.ClickException):
+    """A configuration or database that cannot be used: one line on stderr, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"seat-agent: {self.format_message()}", err=True)
+
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -20,23 +44,109 @@ CONFIG_OPTION = click.option(
     type=click.Path(dir_okay=False),
     default=None,
     envvar="SEAT_AGENT_CONFIG",
-    help="TOML configuration file (default: embedded SQLite default).",
+    help="TOML configuration file (default: $SEAT_AGENT_CONFIG, then"
+    " /etc/seat-agent/config.toml, then ./seat-agent.db if it exists).",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 
 
-def _settings(config_path: str | None) -> Settings:
+def _settings(config_path: str | None, creates_database: bool = False) -> Settings:
+    """The settings the command works with (see the module docstring for the search order).
+
+    ``creates_database`` (serve, db upgrade): with no configuration anywhere, the embedded
+    default, whose database is created in the working folder.
+    """
+    path: str | Path | None = config_path
+    if path is None and SYSTEM_CONFIG.is_file():
+        path = SYSTEM_CONFIG
+    if path is None and not creates_database and not Path(WORKING_DATABASE).exists():
+        raise ConfigProblem(
+            "no configuration found: looked at --config, $SEAT_AGENT_CONFIG, "
+            f"{SYSTEM_CONFIG} and {Path.cwd() / WORKING_DATABASE} (none exist); "
+            "pass --config FILE or create one with `seat-agent init`"
+        )
     try:
-        return load_settings(config_path)
+        return load_settings(path)
     except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+        raise ConfigProblem(str(err)) from None
+    except OSError as err:  # e.g. /etc/seat-agent/config.toml readable only by its group
+        raise ConfigProblem(f"cannot read the configuration {path}: {err.strerror}") from None
+
+
+def _database_problem(settings: Settings, creates_database: bool) -> str | None:
+    """Why the configured database cannot be used by this command, as one line naming the
+    key and its value; None when it can."""
+    from sqlalchemy.exc import ArgumentError
+
+    from agent.storage.engine import sqlite_file
+
+    url = settings.database.url
+    try:
+        file = sqlite_file(url)
+    except ArgumentError:
+        return (
+            f"[database] url = {url!r} is not a database URL (sqlite:///path or postgresql://...)"
+        )
+    if file is None:
+        return None
+    where = Path(file)
+    if not creates_database and not where.exists():
+        return (
+            f"[database] url = {url!r}: the database {where.resolve()} does not exist; "
+            "create it with `seat-agent db upgrade` (or `seat-agent serve`)"
+        )
+    folder = where.resolve().parent
+    if not folder.is_dir():
+        return f"[database] url = {url!r}: the folder {folder} does not exist; create it first"
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+        where.exists() and not os.access(where, os.R_OK | os.W_OK)
+    ):
+        return f"[database] url = {url!r}: {where.resolve()} is not writable by this user"
+    return None
+
+
+def open_database(settings: Settings, creates_database: bool = False) -> Store:
+    """Open (and migrate) the configured database, or exit 2 with one line saying why not."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent.bootstrap import open_store
+    from agent.storage import migrate
+    from agent.storage.store import Store
+
+    problem = _database_problem(settings, creates_database)
+    if problem is not None:
+        raise ConfigProblem(problem)
+    url = settings.database.url
+    try:
+        if not creates_database:
+            probe = Store.from_url(url)
+            try:
+                revision = migrate.current_revision(probe.engine)
+            finally:
+                probe.dispose()
+            if revision is None:
+                raise ConfigProblem(
+                    f"[database] url = {_shown(url)}: no seat-agent database there yet; "
+                    "create it with `seat-agent db upgrade` (or `seat-agent serve`)"
+                )
+        return open_store(settings)
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise ConfigProblem(f"[database] url = {_shown(url)}: cannot open it: {reason}") from None
+
+
+def _shown(url: str) -> str:
+    from agent.storage.engine import shown_url
+
+    return repr(shown_url(url))
 
 
 @contextmanager
 def _agent(config_path: str | None) -> Iterator[Agent]:
     from agent.bootstrap import build_agent
 
-    agent = build_agent(_settings(config_path))
+    settings = _settings(config_path)
+    agent = build_agent(settings, open_database(settings))
     try:
         yield agent
     finally:

@@ -7,12 +7,15 @@ message that names the key.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tomllib
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,6 +41,22 @@ class ServerSettings(Section):
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger -> 413."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request's line and headers (from"
+        " connecting, or from a kept-alive request's first byte); later -> 408 and the"
+        " connection is closed. The request is read before a thread takes it, so a slow"
+        " client holds no thread (docs/deployment.md).",
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a request's body after its headers;"
+        " later -> 408 and the connection is closed.",
     )
     json_logs: bool = Field(False, description="Log one JSON object per line.")
     rate_limit_per_minute: int = Field(
@@ -183,6 +202,14 @@ class LicenseSettings(Section):
     low_seats_threshold: int = Field(
         1, ge=0, description="Alert when available seats drop to this."
     )
+    near_full_percent: int = Field(
+        90,
+        ge=1,
+        le=100,
+        description="The status page shows the pool as near full (amber) from this percentage"
+        " of the licensed seats in use, or from low_seats_threshold seats left if that comes"
+        " first.",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> LicenseSettings:
@@ -207,14 +234,87 @@ class ScimSettings(Section):
     )
 
 
+DOWNSTREAM_TYPES = ("none", "scim", "webhook", "kintone")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = (24, 64)  # Standard Webhooks, "Signature scheme": 24 to 64 random bytes
+
+
+def webhook_secret_problem(secret: str) -> str | None:
+    """Why ``secret`` is not a Standard Webhooks symmetric secret (``whsec_`` and the base64 of
+    24 to 64 random bytes; spec "Signature scheme"), or None when it is one."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return f"must start with {WEBHOOK_SECRET_PREFIX!r} (whsec_ and base64 of random bytes)"
+    body = secret[len(WEBHOOK_SECRET_PREFIX) :]
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not base64 after 'whsec_'"
+    low, high = WEBHOOK_SECRET_BYTES
+    if not low <= len(raw) <= high:
+        return f"must decode to {low} to {high} bytes (it has {len(raw)}); generate a new one"
+    return None
+
+
+def _http_url(value: str | None, key: str) -> str | None:
+    if value is None:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{key} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
 class DownstreamSettings(Section):
-    type: Literal["none", "scim"] = Field(
-        "none", description="The downstream application: none, or a SCIM 2.0 server (scim)."
+    type: Literal["none", "scim", "webhook", "kintone"] = Field(
+        "none",
+        description="The downstream application: none, a SCIM 2.0 server (scim), signed"
+        " webhooks to an application without SCIM (webhook, docs/webhooks.md), or Kintone"
+        " through the cybozu.com User API (kintone; docs/agent.md says what it needs).",
     )
-    url: str | None = Field(None, description="Base URL (SCIM: ending in /scim/v2).")
-    token: str | None = Field(None, description="Bearer token for the downstream application.")
+    url: str | None = Field(
+        None,
+        description="Base URL (SCIM: ending in /scim/v2; webhook: the endpoint that receives"
+        " the POSTed events; kintone: the cybozu.com domain, e.g. https://example.cybozu.com).",
+    )
+    token: str | None = Field(
+        None,
+        description="Bearer token for the downstream application (webhook: optional, sent"
+        " as Authorization on every request besides the signature; kintone: the password of"
+        " login_name, or a cybozu.com API token when login_name is unset).",
+    )
     token_env: str = Field(
         "SEAT_AGENT_DOWNSTREAM_TOKEN", description="Environment variable read when token is unset."
+    )
+    secret: str | None = Field(
+        None,
+        description="webhook: the Standard Webhooks signing secret, whsec_ and the base64 of"
+        " 24 to 64 random bytes; shared with the receiver, which verifies each request.",
+    )
+    secret_env: str = Field(
+        "SEAT_AGENT_WEBHOOK_SECRET", description="Environment variable read when secret is unset."
+    )
+    count_url: str | None = Field(
+        None,
+        description="webhook: optional URL answering GET with the application's active users"
+        ' ({"active": N}); reconcile and reductions compare it with the agent\'s count.'
+        " Unset: reconcile skips the comparison and says so.",
+    )
+    login_name: str | None = Field(
+        None,
+        description="kintone: login name of a cybozu.com administrator; its password (token /"
+        " token_env) goes in X-Cybozu-Authorization. Unset: token is sent as a cybozu.com API"
+        " token (Authorization: Bearer).",
+    )
+    role_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="kintone: SCIM role value -> Kintone group (role) code the user is put in;"
+        " the user leaves the other groups listed here and keeps any group not listed. Empty:"
+        " roles are not managed (and not compared by reconcile).",
+    )
+    on_delete: Literal["delete", "disable"] = Field(
+        "delete",
+        description="kintone: what a user deleted in the identity provider becomes: deleted in"
+        " Kintone (with its data), or kept but inactive (seed 000 Method 1).",
     )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one downstream request.")
     role_attribute: str = Field(
@@ -231,6 +331,11 @@ class DownstreamSettings(Section):
         "application declares that extension), an attribute as for role_attribute, or '' "
         "(not sent).",
     )
+    push_groups: bool = Field(
+        False,
+        description="SCIM: also create, update and delete the groups (with their members) in "
+        "the application; it must declare a Group resource type.",
+    )
     backoff_base_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles.")
     backoff_max_seconds: float = Field(600.0, gt=0, description="Longest retry delay.")
     alert_after_attempts: int = Field(
@@ -240,20 +345,76 @@ class DownstreamSettings(Section):
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: object) -> object:
-        if value not in ("none", "scim"):
+        if value not in DOWNSTREAM_TYPES:
             raise ValueError(
-                f"downstream type {value!r} is not supported: use 'none' or 'scim'"
-                " (a generic webhook connector is not implemented)"
+                f"downstream type {value!r} is not supported: use 'none', 'scim', 'webhook'"
+                " or 'kintone'"
             )
+        return value
+
+    @field_validator("count_url")
+    @classmethod
+    def _count_url(cls, value: str | None) -> str | None:
+        return _http_url(value, "count_url")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and (problem := webhook_secret_problem(value)) is not None:
+            raise ValueError(f"secret {problem}")
         return value
 
     def resolved_token(self) -> str | None:
         return self.token or os.environ.get(self.token_env) or None
 
+    def resolved_secret(self) -> str | None:
+        return self.secret or os.environ.get(self.secret_env) or None
+
     @model_validator(mode="after")
     def _needs_url(self) -> DownstreamSettings:
         if self.type != "none" and not self.url:
             raise ValueError(f"downstream type '{self.type}' needs url")
+        if self.type == "webhook":
+            _http_url(self.url, "url")
+            secret = self.resolved_secret()
+            if secret is None:
+                raise ValueError(
+                    "downstream type 'webhook' needs secret (or the environment variable"
+                    f" {self.secret_env}, named by secret_env): whsec_ and the base64 of"
+                    " 24 to 64 random bytes, shared with the receiver"
+                )
+            problem = webhook_secret_problem(secret)
+            if problem is not None:  # only an environment secret gets here unchecked
+                raise ValueError(f"secret from the environment ({self.secret_env}) {problem}")
+        elif self.count_url is not None:
+            raise ValueError("count_url is only read for type = 'webhook'")
+        if self.type != "scim":
+            if self.push_groups:
+                raise ValueError("push_groups is a setting of type 'scim' only")
+            for key in ("role_attribute", "status_attribute"):
+                if getattr(self, key) != "auto":
+                    raise ValueError(f"{key} is a setting of type 'scim' only")
+        if self.type != "kintone":
+            for key in ("login_name", "role_groups"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is a setting of type 'kintone' only")
+            if self.on_delete != "delete":
+                raise ValueError("on_delete is a setting of type 'kintone' only")
+        if self.type == "kintone" and not self.resolved_token():
+            what = (
+                f"the password of login_name {self.login_name!r}"
+                if self.login_name
+                else "a cybozu.com API token"
+            )
+            raise ValueError(
+                f"type 'kintone' needs {what} in token or in the environment variable"
+                f" {self.token_env}"
+            )
+        for role, group in self.role_groups.items():
+            if not role.strip() or not group.strip():
+                raise ValueError(
+                    f"role_groups: {role!r} = {group!r}: give a role value and a Kintone group code"
+                )
         return self
 
 

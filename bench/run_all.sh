@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in docs/performance.md, one run after the other (about 35 minutes on 2 cores).
+# Every figure in docs/performance.md, one run after the other (about 40 minutes on 2 cores).
 # Run it on an otherwise idle machine from the repository root, with seat-agent installed in
 # the active environment (scripts/test installs it into .venv):
 #   PATH=$PWD/.venv/bin:$PATH bench/run_all.sh [output-dir]
@@ -54,4 +54,13 @@ for db in sqlite postgres; do
   for n in 10000 100000; do
     run "reconcile-$db-$n" python bench/reconcile.py --db "$db" --users "$n"
   done
+done
+# A normal client's lookups with and without 200 slow-header sockets, on the buffering worker
+# and on gunicorn's gthread worker (the serving model before it).
+for worker in buffering gthread; do
+  run "slow-clients-$worker" python bench/slow_clients.py --worker "$worker"
+done
+# The status page's seats-per-day read at 1,000,000 ledger entries.
+for db in sqlite postgres; do
+  run "status-history-$db" python bench/status_history.py --db "$db" --entries 1000000
 done

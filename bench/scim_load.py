@@ -294,6 +294,8 @@ class Server:
         )
         self.log = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # What starts `seat-agent serve` (bench/slow_clients.py runs it another way too).
+        self.command = ["seat-agent"]
 
     def _pg(self, *statements: str) -> None:
         import psycopg
@@ -310,7 +312,7 @@ class Server:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [
-                    "seat-agent",
+                    *self.command,
                     "serve",
                     "--config",
                     str(self.config),

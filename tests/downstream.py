@@ -143,6 +143,10 @@ class Downstream:
         """Every user the downstream holds."""
         return self._get("/Users", count=1000)["Resources"]
 
+    def groups(self) -> list[dict]:
+        """Every group the downstream holds, with its members."""
+        return self._get("/Groups", count=1000)["Resources"]
+
     def users_named(self, user_name: str) -> list[dict]:
         return [u for u in self.users() if u["userName"].lower() == user_name.lower()]
 

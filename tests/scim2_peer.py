@@ -224,6 +224,11 @@ class Scim2Peer:
         assert response.status_code == 200, response.text
         return list(response.json().get("Resources") or [])
 
+    def groups(self) -> list[dict]:
+        response = self._http.get(f"{self.direct_url}/Groups", params={"count": 1000})
+        assert response.status_code == 200, response.text
+        return list(response.json().get("Resources") or [])
+
     def users_named(self, user_name: str) -> list[dict]:
         return [u for u in self.users() if u["userName"].lower() == user_name.lower()]
 

@@ -13,7 +13,10 @@ from test_seat_engine import create, deactivate
 
 from agent.app import create_app
 from agent.config import settings_from_mapping
+from agent.connectors.scim import ScimConnector
 from agent.jobs.tasks import Jobs
+from agent.services.delivery import deliver_due
+from agent.services.group_delivery import GroupHandlers
 
 
 @pytest.fixture
@@ -33,7 +36,12 @@ def downstream(any_downstream):
 def wired(db_url, clock, smtp, downstream):
     apps = []
 
-    def build(reductions: dict | None = None, alert_after_attempts: int = 5, **license) -> Api:
+    def build(
+        reductions: dict | None = None,
+        alert_after_attempts: int = 5,
+        push_groups: bool = False,
+        **license,
+    ) -> Api:
         settings = settings_from_mapping(
             {
                 "database": {"url": db_url},
@@ -46,6 +54,7 @@ def wired(db_url, clock, smtp, downstream):
                     "token": downstream.token,
                     "timeout_seconds": 5,
                     "alert_after_attempts": alert_after_attempts,
+                    "push_groups": push_groups,
                 },
                 "alerts": {
                     "enabled": True,
@@ -440,3 +449,77 @@ def test_fifty_users_to_forty_licenses_ends_done_at_the_application(wired, downs
     remote = downstream.users()
     assert len(remote) == 50  # deactivated, not deleted, and no duplicates
     assert {u["userName"] for u in remote if not u["active"]} == plan
+
+
+def test_groups_reach_the_application_with_their_members(wired, downstream, clock):
+    """[downstream] push_groups: a group created before its members reached the application
+    waits for them; membership changes and the deletion follow, each exactly once."""
+    api = wired(push_groups=True, seats=10)
+    jobs = Jobs(api.agent)
+    ann = create(api, "ann@example.com")
+    bob = create(api, "bob@example.com")
+    group_schema = "urn:ietf:params:scim:schemas:core:2.0:Group"
+    r = api.scim(
+        "POST",
+        "/Groups",
+        {
+            "schemas": [group_schema],
+            "displayName": "Engineering",
+            "members": [{"value": ann["id"]}, {"value": bob["id"]}],
+        },
+    )
+    assert r.status_code == 201, r.get_json()
+    gid = r.get_json()["id"]
+    # The group alone first: its members are not in the application yet, so it waits.
+    with ScimConnector(downstream.base_url, downstream.token, 5, push_groups=True) as c:
+        only_groups = GroupHandlers(c, api.agent.store).handlers()
+        report = deliver_due(api.agent.store, only_groups, clock, 1, 10)
+    assert report.retry_later == 1
+    assert "waiting for 2 members to reach the application" in report.errors[0]
+    assert downstream.groups() == []
+    jobs.deliver_outbox()  # the members
+    clock.advance(minutes=5)
+    jobs.deliver_outbox()  # then the group
+    remote_users = {u["userName"]: u["id"] for u in downstream.users()}
+    [group] = downstream.groups()
+    assert group["displayName"] == "Engineering" and group["externalId"] == gid
+    assert {m["value"] for m in group["members"]} == {
+        remote_users["ann@example.com"],
+        remote_users["bob@example.com"],
+    }
+
+    patch_op = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+    r = api.scim(
+        "PATCH",
+        f"/Groups/{gid}",
+        {
+            "schemas": [patch_op],
+            "Operations": [{"op": "remove", "path": f'members[value eq "{ann["id"]}"]'}],
+        },
+    )
+    assert r.status_code in (200, 204), r.get_json()
+    jobs.deliver_outbox()
+    [group] = downstream.groups()
+    assert [m["value"] for m in group["members"]] == [remote_users["bob@example.com"]]
+
+    assert api.scim("DELETE", f"/Groups/{gid}").status_code == 204
+    jobs.deliver_outbox()
+    assert downstream.groups() == []
+    assert len(downstream.users()) == 2
+    with api.agent.store.read() as tx:
+        from agent.storage import outbox
+
+        assert outbox.failing(tx, 0) == []
+
+
+def test_groups_are_not_pushed_unless_asked(wired, downstream):
+    api = wired(seats=10)
+    ann = create(api, "ann@example.com")
+    group_schema = "urn:ietf:params:scim:schemas:core:2.0:Group"
+    api.scim(
+        "POST",
+        "/Groups",
+        {"schemas": [group_schema], "displayName": "Eng", "members": [{"value": ann["id"]}]},
+    )
+    Jobs(api.agent).deliver_outbox()
+    assert downstream.groups() == [] and len(downstream.users()) == 1

@@ -18,6 +18,9 @@ from agent.cli import main
 class Cli:
     def __init__(self, config):
         self.config = config
+        # Only `serve` and `db upgrade` create a database: the seat commands need one.
+        created = CliRunner().invoke(main, ["db", "upgrade", "--config", str(config)])
+        assert created.exit_code == 0, created.output
 
     def __call__(self, *args: str):
         return CliRunner().invoke(main, [*args, "--config", str(self.config)])
@@ -77,9 +80,9 @@ def test_user_shows_one_users_seat_state(cli):
     r = cli("user", queued["id"])
     assert r.exit_code == 0 and "licenseState" in r.output and "queued" in r.output
     r = cli("user", "no-such-user")
-    assert r.exit_code == 1 and "not found" in r.output
+    assert r.exit_code == 1 and "no user with id, userName or externalId 'no-such-user'" in r.output
     r = cli("user", "no-such-user", "--json")
-    assert r.exit_code == 1 and "not found" in json.loads(r.output)["error"]
+    assert r.exit_code == 1 and "no-such-user" in json.loads(r.output)["error"]
 
 
 def test_cli_refuses_a_bad_config(tmp_path):

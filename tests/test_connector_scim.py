@@ -405,12 +405,10 @@ def test_effective_role_and_profile():
     assert on_fallback.role == "Guest" and on_fallback.active is True
 
 
-def test_webhook_downstream_is_refused_by_the_config_with_a_clear_message():
+def test_unknown_downstream_type_is_refused_by_the_config_with_a_clear_message():
     from agent.config import ConfigError, settings_from_mapping
 
     with pytest.raises((ConfigError, ValueError)) as err:
-        settings_from_mapping(
-            {"downstream": {"type": "webhook", "url": "https://hooks.example.com/x"}}
-        )
-    assert "downstream type 'webhook' is not supported" in str(err.value)
-    assert "'none' or 'scim'" in str(err.value)
+        settings_from_mapping({"downstream": {"type": "graphql", "url": "https://x.example/"}})
+    assert "downstream type 'graphql' is not supported" in str(err.value)
+    assert "use 'none', 'scim', 'webhook' or 'kintone'" in str(err.value)

@@ -188,8 +188,10 @@ def test_seed000_decrease_50_to_40_refused_with_50_consumed():
         check_license_change("anytime", 50, 40, 50, date(2025, 3, 1), None, 30)
     assert info.value.reason == (
         "Cannot set licenses to 40: 50 users consume a seat; deactivate at least 10 first "
-        "(seed 000 reduce users, then licenses)."
+        "(in the directory, or with `seat-agent reduce --to 40`, which deactivates the least "
+        "active users and then lowers the licenses)."
     )
+    assert "seed" not in info.value.reason
 
 
 def test_seed000_decrease_50_to_40_accepted_with_40_consumed():
@@ -307,17 +309,20 @@ def test_pool_available_never_negative():
 def test_refusal_detail_for_refuse():
     detail = refusal_detail(SeatPool(10, 10), LicensePolicy(seats=10))
     assert detail == (
-        "Seat limit reached: 10 of 10 seats in use; the license allows no more "
-        "(on_full=refuse). Free a seat or raise [license] seats."
+        "Seat limit reached: 10 of 10 seats in use; no license is free. Free a seat by "
+        "deactivating a user, or add licenses (buy them from the vendor, then "
+        "`seat-agent licenses set N` or PUT /admin/licenses)."
     )
+    # the live count is in the database: never "[license] seats", never "on_full="
+    assert "[license]" not in detail and "on_full" not in detail
 
 
 def test_refusal_detail_for_expand_at_ceiling_mentions_max_seats():
     policy = LicensePolicy(seats=10, on_full="expand", max_seats=20)
     detail = refusal_detail(SeatPool(20, 20), policy)
     assert "20 of 20 seats in use" in detail
-    assert "max_seats=20" in detail
-    assert "raise [license] max_seats" in detail
+    assert "only up to 20 (max_seats in the configuration file)" in detail
+    assert "raise max_seats and reload" in detail and "seat-agent licenses set" in detail
 
 
 def test_wants_seat_with_fallback_uses_only_the_fallback_role():

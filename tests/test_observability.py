@@ -454,6 +454,10 @@ def test_scheduler_process_logs_json_lines_too(tmp_path):
         )
         + "\n"
     )
+    # Only `serve` and `db upgrade` create a database; the scheduler works on an existing one.
+    subprocess.run(
+        [sys.executable, "-m", "agent.cli", "db", "upgrade", "--config", str(config)], check=True
+    )
     log_path = tmp_path / "scheduler.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -109,8 +109,8 @@ def test_parse_normalises_op_case_and_fills_path_and_value():
     [
         None,
         [],
-        {"Operations": [{"op": "add", "path": "title", "value": "x"}]},
         {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "Operations": []},
+        {"schemas": [], "Operations": [{"op": "add", "path": "title", "value": "x"}]},
         {"schemas": PATCH_OP, "Operations": [{"op": "add", "path": "title", "value": "x"}]},
         {"schemas": [PATCH_OP], "Operations": {"op": "add"}},
         {"schemas": [PATCH_OP], "Operations": []},
@@ -126,6 +126,12 @@ def test_parse_normalises_op_case_and_fills_path_and_value():
 def test_parse_rejects_malformed_envelopes(request_body):
     with scim_error("invalidSyntax"):
         parse_patch_request(request_body)
+
+
+def test_parse_takes_a_body_without_schemas_as_a_patch_op():
+    """authentik's group rename omits ``schemas`` (tests/test_idp_authentik.py)."""
+    ops = parse_patch_request({"Operations": [{"op": "add", "path": "title", "value": "x"}]})
+    assert [(op["op"], op["path"], op["value"]) for op in ops] == [("add", "title", "x")]
 
 
 def test_parse_remove_without_path_is_no_target():

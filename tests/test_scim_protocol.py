@@ -320,7 +320,10 @@ def test_root_search_honours_attributes(api):
 @pytest.mark.parametrize(
     ("body", "scim_type"),
     [
-        ({"Operations": [{"op": "replace", "path": "displayName", "value": "X"}]}, "invalidSyntax"),
+        (
+            {"schemas": [], "Operations": [{"op": "replace", "path": "displayName", "value": "X"}]},
+            "invalidSyntax",
+        ),
         ({"schemas": [PATCH]}, "invalidSyntax"),
         ({"schemas": [PATCH], "Operations": []}, "invalidSyntax"),
         ({"schemas": [PATCH], "Operations": {"op": "replace"}}, "invalidSyntax"),

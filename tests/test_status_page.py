@@ -20,6 +20,8 @@ BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 COOKIE = "seat_agent_admin"
 CONSUMED_RGB = (0x7C, 0x3A, 0xED)  # the gauge's consumed fill, #7c3aed
 AVAILABLE_RGB = (0xD4, 0xD4, 0xD8)  # the gauge's available fill, #d4d4d8
+NEAR_FULL_RGB = (0xD9, 0x77, 0x06)  # the consumed fill near full, #d97706
+FULL_RGB = (0xDC, 0x26, 0x26)  # the consumed fill when full, #dc2626
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 )
@@ -461,12 +463,13 @@ def count_colour(row: bytes, channels: int, rgb: tuple[int, int, int], tol: int 
     return n
 
 
-def gauge_fraction(png: Path) -> tuple[int, float]:
-    """Rows that show the gauge, and consumed / (consumed + available) pixels across them."""
+def gauge_fraction(png: Path, fill: tuple[int, int, int] = CONSUMED_RGB) -> tuple[int, float]:
+    """Rows that show the gauge, and consumed / (consumed + available) pixels across them,
+    the consumed part being drawn in ``fill``."""
     _, channels, rows = read_png(png)
     gauge_rows = consumed = available = 0
     for row in rows:
-        c = count_colour(row, channels, CONSUMED_RGB)
+        c = count_colour(row, channels, fill)
         a = count_colour(row, channels, AVAILABLE_RGB)
         if c + a >= 100:  # a row through the bar, not a stray pixel of text
             gauge_rows += 1
@@ -755,7 +758,7 @@ def test_status_page_in_headless_chromium(live_server, tmp_path):
     assert [(p, n) for p, n, _ in queue] == [("1", "late7@example.com"), ("2", "late8@example.com")]
     assert all(since.endswith("UTC") for _, _, since in queue)
     # The script fetched the open reduction with the session and offers both actions.
-    row = re.search(r'<tr class="reduction-row">(.*?)</tr>', dom)
+    row = re.search(r'<tr class="reduction-row" data-state="planned">(.*?)</tr>', dom)
     assert row, dom
     assert f"<td>{rid}</td><td>planned</td><td>5</td>" in row.group(1)
     assert 'class="reduction-approve">Approve</button>' in row.group(1)
@@ -766,5 +769,5 @@ def test_status_page_in_headless_chromium(live_server, tmp_path):
     run_chromium(
         binary, tmp_path / "p3", f"--screenshot={full}", "--window-size=1000,800", login_url
     )
-    _, fraction = gauge_fraction(full)
+    _, fraction = gauge_fraction(full, FULL_RGB)
     assert fraction > 0.99, fraction

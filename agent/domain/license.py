@@ -440,23 +440,24 @@ def refusal_detail(
     know the agent, so it says what is full, why nothing more happens, and what to change.
     """
     head = f"Seat limit reached: {pool.consumed} of {_seats(pool.seats)} in use"
+    add = (
+        "add licenses (buy them from the vendor, then `seat-agent licenses set N` or "
+        "PUT /admin/licenses)"
+    )
     if reduction_target is not None and reduction_target < pool.seats:
         return (
             f"{head}; a license reduction to {_seats(reduction_target)} is in progress and "
-            "holds the seats above it. Wait for it to finish or cancel it (seat-agent reductions)."
+            "holds the seats above it. Wait for it to finish or cancel it "
+            "(`seat-agent reductions`, then `seat-agent reductions cancel ID`)."
         )
     if policy.on_full == "expand":
         ceiling = policy.max_seats if policy.max_seats is not None else pool.seats
         return (
-            f"{head}; automatic expansion stopped at the ceiling max_seats={ceiling} "
-            "(on_full=expand). Free a seat or raise [license] max_seats."
+            f"{head}; licenses are added automatically only up to {ceiling} (max_seats in the "
+            "configuration file). Free a seat by deactivating a user, raise max_seats and "
+            "reload, or " + add + "."
         )
-    if policy.on_full == "refuse":
-        return (
-            f"{head}; the license allows no more (on_full=refuse). "
-            "Free a seat or raise [license] seats."
-        )
-    return f"{head} (on_full={policy.on_full}). Free a seat or raise [license] seats."
+    return f"{head}; no license is free. Free a seat by deactivating a user, or {add}."
 
 
 class DecreaseRefused(Exception):
@@ -537,7 +538,8 @@ def check_license_change(
     if new < consumed:
         raise DecreaseRefused(
             f"Cannot set licenses to {new}: {consumed} users consume a seat; deactivate at "
-            f"least {consumed - new} first (seed 000 reduce users, then licenses)."
+            f"least {consumed - new} first (in the directory, or with `seat-agent reduce --to "
+            f"{new}`, which deactivates the least active users and then lowers the licenses)."
         )
 
 

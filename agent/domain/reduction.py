@@ -123,14 +123,14 @@ def change_window(
         return ChangeWindow(
             "manual",
             None,
-            "manual at the vendor: only the vendor lowers licenses (decrease = manual, seed 004);"
+            "manual at the vendor: only the vendor lowers licenses (decrease = manual);"
             " the admin records the new count with PUT /admin/licenses",
         )
     if decrease == "never":
         return ChangeWindow(
             "manual",
             None,
-            "manual at the vendor: this contract's count only rises (decrease = never, seed 003);"
+            "manual at the vendor: this contract's count only rises (decrease = never);"
             " ask the vendor",
         )
     if renewal_date is None:
@@ -179,7 +179,7 @@ def manual_steps(decrease: str, current: int, target: int) -> list[str]:
     )
     if decrease == "never":
         return [
-            f"1. This contract's license count only rises (decrease = never, seed 003); ask the"
+            f"1. This contract's license count only rises (decrease = never); ask the"
             f" vendor whether it can be reduced from {current} to {target}.",
             f'2. If the vendor reduced it: set [license] decrease = "manual", restart, and'
             f" record it: {record}.",
@@ -382,8 +382,8 @@ def plan_reduction(
             h.user_id,
             h.user_name,
             DELETE,
-            "inactive in the directory but still consuming a seat; deleting frees it (seed 003)"
-            " and deletes the user's data (seed 000)",
+            "inactive in the directory but still consuming a seat; only deleting frees it, and"
+            " deleting deletes the user's data",
             h.last_activity,
             h.activity_source,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -131,3 +131,36 @@ def build_scheduler(
             coalesce=True,
         )
     return scheduler, lease
+
+
+def workflow_schedule(agent: Agent) -> dict[str, Any]:
+    """When the scheduler next advances reduction workflows, for the answer to an approval:
+    who holds the scheduler lease (None: no scheduler runs now), the interval, the last run
+    of ``advance_workflows`` and the next one expected (None when unknown)."""
+    from agent.jobs.lease import SCHEDULER_LEASE
+    from agent.storage.outbox import lease_holder
+
+    every = agent.settings.scheduler.workflow_seconds
+    now = agent.clock()
+    with agent.store.read() as tx:
+        holder = lease_holder(tx, SCHEDULER_LEASE, now)
+        last = job_runs(tx, "advance_workflows").get("last")
+    next_run = None
+    if holder is not None:
+        after = datetime.fromisoformat(last) + timedelta(seconds=every) if last else now
+        next_run = max(after, now).isoformat()
+    return {"scheduler": holder, "every_seconds": every, "last_run": last, "next_run": next_run}
+
+
+def schedule_text(schedule: dict[str, Any], reduction_id: str) -> str:
+    """One sentence on when an approved reduction starts."""
+    every = f"every {schedule['every_seconds']:g} seconds"
+    if schedule["scheduler"] is None:
+        return (
+            "no scheduler is running now: the workflow starts when `seat-agent serve` (with its "
+            f"embedded scheduler) or `seat-agent scheduler` runs; it is advanced {every}"
+        )
+    return (
+        f"the scheduler carries it out at its next pass, by {schedule['next_run'][:19]} UTC "
+        f"({every}); follow it with `seat-agent reduce --watch {reduction_id}`"
+    )

@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, SEAT_EXT, USER_SCHEMA
+from agent.scim.urns import ENTERPRISE, GROUP_SCHEMA, SEAT_EXT, USER_SCHEMA
 
 __all__ = [
     "ENTERPRISE",
     "GROUP_SCHEMA",
     "RESOURCE_TYPE_SCHEMA",
+    "attribute_definitions",
     "SCHEMA_SCHEMA",
     "SEAT_EXT",
     "SPC_SCHEMA",
@@ -523,6 +524,15 @@ _SCHEMAS: tuple[tuple[str, str, str, Callable[[], list[Attr]]], ...] = (
     (ENTERPRISE, "EnterpriseUser", "Enterprise User", _enterprise_attributes),
     (SEAT_EXT, "SeatAgentUser", "Seat state computed by seat-agent; read-only", _seat_attributes),
 )
+
+
+def attribute_definitions(schema_id: str) -> list[Attr]:
+    """The attribute definitions of one schema (RFC 7643 §7 ``attributes``), exactly as
+    ``/Schemas`` publishes them; agent.scim.names builds its name maps from them."""
+    for sid, _name, _description, build in _SCHEMAS:
+        if sid == schema_id:
+            return build()
+    raise KeyError(schema_id)
 
 
 def _served(seat_extension: bool) -> tuple[tuple[str, str, str, Callable[[], list[Attr]]], ...]:

@@ -41,6 +41,8 @@ from scim2_filter_parser import ast as sast  # type: ignore[import-untyped]
 from scim2_filter_parser.lexer import SCIMLexer  # type: ignore[import-untyped]
 from scim2_filter_parser.parser import SCIMParser  # type: ignore[import-untyped]
 
+from agent.scim import names
+from agent.scim.characters import refusal
 from agent.scim.errors import ScimError
 from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, MULTI_VALUED, SEAT_EXT, USER_SCHEMA
 
@@ -201,10 +203,6 @@ GROUP_ATTRS: dict[str, AttrDef] = _index(
 )
 
 _CORE_URN: dict[str, str] = {"User": CORE_USER, "Group": CORE_GROUP}
-_EXTENSION_URNS: dict[str, tuple[str, ...]] = {
-    "User": (ENTERPRISE_USER, SEAT_USER),
-    "Group": (),
-}
 _MULTI: dict[str, tuple[str, ...]] = {"User": USER_MULTI_VALUED, "Group": GROUP_MULTI_VALUED}
 # Singular complex attributes a value path may name (``name[givenName eq "x"]``).
 _COMPLEX: dict[str, tuple[str, ...]] = {
@@ -232,13 +230,12 @@ def _qualify(name: str, uri: str | None, resource_type: ResourceType, text: str,
     """Lower-cased catalogue key for ``[uri:]name`` (RFC 7644 §3.10: the core URN is optional)."""
     if uri is None:
         return name.lower()
-    u = uri.lower()
-    if u == _CORE_URN[resource_type].lower():
+    urn = names.for_resource(resource_type).urn(uri)
+    if urn is None:
+        raise _unknown(text, st)
+    if urn == _CORE_URN[resource_type]:
         return name.lower()
-    for ext in _EXTENSION_URNS[resource_type]:
-        if u == ext.lower():
-            return f"{u}:{name.lower()}"
-    raise _unknown(text, st)
+    return f"{urn.lower()}:{name.lower()}"
 
 
 def _lookup(key: str, resource_type: ResourceType, text: str, st: str) -> AttrDef:
@@ -461,6 +458,15 @@ def _convert_value(attr: AttrDef, op: str, comp: Any) -> Value:
                 "invalidFilter",
             )
         return parse_datetime(str(raw), attr.path)
+    reason = refusal(raw)
+    if reason is not None:
+        # An escape in the literal (``"\u0000"``) decodes to what no database can store.
+        raise ScimError(
+            400,
+            f"The filter value for '{attr.path}' contains {reason}, which cannot be stored; "
+            "remove it",
+            "invalidValue",
+        )
     return str(raw)
 
 

@@ -21,8 +21,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agent.scim import names
+from agent.scim.characters import describe, refusal
 from agent.scim.errors import ScimError
-from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, MULTI_VALUED, NAME_PARTS, USER_SCHEMA
+from agent.scim.names import SchemaNames, canonical_keys
+from agent.scim.resources import ENTERPRISE, GROUP_SCHEMA, NAME_PARTS, USER_SCHEMA
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 CORE_USER = USER_SCHEMA
@@ -119,8 +122,15 @@ def _no_target(detail: str) -> ScimError:
 
 
 def _require_patch_schema(body: dict) -> None:
-    """RFC 7644 §3.5.2: the body MUST carry the PatchOp message schema."""
+    """RFC 7644 §3.5.2: the body MUST carry the PatchOp message schema. A body without
+    ``schemas`` is taken as a PatchOp, as a resource without one is taken as its own type:
+    authentik's group rename sends none (its PatchRequest is dumped with
+    ``exclude_unset=True``, which drops the default; goauthentik/authentik
+    ``providers/scim/clients/groups.py`` ``_update_patch_general``). One that names other
+    schemas only is refused."""
     schemas = _get_ignoring_case(body, "schemas")
+    if schemas is None:
+        return
     if not isinstance(schemas, list) or not any(
         isinstance(s, str) and s.lower() == PATCH_OP.lower() for s in schemas
     ):
@@ -152,31 +162,27 @@ def _normalise_operation(operation: object) -> dict:
 
 @dataclass(frozen=True)
 class _Vocabulary:
-    """Known attributes of one schema; unknown ones get their shape from the data."""
+    """Known attributes of one schema (agent.scim.names, built from the published schema);
+    unknown ones get their shape from the data."""
 
-    simple: tuple[str, ...] = ()
-    complex: tuple[str, ...] = ()
-    multi_valued: tuple[str, ...] = ()
-    read_only: tuple[str, ...] = ()
+    schema: SchemaNames | None = None
 
     def canonical(self, name: str) -> str | None:
-        lowered = name.lower()
-        every = (*self.simple, *self.complex, *self.multi_valued, *self.read_only)
-        return next((known for known in every if known.lower() == lowered), None)
+        return self.schema.canonical(name) if self.schema is not None else None
 
     def kind(self, name: str) -> str | None:
-        lowered = name.lower()
-        for kind, names in (
-            ("simple", self.simple),
-            ("complex", self.complex),
-            ("multi", self.multi_valued),
-        ):
-            if any(known.lower() == lowered for known in names):
-                return kind
-        return None
+        attribute = self.schema.attribute(name) if self.schema is not None else None
+        if attribute is None or not attribute.stored:
+            return None
+        if attribute.multi_valued:
+            return "multi"
+        return "complex" if attribute.complex else "simple"
 
     def is_read_only(self, name: str) -> bool:
-        return any(known.lower() == name.lower() for known in self.read_only)
+        """id, meta, schemas, groups (computed) and password (never stored): Okta sends
+        ``groups: []`` and a placeholder password; neither is ours to store."""
+        attribute = self.schema.attribute(name) if self.schema is not None else None
+        return attribute is not None and not attribute.stored
 
 
 @dataclass(frozen=True)
@@ -190,73 +196,40 @@ class _ResourceType:
 USER = _ResourceType(
     name="User",
     core_urn=CORE_USER,
-    core=_Vocabulary(
-        simple=(
-            "userName",
-            "displayName",
-            "nickName",
-            "profileUrl",
-            "title",
-            "userType",
-            "preferredLanguage",
-            "locale",
-            "timezone",
-            "active",
-            "externalId",
-        ),
-        complex=("name",),
-        multi_valued=MULTI_VALUED,
-        # Okta sends groups:[] and a placeholder password; neither is ours to store.
-        read_only=("id", "meta", "schemas", "groups", "password"),
-    ),
-    extensions={
-        ENTERPRISE: _Vocabulary(
-            simple=("employeeNumber", "costCenter", "organization", "division", "department"),
-            complex=("manager",),
-            # scim2-models and others echo an extension object's own "schemas" inside it.
-            read_only=("schemas",),
-        )
-    },
+    core=_Vocabulary(names.USER.core),
+    # The seat-agent extension is read-only: left to sanitize_user like any foreign one.
+    extensions={ENTERPRISE: _Vocabulary(names.USER.extensions[ENTERPRISE])},
 )
 
 GROUP = _ResourceType(
     name="Group",
     core_urn=CORE_GROUP,
-    core=_Vocabulary(
-        simple=("displayName", "externalId"),
-        multi_valued=("members",),
-        read_only=("id", "meta", "schemas"),
-    ),
+    core=_Vocabulary(names.GROUP.core),
     extensions={},
 )
 
 _UNKNOWN_SCHEMA = _Vocabulary()
-_OBJECT_ARRAYS = {name.lower() for name in (*USER.core.multi_valued, *GROUP.core.multi_valued)}
-
-_SUB_ATTRIBUTES = (
-    "value",
-    "display",
-    "type",
-    "primary",
-    "$ref",
-    "formatted",
-    "familyName",
-    "givenName",
-    "middleName",
-    "honorificPrefix",
-    "honorificSuffix",
-    "streetAddress",
-    "locality",
-    "region",
-    "postalCode",
-    "country",
-    "displayName",
-)
+_STORED = [
+    attribute
+    for schema in (names.USER.core, names.USER.extensions[ENTERPRISE], names.GROUP.core)
+    for attribute in schema.attributes.values()
+    if attribute.stored
+]
+_OBJECT_ARRAYS = {a.name.lower() for a in _STORED if a.multi_valued and a.complex}
+# Every sub-attribute name of a stored attribute, by any spelling: the same lower-case name
+# has one spelling across the schemas, so one table serves value filters and elements alike.
+_SUB_NAMES: dict[str, str] = {spelling: name for a in _STORED for spelling, name in a.subs.items()}
+_SUB_ATTRIBUTES = tuple(sorted(set(_SUB_NAMES.values())))
 _BOOLEAN_ATTRIBUTES = ("active", "primary")
 
 
+def _sub_name(name: str) -> str | None:
+    found = _SUB_NAMES.get(name)
+    return found if found is not None else _SUB_NAMES.get(name.lower())
+
+
 def _canonical_sub_attribute(name: str) -> str:
-    return next((known for known in _SUB_ATTRIBUTES if known.lower() == name.lower()), name)
+    return _sub_name(name) or name
 
 
 def _existing_key(container: dict, name: str) -> str | None:
@@ -498,7 +471,19 @@ class _FilterParser:
     def _literal(self) -> Any:
         kind, text = self._take()
         if kind == "string":
-            return json.loads(text)
+            try:
+                # strict=False: a control character the body carried escaped is one character.
+                literal = json.loads(text, strict=False)
+            except ValueError:
+                raise self._error() from None
+            reason = refusal(literal)
+            if reason is not None:
+                # An escape (``"\u0000"``) decodes to text a created element could not store.
+                raise _invalid_value(
+                    f"A value in filter '{describe(self.text)}' contains {reason}, which "
+                    "cannot be stored; remove it"
+                )
+            return literal
         keywords = {"true": True, "false": False, "null": None}
         if kind == "word" and text.lower() in keywords:
             return keywords[text.lower()]
@@ -668,7 +653,7 @@ def _require_known(
     kind = vocabulary.kind(attribute)
     if kind == "multi" and target.value_filter is not None:
         for name in _filter_attributes(target.value_filter):
-            if not any(name.lower() == known.lower() for known in _SUB_ATTRIBUTES):
+            if _sub_name(name) is None:
                 raise _invalid_path(
                     f"Unknown attribute '{_describe(target, attribute)}.{name}' in value filter"
                 )
@@ -842,7 +827,7 @@ def _patch_complex(container: dict, key: str, op: str, target: AttributePath, va
 
 
 def _merge_sub_attributes(parent: dict, changes: dict) -> None:
-    for name, sub_value in changes.items():
+    for name, sub_value in canonical_keys(changes, _SUB_NAMES).items():
         sub_key = _existing_key(parent, name) or _canonical_sub_attribute(name)
         if sub_value is None:
             parent.pop(sub_key, None)
@@ -962,13 +947,15 @@ def _elements(key: str, value: Any) -> list:
             )
     if any(isinstance(e, list) for e in values):
         raise _invalid_value(f"'{key}' cannot hold nested arrays")
-    return [_normalise_element(e) if isinstance(e, dict) else e for e in values]
+    return [_normalise_element(e, key) if isinstance(e, dict) else e for e in values]
 
 
-def _normalise_element(element: dict) -> dict:
+def _normalise_element(element: dict, key: str) -> dict:
+    """One value of a multi-valued attribute: sub-attribute names in the schema's spelling
+    (RFC 7643 §2.1), ``primary`` a boolean."""
     return {
-        name: _as_boolean(name, item) if name.lower() == "primary" else item
-        for name, item in element.items()
+        name: _as_boolean(name, item) if name == "primary" else item
+        for name, item in canonical_keys(element, _SUB_NAMES, key).items()
     }
 
 
@@ -1016,7 +1003,7 @@ def _write_selected(
         return
     if not isinstance(value, dict):
         raise _invalid_value(f"'{key}[...]' takes an object value")
-    element_value = _normalise_element(value)
+    element_value = _normalise_element(value, key)
     if not matches:
         if op == "add" and selector.seed() is None:
             items.append(element_value)
@@ -1025,7 +1012,8 @@ def _write_selected(
             matches = [_new_element(items, key, selector, element_value)]
     elif op == "add":
         for element in matches:
-            element.update(element_value)
+            for name, item in element_value.items():
+                element[_existing_key(element, name) or name] = item
     else:
         matches = [_replace_element(items, element, selector, element_value) for element in matches]
     _keep_single_primary(items, matches)

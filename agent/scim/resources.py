@@ -12,14 +12,15 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agent.scim import names
 from agent.scim.errors import ScimError
-
-USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
-GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-SEAT_EXT = "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User"
-LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+from agent.scim.names import canonical_keys
+from agent.scim.urns import ENTERPRISE as ENTERPRISE
+from agent.scim.urns import ERROR_SCHEMA as ERROR_SCHEMA
+from agent.scim.urns import GROUP_SCHEMA as GROUP_SCHEMA
+from agent.scim.urns import LIST_RESPONSE as LIST_RESPONSE
+from agent.scim.urns import SEAT_EXT as SEAT_EXT
+from agent.scim.urns import USER_SCHEMA as USER_SCHEMA
 
 SIMPLE_STRINGS = (
     "userName",
@@ -54,10 +55,14 @@ NAME_PARTS = (
 ENTERPRISE_STRINGS = ("employeeNumber", "costCenter", "organization", "division", "department")
 READ_ONLY_USER = ("id", "meta", "groups", "password", "schemas")
 
-_CANONICAL_USER = {
-    k.lower(): k for k in (*SIMPLE_STRINGS, *MULTI_VALUED, "name", "active", *READ_ONLY_USER)
-}
-_CANONICAL_ENTERPRISE = {k.lower(): k for k in (*ENTERPRISE_STRINGS, "manager")}
+_USER = names.USER.core
+_ENTERPRISE = names.USER.extensions[ENTERPRISE]
+_GROUP = names.GROUP.core
+_MANAGER = _ENTERPRISE.require("manager")
+_MEMBERS = _GROUP.require("members")
+_NAME = _USER.require("name")
+# Top-level User keys: core attributes and the URNs of known extensions (RFC 7643 §3.3).
+_USER_KEYS = names.USER.body_keys
 
 
 def parse_bool(value: Any, attr: str = "active") -> bool:
@@ -114,19 +119,23 @@ def _json_type(value: Any) -> str:
 
 
 def _multi(value: Any, attr: str) -> list[dict]:
+    """A multi-valued attribute (RFC 7643 §2.4); sub-attribute names are matched
+    case-insensitively (§2.1) and kept in the schema's spelling."""
     if value is None:
         return []
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
         raise ScimError(400, f"Attribute '{attr}' must be a list of objects", "invalidValue")
+    definition = _USER.attribute(attr)
+    subs = definition.subs if definition is not None else {}
     out = []
     for item in value:
         if isinstance(item, str):
             item = {"value": item}
         if not isinstance(item, dict):
             raise ScimError(400, f"Attribute '{attr}' must be a list of objects", "invalidValue")
-        clean = {k: v for k, v in item.items() if v is not None}
+        clean = {k: v for k, v in canonical_keys(item, subs, attr).items() if v is not None}
         for sub, limit in MAX_ITEM_CHARS.items():
             if isinstance(clean.get(sub), str) and len(clean[sub]) > limit:
                 raise _too_long(f"{attr}.{sub}", limit)
@@ -155,6 +164,7 @@ def _manager(value: Any) -> dict | None:
         return None
     if not isinstance(value, dict):
         raise ScimError(400, "Attribute 'manager' must be an object", "invalidValue")
+    value = canonical_keys(value, _MANAGER.subs, "manager")
     if not value.get("value"):
         return None
     _string(value["value"], "manager.value")
@@ -168,7 +178,8 @@ def _check_schemas(body: Mapping[str, Any], core: str) -> None:
         return
     if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
         raise ScimError(400, "'schemas' must be a list of URIs", "invalidSyntax")
-    if core not in schemas:
+    # Schema URNs are case-insensitive like attribute names (RFC 7643 §2.1, §3).
+    if core not in schemas and core.lower() not in (s.lower() for s in schemas):
         raise ScimError(400, f"'schemas' must include {core}", "invalidSyntax")
 
 
@@ -183,17 +194,15 @@ def normalize_user(body: Any) -> dict:
     body = _body(body)
     _check_schemas(body, USER_SCHEMA)
     out: dict[str, Any] = {}
-    for key, value in body.items():
-        if key == ENTERPRISE or key.lower() == ENTERPRISE.lower():
+    for key, value in canonical_keys(body, _USER_KEYS).items():
+        if key == ENTERPRISE:
             ext = _enterprise(value)
             if ext:
                 out[ENTERPRISE] = ext
             continue
-        if key.startswith("urn:"):
-            continue  # foreign or read-only extension (e.g. our own seat extension)
-        canonical = _CANONICAL_USER.get(key.lower())
+        canonical = _USER.canonical(key)
         if canonical is None or canonical in READ_ONLY_USER:
-            continue
+            continue  # foreign, read-only or extension (e.g. our own seat extension)
         if canonical in SIMPLE_STRINGS:
             s = _string(value, canonical)
             if s is not None:
@@ -220,10 +229,9 @@ def _name(value: Any) -> dict:
         return {}
     if not isinstance(value, dict):
         raise ScimError(400, "Attribute 'name' must be an object", "invalidValue")
-    canonical = {p.lower(): p for p in NAME_PARTS}
     out = {}
-    for k, v in value.items():
-        part = canonical.get(k.lower())
+    for k, v in canonical_keys(value, _NAME.subs, "name").items():
+        part = k if k in NAME_PARTS else None
         s = _string(v, f"name.{part or k}")
         if part and s is not None:
             out[part] = s
@@ -236,8 +244,8 @@ def _enterprise(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ScimError(400, f"'{ENTERPRISE}' must be an object", "invalidValue")
     out: dict[str, Any] = {}
-    for k, v in value.items():
-        canonical = _CANONICAL_ENTERPRISE.get(k.lower())
+    for k, v in canonical_keys(value, _ENTERPRISE.spelling, ENTERPRISE).items():
+        canonical = k if k in ENTERPRISE_STRINGS or k == "manager" else None
         if canonical == "manager":
             manager = _manager(v)
             if manager:
@@ -270,15 +278,14 @@ def normalize_group(body: Any) -> tuple[dict, list[str] | None]:
     _check_schemas(body, GROUP_SCHEMA)
     out: dict[str, Any] = {}
     members: list[str] | None = None
-    for key, value in body.items():
-        k = key.lower()
-        if k == "displayname":
+    for key, value in canonical_keys(body, _GROUP.spelling).items():
+        if key == "displayName":
             out["displayName"] = _string(value, "displayName")
-        elif k == "externalid":
+        elif key == "externalId":
             s = _string(value, "externalId")
             if s is not None:
                 out["externalId"] = s
-        elif k == "members":
+        elif key == "members":
             members = member_ids(value)
     if not out.get("displayName") or not str(out["displayName"]).strip():
         raise ScimError(400, "Attribute 'displayName' is required", "invalidValue")
@@ -295,6 +302,8 @@ def member_ids(value: Any) -> list[str]:
         raise ScimError(400, "Attribute 'members' must be a list", "invalidValue")
     ids: list[str] = []
     for item in value:
+        if isinstance(item, dict):
+            item = canonical_keys(item, _MEMBERS.subs, "members")
         ref = item.get("value") if isinstance(item, dict) else item
         if not isinstance(ref, str) or not ref:
             raise ScimError(400, "Each member needs a string 'value'", "invalidValue")

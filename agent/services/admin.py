@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from decimal import Decimal
@@ -17,8 +17,11 @@ from agent.domain.billing import (
     SeatChange,
     billing_preview,
 )
+from agent.services.refusals import refused_counts
 from agent.services.seats import Cause, SeatEngine
+from agent.storage import refusals as refusal_rows
 from agent.storage.records import LedgerEntry, UserRecord
+from agent.storage.refusals import RefusalRow
 from agent.storage.store import Store
 
 SEAT_CHANGING = ("licenses", "expand")
@@ -44,6 +47,14 @@ class LicenseChange:
         return "applied" if self.seats != self.previous else "unchanged"
 
 
+@dataclass(frozen=True)
+class DirectoryUser:
+    """A user as the admin's list shows it: the record and since when it holds its seat."""
+
+    record: UserRecord
+    seat_since: datetime | None
+
+
 class SeatAdmin:
     def __init__(
         self,
@@ -66,6 +77,7 @@ class SeatAdmin:
             breakdown = tx.seat_breakdown()
             roles = tx.role_values(True, self.seats.policy.group_roles)
             queued = tx.queued_count()
+            refused = refused_counts(tx, self.clock())
         by_status: dict[str, dict[str, int]] = {}
         by_state: dict[str, int] = {}
         for status, state, holds, n in breakdown:
@@ -83,17 +95,23 @@ class SeatAdmin:
             "by_status": by_status,
             "by_license_state": by_state,
             "by_role": dict(sorted(roles)),
+            "refused": refused,
         }
 
     def set_licenses(
-        self, seats: int, recorded_by_admin: bool = True
+        self, seats: int, recorded_by_admin: bool = True, reduction: str | None = None
     ) -> tuple[int, list[UserRecord]]:
         """Set the license count: seed 000's rule (never below consumption) and the decrease
-        mode. The reduction workflow calls it with ``recorded_by_admin=False``."""
-        change = self.change_licenses(seats, recorded_by_admin=recorded_by_admin)
+        mode. The reduction workflow calls it with ``recorded_by_admin=False`` and its id, which
+        the ledger entry names."""
+        change = self.change_licenses(
+            seats, recorded_by_admin=recorded_by_admin, reduction=reduction
+        )
         return change.seats, change.promoted
 
-    def change_licenses(self, seats: int, recorded_by_admin: bool = True) -> LicenseChange:
+    def change_licenses(
+        self, seats: int, recorded_by_admin: bool = True, reduction: str | None = None
+    ) -> LicenseChange:
         """PUT /admin/licenses and ``seat-agent licenses set``.
 
         Raises InvalidLicenseCount (outside ``0..MAX_LICENSES``) or DecreaseRefused. With
@@ -110,7 +128,8 @@ class SeatAdmin:
                 renewal_date=self.license.renewal_date,
                 window_days=self.license.renewal_window_days,
                 recorded_by_admin=recorded_by_admin,
-                cause=Cause("admin"),
+                cause=Cause("reduction") if reduction else Cause("admin"),
+                note=f"reduction {reduction}" if reduction else None,
             )
         recorded = self.license.decrease == "manual" and new < previous
         return LicenseChange(
@@ -128,6 +147,49 @@ class SeatAdmin:
             ),
             vendor_steps=lic.manual_decrease_steps(previous, new) if recorded else [],
         )
+
+    def users(
+        self, *, state: str | None, text: str | None, after: int, limit: int
+    ) -> tuple[list[DirectoryUser], int | None]:
+        """One page of the admin's user list and the seq to continue after (None: the last
+        page). Seat holders carry since when they hold it (their newest grant)."""
+        with self.store.read() as tx:
+            batch = tx.directory_after(after, limit, state=state, text=text)
+            since = tx.seat_since([u.id for u in batch.items if u.seat.holds_seat])
+            more = len(batch.items) == limit and bool(
+                tx.directory_after(batch.last_seq, 1, state=state, text=text).items
+            )
+        return [DirectoryUser(u, since.get(u.id)) for u in batch.items], (
+            batch.last_seq if more else None
+        )
+
+    def billable_users(self) -> Iterator[DirectoryUser]:
+        """Every user holding a seat, in batches (memory stays flat): the CSV export."""
+        after = 0
+        while True:
+            with self.store.read() as tx:
+                batch = tx.holders_after(after, 1000)
+                since = tx.seat_since([u.id for u in batch.items])
+            if not batch.items:
+                return
+            for u in batch.items:
+                yield DirectoryUser(u, since.get(u.id))
+            after = batch.last_seq
+
+    def find_user(self, key: str) -> UserRecord | None:
+        """The user an id, a userName or an externalId names (None: no such user)."""
+        with self.store.read() as tx:
+            user_id = tx.find_user_id(key)
+            return tx.get_user(user_id) if user_id is not None else None
+
+    def refusals(
+        self, since: datetime | None, after: int | None, limit: int
+    ) -> tuple[list[RefusalRow], int | None]:
+        """Refused demand in time order and the seq to continue after (None: no more)."""
+        with self.store.read() as tx:
+            found = refusal_rows.page(tx, since=since, after=after, limit=limit + 1)
+        more = len(found) > limit
+        return found[:limit], found[limit - 1].seq if more else None
 
     def queue(self) -> list[UserRecord]:
         with self.store.read() as tx:

@@ -33,6 +33,10 @@ class Notifier(Protocol):
 
     def seat_event(self, tx: StoreTx, event: SeatEvent) -> None: ...
 
+    def group_changed(self, tx: StoreTx, group_id: str) -> None: ...
+
+    def group_deleted(self, tx: StoreTx, group_id: str) -> None: ...
+
 
 class NullNotifier:
     """No downstream and no alerts."""
@@ -44,4 +48,10 @@ class NullNotifier:
         return None
 
     def seat_event(self, tx: StoreTx, event: SeatEvent) -> None:
+        return None
+
+    def group_changed(self, tx: StoreTx, group_id: str) -> None:
+        return None
+
+    def group_deleted(self, tx: StoreTx, group_id: str) -> None:
         return None

@@ -87,6 +87,7 @@ class Provisioning:
         """RFC 7644 §3.3: create; the seat decision and the insert are one transaction."""
         resource = normalize_user(body)
         user_id = self.new_id()
+        cause = cause.via("POST /Users")
         with self.store.write() as tx, _mapped_errors():
             if tx.user_name_taken(resource["userName"]):
                 raise ScimError(
@@ -151,6 +152,7 @@ class Provisioning:
         user the IdP deactivated, just because it resent the profile without the flag.
         """
         resource = normalize_user(body)
+        cause = cause.via("PUT")
         if not _mentions_active(body):
             return self._update_user(
                 user_id,
@@ -170,7 +172,7 @@ class Provisioning:
         def change(old: dict) -> dict:
             return sanitize_user(scim_patch.apply_user_patch(old, operations))
 
-        return self._update_user(user_id, change, if_match, cause)
+        return self._update_user(user_id, change, if_match, cause.via("PATCH"))
 
     def _update_user(
         self,
@@ -204,6 +206,7 @@ class Provisioning:
     def reevaluate_user(self, user_id: str, cause: Cause = ADMIN) -> UserRecord:
         """Admin path to a seat: decide again for a user (a fallback user asking for a real
         seat, a refused one after seats were added). Same decision, same outcome at the limit."""
+        cause = cause.via("re-evaluate")
         with self.store.write() as tx, _mapped_errors():
             record = _require_user(tx, user_id)
             previous = replace(record.seat, on_fallback=False)
@@ -243,6 +246,7 @@ class Provisioning:
             if members:
                 added = tx.add_members(group_id, members)
                 self._resettle(tx, added, cause)
+            self.seats.notifier.group_changed(tx, group_id)
             return _require_group(tx, group_id, with_members=True)
 
     def get_group(self, group_id: str, with_members: bool = True) -> GroupRecord:
@@ -277,6 +281,7 @@ class Provisioning:
             added = tx.add_members(group_id, [m for m in new if m not in old])
             affected = tx.member_ids(group_id) if renamed else [*added]
             self._resettle(tx, [*affected, *removed], cause)
+            self.seats.notifier.group_changed(tx, group_id)
             return _require_group(tx, group_id, with_members=True)
 
     @_announces_refusals
@@ -292,7 +297,8 @@ class Provisioning:
             resource, _ = normalize_group(resource)
             renamed = record.resource.get("displayName") != resource["displayName"]
             now = self.clock()
-            if resource != record.resource:
+            changed = resource != record.resource
+            if changed:
                 record = tx.update_group(record, resource, now)
             removed: list[str] = []
             if delta.remove_all:
@@ -304,6 +310,8 @@ class Provisioning:
                 tx.touch_group(group_id, now)
             affected = tx.member_ids(group_id) if renamed else added
             self._resettle(tx, [*affected, *removed], cause)
+            if changed or removed or added:
+                self.seats.notifier.group_changed(tx, group_id)
             return _require_group(tx, group_id, with_members=False)
 
     @_announces_refusals
@@ -313,11 +321,13 @@ class Provisioning:
             _check_etag(if_match, record.version)
             former = tx.delete_group(group_id)
             self._resettle(tx, former, cause)
+            self.seats.notifier.group_deleted(tx, group_id)
 
     def _resettle(self, tx: StoreTx, user_ids: Iterable[str], cause: Cause) -> None:
         """Group membership maps to roles (``[license] group_roles``): re-decide those users."""
         if not self.seats.policy.group_roles:
             return
+        cause = replace(cause, path="group membership")
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return

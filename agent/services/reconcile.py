@@ -44,6 +44,7 @@ class ReconcileReport:
     repaired: bool = False
     dry_run: bool = False
     downstream_error: str | None = None  # set when the downstream could not be read
+    downstream_note: str | None = None  # why the comparison was skipped or partial
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class ReconcileReport:
             "repaired": self.repaired,
             "dry_run": self.dry_run,
             "downstream_error": self.downstream_error,
+            "downstream_note": self.downstream_note,
         }
 
 
@@ -184,8 +186,9 @@ def _resettle(
                         previous=record.seat,
                         cause=RECONCILE,
                     )
-                except SeatRefused:  # raised before anything was written for this user
+                except SeatRefused as refusal:  # raised before anything was written for it
                     report.unresolved.append(record.user_name)
+                    seats.record_refusal(tx, refusal, announce=False)
                     continue
                 if seat != record.seat:
                     tx.set_seat(record.id, seat, seats.clock())

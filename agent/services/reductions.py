@@ -35,6 +35,7 @@ from agent.services.admin import SeatAdmin
 from agent.services.outbox_notifier import DELETE_USER, PUSH_USER
 from agent.services.provisioning import Provisioning
 from agent.services.seats import Cause, directory_state
+from agent.services.webhook_events import ACTIVE, WEBHOOK
 from agent.storage import outbox
 from agent.storage import reductions as rows
 from agent.storage.records import UserRecord
@@ -85,6 +86,19 @@ class ReductionConflict(Exception):
         self.plan = plan
 
 
+class NothingToReduce(ReductionConflict):
+    """A target at or above the licenses held: no reduction (a bad argument on the CLI)."""
+
+    def __init__(self, seats: int, target: int):
+        super().__init__(
+            f"nothing to reduce: {seats} licenses are held and the target is {target}; a "
+            f"reduction needs a target below {seats} (to add licenses: seat-agent licenses set "
+            f"{target})"
+        )
+        self.seats = seats
+        self.target = target
+
+
 InvalidTransition = red.InvalidTransition
 
 
@@ -97,6 +111,7 @@ class AppView:
     logins: dict[str, datetime] = field(default_factory=dict)
     active_ids: set[str] = field(default_factory=set)  # externalIds of active app users
     active_unlinked: int = 0  # active app users without an externalId (not ours)
+    active_count: int | None = None  # an application that only counts (webhook count_url)
     error: str | None = None
 
     def notes(self) -> list[str]:
@@ -233,6 +248,7 @@ class Reductions:
         last_login: LastLogin | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         app_users: AppUsers | None = None,
+        app_count: Callable[[], int] | None = None,
     ):
         self.store = store
         self.provisioning = provisioning
@@ -244,6 +260,12 @@ class Reductions:
         self.last_login = last_login
         self.new_id = new_id
         self.app_users = app_users
+        # An application that cannot be listed but counts its active users (webhook).
+        self.app_count = app_count
+
+    @property
+    def _reads_app(self) -> bool:
+        return self.app_users is not None or self.app_count is not None
 
     @property
     def policy(self) -> lic.LicensePolicy:
@@ -270,10 +292,12 @@ class Reductions:
     def _app_view(self) -> AppView | None:
         """Read the application's users now, with no transaction open; None without a
         downstream. A downstream that cannot be read gives a view with ``error`` set."""
-        if self.app_users is None and self.last_login is None:
+        if not self._reads_app and self.last_login is None:
             return None
         view = AppView()
         try:
+            if self.app_count is not None:
+                view.active_count = self.app_count()
             if self.last_login is not None:
                 view.logins = dict(self.last_login())
             if self.app_users is not None:
@@ -355,6 +379,10 @@ class Reductions:
     def preview(self, target: int) -> dict[str, Any]:
         """The plan a reduction to ``target`` would follow now; creates nothing (dry run)."""
         _check_target(target)
+        with self.store.read() as tx:
+            seats = tx.pool().seats
+        if target >= seats:
+            raise NothingToReduce(seats, target)
         view = self._app_view()
         with self.store.read() as tx:
             return plan_dict(self._plan(tx, target, view))
@@ -380,9 +408,7 @@ class Reductions:
             )
         pool = tx.pool()
         if target >= pool.seats:
-            raise ReductionConflict(
-                f"nothing to reduce: {pool.seats} licenses are held, target is {target}"
-            )
+            raise NothingToReduce(pool.seats, target)
         plan = self._plan(tx, target, view)
         data = plan_dict(plan)
         data["trigger"] = trigger
@@ -613,9 +639,7 @@ class Reductions:
             # The application is read only when its answer matters now (not while our own
             # deactivations are still on their way to it).
             wanted = local is State.DEACTIVATING or (
-                local is not State.FAILED
-                and self.app_users is not None
-                and not _pending_deliveries(tx, row)
+                local is not State.FAILED and self._reads_app and not _pending_deliveries(tx, row)
             )
         view = self._app_view() if wanted else None  # outside the write transaction
         with self.store.write() as tx:
@@ -666,7 +690,7 @@ class Reductions:
                 else:
                     note = (
                         f"{pool.consumed} users consume, target {row.target}"
-                        + (", and the application agrees" if self.app_users is not None else "")
+                        + (", and the application agrees" if self._reads_app else "")
                         + ": lowering licenses"
                     )
                     self._move(tx, row, nxt, note, reason=None)
@@ -680,13 +704,16 @@ class Reductions:
                 f"waiting for {pending} of {len(stopped)} deactivations to reach the application"
                 " (outbox; see `seat-agent status`)"
             )
-        if self.app_users is None:
+        if not self._reads_app:
             return None
         if view is None or view.error is not None:
             error = view.error if view is not None else "not read"
             return f"waiting to read the application's users to confirm the count ({error})"
-        free = tx.free_user_ids()
-        active = view.active_unlinked + len(view.active_ids - free)
+        if view.active_count is not None:  # a count only: less the free users it shows
+            active = view.active_count - outbox.count_links(tx, ACTIVE, license_state="free")
+        else:
+            free = tx.free_user_ids()
+            active = view.active_unlinked + len(view.active_ids - free)
         if active > row.target:
             return (
                 f"the application still shows {active} active users, target {row.target}"
@@ -754,7 +781,9 @@ class Reductions:
             return
         if pool.seats > row.target:
             try:
-                self.seat_admin.set_licenses(row.target, recorded_by_admin=False)
+                self.seat_admin.set_licenses(
+                    row.target, recorded_by_admin=False, reduction=reduction_id
+                )
             except lic.DecreaseRefused as err:
                 with self.store.write() as tx:
                     row = self._require(tx, reduction_id)
@@ -1007,7 +1036,7 @@ def _stopped_ids(row: ReductionRow) -> list[str]:
 
 def _pending_deliveries(tx: StoreTx, row: ReductionRow) -> int:
     """How many users this reduction stopped still have a push or delete in the outbox."""
-    return outbox.pending_keys(tx, _stopped_ids(row), (PUSH_USER, DELETE_USER))
+    return outbox.pending_keys(tx, _stopped_ids(row), (PUSH_USER, DELETE_USER, WEBHOOK))
 
 
 def _deactivating_since(row: ReductionRow) -> datetime | None:

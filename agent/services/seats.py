@@ -20,6 +20,7 @@ from agent.domain import license as lic
 from agent.domain.billing import BillingTerms, prorated_cost
 from agent.domain.reduction import SEAT_HOLDING_STATES
 from agent.services.events import Notifier, NullNotifier, SeatEvent
+from agent.storage import refusals
 from agent.storage.records import SeatState, UserRecord
 from agent.storage.store import StoreTx
 
@@ -27,11 +28,24 @@ from agent.storage.store import StoreTx
 class SeatRefused(Exception):
     """No seat could be given; ``detail`` is written for Okta's task list and Entra's log."""
 
-    def __init__(self, detail: str, user_id: str | None = None, user_name: str | None = None):
+    def __init__(
+        self,
+        detail: str,
+        user_id: str | None = None,
+        user_name: str | None = None,
+        *,
+        at: datetime | None = None,
+        path: str = "",
+        request: str | None = None,
+    ):
         super().__init__(detail)
         self.detail = detail
         self.user_id = user_id
         self.user_name = user_name
+        # For the refusals table: when, on which path, in which request.
+        self.at = at
+        self.path = path
+        self.request = request
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,17 @@ class Cause:
 
     kind: str  # "scim" | "admin" | "reconcile" | "queue"
     request: str | None = None
+    # The path a refused demand came in on, as the refusals list shows it ("scim POST /Users",
+    # "scim PATCH", "group membership", "reconcile"); the kind when not given.
+    path: str | None = None
+
+    def via(self, operation: str) -> Cause:
+        """This cause on one operation: ``Cause("scim").via("PATCH")`` -> "scim PATCH"."""
+        return replace(self, path=f"{self.kind} {operation}")
+
+    @property
+    def where(self) -> str:
+        return self.path or self.kind
 
 
 def directory_state(resource: dict, group_names: Iterable[str]) -> lic.DirectoryState:
@@ -174,6 +199,19 @@ class SeatEngine:
                 lic.refusal_detail(current, self._policy(pool.seats), target),
                 user_id,
                 user_name,
+                at=now,
+                path=cause.where,
+                request=cause.request or self.request_id(),
+            )
+        if outcome is not lic.Outcome.EXPAND and outcome is not lic.Outcome.GRANT:
+            self._refused_demand(
+                tx,
+                "queued" if outcome is lic.Outcome.QUEUE else "fallback",
+                now,
+                cause.where,
+                user_id,
+                user_name,
+                cause.request,
             )
         if outcome is lic.Outcome.QUEUE:
             self._ledger(
@@ -297,9 +335,45 @@ class SeatEngine:
         )
         self._announce(tx, "released", user_id, user_name, after=(pool.seats, consumed))
 
-    def record_refusal(self, tx: StoreTx, refusal: SeatRefused) -> None:
-        """A refused activation rolled back; announce it from a transaction of its own."""
-        self._announce(tx, "refused", refusal.user_id, refusal.user_name, refusal.detail)
+    def _refused_demand(
+        self,
+        tx: StoreTx,
+        outcome: str,
+        at: datetime,
+        path: str,
+        user_id: str | None,
+        user_name: str | None,
+        request: str | None,
+    ) -> None:
+        """One row of refused demand (issue 14), with the pool as it stands in ``tx``."""
+        pool = tx.pool()
+        refusals.record(
+            tx,
+            at=at,
+            outcome=outcome,
+            path=path,
+            licensed=pool.seats,
+            consumed=pool.consumed,
+            queued=tx.queued_count(),
+            user_id=user_id,
+            user_name=user_name,
+            request=request or self.request_id(),
+        )
+
+    def record_refusal(self, tx: StoreTx, refusal: SeatRefused, announce: bool = True) -> None:
+        """A refused activation rolled back: record it (refusals table) and announce it
+        (alerts) from a transaction of its own, or in reconcile's, which goes on."""
+        self._refused_demand(
+            tx,
+            "refused",
+            refusal.at or self.clock(),
+            refusal.path or "unknown",
+            refusal.user_id,
+            refusal.user_name,
+            refusal.request,
+        )
+        if announce:
+            self._announce(tx, "refused", refusal.user_id, refusal.user_name, refusal.detail)
 
     def release_deleted(self, tx: StoreTx, record: UserRecord, cause: Cause) -> None:
         """A deleted user gives back its seat (seed 003: only deletion frees a suspended one)."""
@@ -385,6 +459,7 @@ class SeatEngine:
         window_days: int,
         recorded_by_admin: bool,
         cause: Cause,
+        note: str | None = None,
     ) -> tuple[int, list[UserRecord]]:
         """Change the license count (seed 000: never below consuming users), then serve the
         queue."""
@@ -393,7 +468,8 @@ class SeatEngine:
         if decrease_mode == "never" and new < pool.seats:
             raise lic.DecreaseRefused(
                 f"Cannot lower licenses from {pool.seats} to {new}: this contract's count only "
-                "rises (decrease = 'never', seed 003 maximum-number system)."
+                "rises (a maximum-number contract: decrease = 'never'); ask the vendor whether "
+                "it can be lowered."
             )
         lic.check_license_change(
             "manual" if decrease_mode == "never" else decrease_mode,
@@ -422,7 +498,8 @@ class SeatEngine:
                     " (recorded: lowered at the vendor, decrease = manual)"
                     if decrease_mode == "manual" and new < pool.seats
                     else ""
-                ),
+                )
+                + (f" ({note})" if note else ""),
                 seats_after=new,
                 consumed_after=pool.consumed,
                 cost=cost,

@@ -38,11 +38,18 @@ def sqlite_file(url: str) -> str | None:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create the engine; on SQLite, writes take the database lock at BEGIN (BEGIN IMMEDIATE).
 
+    Statement parameters are hidden from error messages (``hide_parameters``): they are
+    request data.
+
     SQLite's default deferred transactions upgrade to a write lock only at the first write, so
     two transactions that both read the seat pool and then write could interleave; BEGIN
     IMMEDIATE makes the read-decide-write of a seat decision one atomic step across processes.
     """
     url = normalize_url(url)
+    # A failed statement's message would carry its bound values (userNames, filter values,
+    # e-mail addresses) into the error log; request bodies and filters are
+    # never logged (docs/deployment.md, "Logs").
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -146,3 +153,11 @@ def _sqlite_events(engine: Engine) -> None:
         # much as the indexed probe of a lookup.
         write = conn.get_execution_options().get(WRITE, False)
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def shown_url(url: str) -> str:
+    """The URL as an error message may show it: any password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing in it to hide
+        return url

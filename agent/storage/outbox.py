@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from agent.storage.store import StoreTx, utc
-from agent.storage.tables import alert_state, downstream_links, leases, outbox
+from agent.storage.tables import alert_state, downstream_links, leases, outbox, users
 
 IN_CHUNK = 500  # keys bound per IN (...) list
 
@@ -227,8 +227,53 @@ def link(tx: StoreTx, user_id: str, remote: str, now: datetime) -> None:
         )
 
 
+def users_by_remote_id(tx: StoreTx) -> dict[str, str]:
+    """{downstream id: user id} of every recorded link (read once per downstream listing:
+    one scan, rather than one per page on a column without an index)."""
+    rows = tx.conn.execute(select(downstream_links.c.remote_id, downstream_links.c.user_id))
+    return {r[0]: r[1] for r in rows}
+
+
 def unlink(tx: StoreTx, user_id: str) -> None:
     tx.conn.execute(delete(downstream_links).where(downstream_links.c.user_id == user_id))
+
+
+def remote_ids(tx: StoreTx, user_ids: Sequence[str]) -> dict[str, str]:
+    """The links of ``user_ids`` that exist, asked ``IN_CHUNK`` ids at a time."""
+    found: dict[str, str] = {}
+    for start in range(0, len(user_ids), IN_CHUNK):
+        q = select(downstream_links.c.user_id, downstream_links.c.remote_id).where(
+            downstream_links.c.user_id.in_(user_ids[start : start + IN_CHUNK])
+        )
+        found.update({r[0]: r[1] for r in tx.conn.execute(q)})
+    return found
+
+
+def set_link(tx: StoreTx, user_id: str, remote: str, now: datetime, *, exists: bool) -> None:
+    """``link`` for a caller that already read whether the user has a link (one statement)."""
+    if exists:
+        tx.conn.execute(
+            update(downstream_links)
+            .where(downstream_links.c.user_id == user_id)
+            .values(remote_id=remote, pushed_at=now)
+        )
+    else:
+        tx.conn.execute(
+            insert(downstream_links).values(user_id=user_id, remote_id=remote, pushed_at=now)
+        )
+
+
+def count_links(tx: StoreTx, prefix: str, license_state: str | None = None) -> int:
+    """How many links' downstream id starts with ``prefix`` (a LIKE pattern), of users in
+    ``license_state`` when given."""
+    q = select(func.count()).where(downstream_links.c.remote_id.like(f"{prefix}%"))
+    if license_state is None:
+        q = q.select_from(downstream_links)
+    else:
+        q = q.select_from(
+            downstream_links.join(users, users.c.id == downstream_links.c.user_id)
+        ).where(users.c.license_state == license_state)
+    return int(tx.conn.execute(q).scalar_one())
 
 
 # -- leases ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     text,
     union,
@@ -424,6 +425,15 @@ class _DeferredWrites:
     seats: list[dict[str, Any]] = field(default_factory=list)
 
 
+class AtCommit(Protocol):
+    """Work gathered during a write transaction and written at its end (``StoreTx.at_commit``)."""
+
+    def flush(self, tx: StoreTx) -> None: ...
+
+
+_AtCommit = TypeVar("_AtCommit", bound=AtCommit)
+
+
 class StoreTx:
     """Operations inside one transaction."""
 
@@ -434,6 +444,7 @@ class StoreTx:
         # nobody else can change the row until it commits, so it need not be read again.
         self._pool: PoolRow | None = None
         self._deferred: _DeferredWrites | None = None
+        self._at_commit: dict[str, AtCommit] = {}
 
     # -- seat pool -------------------------------------------------------------------------
 
@@ -457,6 +468,22 @@ class StoreTx:
             self._deferred.pool = params
             return
         self.conn.execute(_SET_POOL, params)
+
+    def at_commit(self, name: str, factory: Callable[[], _AtCommit]) -> _AtCommit:
+        """The ``name`` object of this write transaction (made by ``factory`` on first use),
+        whose ``flush(tx)`` runs once when the transaction's work is done, just before it
+        commits, after any deferred seat writes: it sees the transaction's final state. (The
+        webhook events describe what a transaction changed, not its intermediate steps.)"""
+        existing = self._at_commit.get(name)
+        if existing is None:
+            existing = self._at_commit[name] = factory()
+        return existing  # type: ignore[return-value]
+
+    def flush_at_commit(self) -> None:
+        """Run the ``at_commit`` work (Store.write calls it as the transaction ends)."""
+        while self._at_commit:
+            name = next(iter(self._at_commit))
+            self._at_commit.pop(name).flush(self)
 
     @contextmanager
     def deferred_seat_writes(self) -> Iterator[None]:
@@ -777,6 +804,77 @@ class StoreTx:
         not attached."""
         q = select(users).where(users.c.holds_seat.is_(True), users.c.seq > seq)
         return self._user_batch(q, seq, limit)
+
+    def directory_after(
+        self, seq: int, limit: int, *, state: str | None = None, text: str | None = None
+    ) -> SeqBatch[UserRecord]:
+        """The admin's user list: up to ``limit`` users after ``seq`` in ``seq`` order, in a
+        license state and/or whose userName, name, email or externalId contains ``text``
+        (case-insensitive); groups are not attached."""
+        q = select(users).where(users.c.seq > seq)
+        if state is not None:
+            q = q.where(users.c.license_state == state)
+        if text:
+            escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+
+            def like(col: Any) -> ColumnElement[bool]:
+                return func.lower(col).like(pattern, escape="\\")
+
+            email = (
+                select(user_values.c.user_id)
+                .where(
+                    user_values.c.user_id == users.c.id,
+                    user_values.c.attr == "emails",
+                    user_values.c.value_ci.like(pattern, escape="\\"),
+                )
+                .exists()
+            )
+            q = q.where(
+                or_(
+                    users.c.user_name_ci.like(pattern, escape="\\"),
+                    like(users.c.display_name),
+                    like(users.c.formatted_name),
+                    like(users.c.given_name),
+                    like(users.c.family_name),
+                    like(users.c.external_id),
+                    email,
+                )
+            )
+        return self._user_batch(q, seq, limit)
+
+    def seat_since(self, user_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each of these users was last given a seat (its newest ``grant`` or ``promote``
+        ledger entry); users never given one are absent."""
+        out: dict[str, datetime] = {}
+        ids = list(user_ids)
+        for start in range(0, len(ids), 500):
+            q = (
+                select(seat_ledger.c.user_id, func.max(seat_ledger.c.at))
+                .where(
+                    seat_ledger.c.user_id.in_(ids[start : start + 500]),
+                    seat_ledger.c.kind.in_(("grant", "promote")),
+                )
+                .group_by(seat_ledger.c.user_id)
+            )
+            for user_id, at in self.conn.execute(q):
+                out[user_id] = utc(at)  # type: ignore[assignment]
+        return out
+
+    def find_user_id(self, key: str) -> str | None:
+        """The id of the user ``key`` names: its id, else its userName (case-insensitive, RFC
+        7643 §4.1.1), else its externalId when exactly one user has it."""
+        if self.conn.execute(select(users.c.id).where(users.c.id == key)).first() is not None:
+            return key
+        found = self.conn.execute(
+            select(users.c.id).where(users.c.user_name_ci == key.lower())
+        ).first()
+        if found is not None:
+            return str(found[0])
+        rows = self.conn.execute(
+            select(users.c.id).where(users.c.external_id == key).limit(2)
+        ).all()
+        return str(rows[0][0]) if len(rows) == 1 else None
 
     def _user_batch(self, q: Any, seq: int, limit: int) -> SeqBatch[UserRecord]:
         rows = self.conn.execute(q.order_by(users.c.seq).limit(limit)).all()
@@ -1297,6 +1395,7 @@ class Store:
                 tx = StoreTx(conn)
                 tx.lock_pool()
                 yield tx
+                tx.flush_at_commit()
 
     @contextmanager
     def read(self) -> Iterator[StoreTx]:

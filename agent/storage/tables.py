@@ -134,7 +134,7 @@ seat_ledger = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("at", TS, nullable=False, index=True),
     Column("kind", String(32), nullable=False),
-    Column("user_id", String(36)),
+    Column("user_id", String(36), index=True),  # a user's seat history ("seat since")
     Column("user_name", String(255)),
     Column("cause", String(64), nullable=False),
     Column("detail", Text),
@@ -210,4 +210,22 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(255), nullable=False),
     Column("expires_at", TS, nullable=False),
+)
+
+# Refused demand (issue 14): every activation the pool could not serve with a seat (refused,
+# queued or put on the fallback role), with who, when, which path and the pool at that moment.
+# Append-only; a refusal rolls its own transaction back, so it is written in one of its own.
+refusals = Table(
+    "refusals",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False, index=True),
+    Column("outcome", String(16), nullable=False),  # refused | queued | fallback
+    Column("user_id", String(36)),
+    Column("user_name", String(255)),
+    Column("path", String(64), nullable=False),  # "scim POST /Users", "group membership", ...
+    Column("licensed", Integer, nullable=False),
+    Column("consumed", Integer, nullable=False),
+    Column("queued", Integer, nullable=False),
+    Column("request_id", String(128)),
 )

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import json
+import csv
+import io
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from agent.domain.license import MAX_LICENSES, DecreaseRefused, InvalidLicenseCount
+from agent.scim.characters import describe, refusal
 from agent.scim.errors import ScimError
-from agent.services.admin import LicenseChange, SeatAdmin
+from agent.services.admin import DirectoryUser, LicenseChange, SeatAdmin
+from agent.services.refusals import refusal_json
 from agent.storage.records import LedgerEntry, UserRecord
+from agent.web import json_body
 from agent.web.auth import TokenSet, bearer_digest
+from agent.web.db_errors import DETAIL as DATABASE_ERROR
+from agent.web.db_errors import log_database_error
 from agent.web.ratelimit import retry_after_header
 from agent.web.status_page import session_is_admin
 
@@ -66,6 +73,13 @@ def _database_unavailable(_err: Exception) -> Response:
     return resp
 
 
+@bp.errorhandler(DBAPIError)
+def _database_error(err: DBAPIError) -> Response:
+    """Any other database error: a 500 logged without request data (agent.web.db_errors)."""
+    log_database_error(err)
+    return _error(500, DATABASE_ERROR)
+
+
 @bp.before_app_request
 def _unrouted() -> Response | None:
     """A path under /admin that no route matches (or a method it does not allow) is answered
@@ -98,11 +112,33 @@ def _authenticate() -> Response | None:
     return None
 
 
+@bp.before_request
+def _refuse_unstorable_text() -> None:
+    """Path ids and query parameters through the character check bodies get
+    (agent.scim.characters): an id no database can hold is an unknown user (404), a query
+    parameter holding such text a 400; never a 500 from the database."""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and refusal(value) is not None:
+            kind = name.removesuffix("_id").removesuffix("_key")
+            raise AdminError(404, f"{kind} {describe(value)} not found")
+    for name, value in request.args.items(multi=True):
+        reason = refusal(name) or refusal(value)
+        if reason is not None:
+            raise AdminError(
+                400,
+                f"query parameter '{describe(name)}' contains {reason}, which cannot be stored; "
+                "remove it",
+            )
+
+
 def _json_object(allowed: set[str]) -> dict[str, Any]:
+    """The body as a JSON object of ``allowed`` fields, through the same size, depth and
+    character guards as SCIM bodies (agent.web.json_body)."""
     try:
-        body = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise AdminError(400, "request body is not valid JSON") from None
+        raw = json_body.read()
+        body = json_body.parse(raw) if raw.strip() else None
+    except json_body.BodyRefused as err:
+        raise AdminError(err.status, err.detail) from None
     if not isinstance(body, dict):
         raise AdminError(400, "request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -220,22 +256,31 @@ def set_licenses() -> Response:
     return jsonify(license_change(change, report["consumed"], report["available"]))
 
 
-@bp.get("/users/<user_id>")
-def get_user_seat(user_id: str) -> Response:
-    """One user's seat state (``user_seat``); 404 if unknown."""
+@bp.get("/users/<user_key>")
+def get_user_seat(user_key: str) -> Response:
+    """One user's seat state (``user_seat``), by id, userName or externalId; 404 if unknown."""
     _only_params()
-    record = current_app.extensions["seat_agent"].provisioning.get_user(user_id)
+    record = _user_named(user_key)
     fallback_role = current_app.extensions["seat_agent"].settings.license.fallback_role
     return jsonify(user_seat(record, fallback_role))
 
 
-@bp.post("/users/<user_id>/reevaluate")
-def reevaluate_user(user_id: str) -> Response:
+@bp.post("/users/<user_key>/reevaluate")
+def reevaluate_user(user_key: str) -> Response:
     """Decide a user's seat again (e.g. a fallback user once seats are free); at the limit the
     same outcome as any other path: 403 under refuse."""
     _only_params()
+    user_id = _user_named(user_key).id
     record = current_app.extensions["seat_agent"].provisioning.reevaluate_user(user_id)
     return jsonify(user_summary(record))
+
+
+def _user_named(key: str) -> UserRecord:
+    """The user an id, a userName or an externalId names, else 404."""
+    record = _admin().find_user(key)
+    if record is None:
+        raise AdminError(404, f"no user with id, userName or externalId '{key}'")
+    return record
 
 
 @bp.get("/queue")
@@ -270,3 +315,142 @@ def ledger() -> Response:
 def billing() -> Response:
     _only_params()
     return jsonify(_admin().billing_report())
+
+
+# -- the user list and refused demand (issue 14) ---------------------------------------------
+
+LICENSE_STATES = ("licensed", "queued", "free", "inactive")
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def _cursor_param(name: str = "cursor") -> int:
+    """A ``nextCursor`` this API gave (a position in the list), 0 when absent."""
+    raw = request.args.get(name)
+    if raw is None:
+        return 0
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise AdminError(400, f"'{name}' must be a nextCursor value from a previous page")
+    return int(raw)
+
+
+def _count_param() -> int:
+    raw = request.args.get("count", str(DEFAULT_PAGE))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= MAX_PAGE:
+        raise AdminError(400, f"'count' must be an integer from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def _email(resource: dict[str, Any]) -> str | None:
+    emails = [e for e in resource.get("emails") or [] if isinstance(e, dict) and e.get("value")]
+    primary = [e for e in emails if e.get("primary")]
+    chosen = primary or emails
+    return str(chosen[0]["value"]) if chosen else None
+
+
+def _display_name(resource: dict[str, Any]) -> str | None:
+    if resource.get("displayName"):
+        return str(resource["displayName"])
+    raw = resource.get("name")
+    name: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if name.get("formatted"):
+        return str(name["formatted"])
+    parts = [str(name[k]) for k in ("givenName", "familyName") if name.get(k)]
+    return " ".join(parts) or None
+
+
+def directory_user(entry: DirectoryUser) -> dict[str, Any]:
+    """One row of ``GET /admin/users`` and ``seat-agent users``."""
+    u = entry.record
+    return {
+        "id": u.id,
+        "userName": u.user_name,
+        "displayName": _display_name(u.resource),
+        "email": _email(u.resource),
+        "externalId": u.resource.get("externalId"),
+        "active": u.active,
+        "licenseState": u.seat.license_state,
+        "appStatus": u.seat.app_status,
+        "holdsSeat": u.seat.holds_seat,
+        "seatSince": entry.seat_since.isoformat() if entry.seat_since else None,
+        "lastActivity": u.seat.last_active_at.isoformat() if u.seat.last_active_at else None,
+    }
+
+
+@bp.get("/users")
+def list_users() -> Response:
+    """The user list: ``state`` (licensed, queued, free, inactive), ``q`` (part of a userName,
+    name, email or externalId), ``count`` (1..1000, default 100), ``cursor`` (a
+    ``nextCursor``). Like GitLab's and Google Workspace's admin user lists."""
+    _only_params("state", "q", "cursor", "count")
+    state = request.args.get("state") or None
+    if state is not None and state not in LICENSE_STATES:
+        raise AdminError(400, f"'state' must be one of: {', '.join(LICENSE_STATES)}")
+    text = request.args.get("q") or None
+    if text is not None and len(text) > 255:
+        raise AdminError(400, "'q' must be at most 255 characters")
+    found, last = _admin().users(
+        state=state, text=text, after=_cursor_param(), limit=_count_param()
+    )
+    return jsonify(
+        {
+            "users": [directory_user(e) for e in found],
+            "nextCursor": str(last) if last is not None else None,
+        }
+    )
+
+
+BILLABLE_COLUMNS = (
+    "id",
+    "userName",
+    "displayName",
+    "email",
+    "externalId",
+    "active",
+    "appStatus",
+    "seatSince",
+    "lastActivity",
+)
+
+
+def billable_csv(entries: Iterable[DirectoryUser]) -> Iterator[str]:
+    """Users holding a seat as CSV, one line at a time (GitLab's "export billable users")."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(BILLABLE_COLUMNS)
+    for entry in entries:
+        row = directory_user(entry)
+        writer.writerow(["" if row[c] is None else row[c] for c in BILLABLE_COLUMNS])
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
+
+
+@bp.get("/billable-users.csv")
+def billable_users_csv() -> Response:
+    """Every user holding a seat, since when, and its last activity, as CSV."""
+    _only_params()
+    body = "".join(billable_csv(_admin().billable_users()))
+    return Response(
+        body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="billable-users.csv"'},
+    )
+
+
+@bp.get("/refusals")
+def refusals() -> Response:
+    """Refused demand in time order: every activation refused (403), queued or put on the
+    fallback role, with the path and the pool at that moment. ``since`` (ISO 8601),
+    ``cursor`` (a ``nextCursor``), ``count`` (1..1000, default 100)."""
+    _only_params("since", "cursor", "count")
+    since = _iso_param("since") if "since" in request.args else None
+    after = _cursor_param()
+    found, last = _admin().refusals(since, after, _count_param())
+    return jsonify(
+        {
+            "refusals": [refusal_json(r) for r in found],
+            "nextCursor": str(last) if last is not None else None,
+        }
+    )

@@ -23,14 +23,14 @@ from datetime import datetime
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from agent.bootstrap import Agent
 from agent.services.outbox_notifier import DELETE_USER, EMAIL, PUSH_USER
 from agent.services.reconcile import last_reconcile
-from agent.storage import outbox
+from agent.storage import outbox, refusals
 from agent.web.observability import request_metrics
 
 bp = Blueprint("metrics", __name__)
@@ -41,8 +41,9 @@ OUTBOX_KINDS = (PUSH_USER, DELETE_USER, EMAIL)
 
 
 class SeatCollector:
-    """Seats licensed/consumed/available/queued, outbox depth by kind and the last reconcile
-    time, read from the database on every scrape (the same numbers as ``GET /admin/seats`` and
+    """Seats licensed/consumed/available/queued, refused demand by outcome (a counter: the
+    refusals table is append-only), outbox depth by kind and the last reconcile time, read
+    from the database on every scrape (the same numbers as ``GET /admin/seats`` and
     ``seat-agent status``)."""
 
     def __init__(self, agent: Agent):
@@ -54,6 +55,7 @@ class SeatCollector:
             with self.agent.store.read() as tx:
                 depth = outbox.depth(tx)
                 last = last_reconcile(tx)
+                unserved = refusals.totals(tx)
         except Exception as err:  # an unreachable database must not hide the request metrics
             log.warning("metrics: database unavailable (%s)", type(err).__name__)
             yield GaugeMetricFamily(
@@ -76,6 +78,15 @@ class SeatCollector:
         for kind in sorted({*OUTBOX_KINDS, *depth}):
             pending.add_metric([kind], depth.get(kind, 0))
         yield pending
+        refused = CounterMetricFamily(
+            "seat_agent_refused_demand",
+            "Activations the seat pool could not serve with a seat, by outcome (refused: a 403 "
+            "to the IdP; queued; fallback: given the fallback role).",
+            labels=["outcome"],
+        )
+        for outcome, n in unserved.items():
+            refused.add_metric([outcome], n)
+        yield refused
         at = _reconcile_time(last)
         if at is not None:
             yield GaugeMetricFamily(

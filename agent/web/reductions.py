@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from agent.services.reductions import (
@@ -27,6 +27,8 @@ EXTENSION = "seat_agent_reductions"
 bp = Blueprint("reductions", __name__, url_prefix="/admin/reductions")
 # The same bearer check as the rest of /admin.
 bp.before_request(admin_web._authenticate)
+# Ids and query parameters no database can hold: 404 / 400, as on the rest of /admin.
+bp.before_request(admin_web._refuse_unstorable_text)
 
 
 def _reductions() -> Reductions:
@@ -51,6 +53,7 @@ def _http_error(err: HTTPException) -> Response:
 # The database down or restarting: 503 with Retry-After, as on the rest of /admin.
 bp.register_error_handler(OperationalError, admin_web._database_unavailable)
 bp.register_error_handler(InterfaceError, admin_web._database_unavailable)
+bp.register_error_handler(DBAPIError, admin_web._database_error)
 
 
 @bp.errorhandler(ReductionNotFound)
@@ -107,8 +110,14 @@ def get_reduction(reduction_id: str) -> Response:
 
 @bp.post("/<reduction_id>/approve")
 def approve(reduction_id: str) -> Response:
+    """Approve; ``runs`` says when the scheduler carries it out (``next_run``, None when no
+    scheduler runs now)."""
+    from agent.jobs.scheduler import workflow_schedule
+
     _body(set())
-    return jsonify(_reductions().approve(reduction_id).as_dict())
+    data = _reductions().approve(reduction_id).as_dict()
+    data["runs"] = workflow_schedule(current_app.extensions["seat_agent"])
+    return jsonify(data)
 
 
 @bp.post("/<reduction_id>/cancel")

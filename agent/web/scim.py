@@ -8,11 +8,12 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from flask import Blueprint, Response, current_app, g, has_request_context, request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from agent.scim import discovery, search
+from agent.scim.characters import describe, refusal
 from agent.scim.errors import ScimError
 from agent.scim.filter import ResourceType
 from agent.scim.render import list_response, render_group, render_user
@@ -25,20 +26,30 @@ from agent.scim.resources import (
 )
 from agent.services.provisioning import ListQuery, Provisioning
 from agent.storage.records import Page
+from agent.web import json_body
 from agent.web.auth import TokenSet, bearer_digest
+from agent.web.db_errors import DETAIL as DATABASE_ERROR
+from agent.web.db_errors import log_database_error
 from agent.web.ratelimit import retry_after_header
 
 SCIM_JSON = "application/scim+json"
+PLAIN_JSON = "application/json"
 # A larger startIndex is answered as this one: past the end of any real result set (an empty
 # page with the true totalResults) and still a 64-bit OFFSET on SQLite and PostgreSQL.
 MAX_START_INDEX = 2**31
-# Deeper JSON bodies are refused (400 invalidSyntax): real SCIM bodies nest about five levels
-# (PatchOp -> Operations -> operation -> value -> emails -> element), and the standard
-# library's parser and copy functions recurse, so a deep body would be a 500.
-MAX_JSON_DEPTH = 32
 log = logging.getLogger("seat_agent.scim")
 
-bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+
+class _TolerantBlueprint(Blueprint):
+    """Every route also answers with a trailing slash (``/Users/``, ``/Users/<id>/``): most
+    servers and the IdPs' test tools accept it, and RFC 7644 §3.2 names no form."""
+
+    def add_url_rule(self, rule: str, *args: Any, **options: Any) -> None:
+        options.setdefault("strict_slashes", False)
+        super().add_url_rule(rule, *args, **options)
+
+
+bp = _TolerantBlueprint("scim", __name__, url_prefix="/scim/v2")
 
 
 def _provisioning() -> Provisioning:
@@ -59,8 +70,18 @@ def _encode(body: Any) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _media_type() -> str:
+    """RFC 7644 §3.8: ``application/scim+json``, and ``application/json`` for a client whose
+    Accept header asks for that alone: PingFederate's SCIM provisioner sends
+    ``Accept: application/json``, and OneLogin's SCIM guide ("Implement RESTful SCIM APIs")
+    says responses must be ``application/json``."""
+    if not has_request_context():
+        return SCIM_JSON
+    return request.accept_mimetypes.best_match((SCIM_JSON, PLAIN_JSON), default=SCIM_JSON)
+
+
 def scim_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
-    resp = Response(_encode(body), status=status, mimetype=SCIM_JSON)
+    resp = Response(_encode(body), status=status, mimetype=_media_type())
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -116,6 +137,13 @@ def _database_unavailable(err: Exception) -> Response:
     return resp
 
 
+@bp.errorhandler(DBAPIError)
+def _database_error(err: DBAPIError) -> Response:
+    """Any other database error: a 500 logged without request data (agent.web.db_errors)."""
+    log_database_error(err)
+    return error_response(ScimError(500, DATABASE_ERROR))
+
+
 _TOO_COMPLEX = ("expression tree is too large", "stack depth limit exceeded")
 
 
@@ -152,61 +180,38 @@ def _authenticate() -> Response | None:
     return None
 
 
+@bp.before_request
+def _refuse_unstorable_text() -> None:
+    """Path ids and query parameters go through the same character check as bodies
+    (agent.scim.characters): an id no database can hold names no resource (404); a query
+    parameter that holds such text is a 400 naming it. Never a 500 from the database."""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and refusal(value) is not None:
+            raise ScimError(404, f"{_ID_OF.get(name, 'Resource')} {describe(value)} not found")
+    for name, value in request.args.items(multi=True):
+        reason = refusal(name) or refusal(value)
+        if reason is not None:
+            raise ScimError(
+                400,
+                f"Query parameter '{describe(name)}' contains {reason}, which cannot be stored; "
+                "remove it",
+                "invalidValue",
+            )
+
+
+_ID_OF = {"user_id": "User", "group_id": "Group", "name": "ResourceType", "schema_id": "Schema"}
+
+
 def _json_body() -> Any:
-    """The request body as JSON, or a SCIM error. RFC 7644 §3.12 defines scimType for 400s only,
-    so 413 and 415 carry none."""
+    """The request body as JSON, or a SCIM error (agent.web.json_body). RFC 7644 §3.12
+    defines scimType for 400s only, so 413 and 415 carry none."""
     ctype = (request.mimetype or "").lower()
     if ctype and "json" not in ctype:
         raise ScimError(415, f"Unsupported content type {ctype}; use {SCIM_JSON}")
-    max_len = current_app.config["MAX_CONTENT_LENGTH"]
-    too_large = ScimError(413, f"Request body larger than {max_len} bytes")
-    if request.content_length is not None and request.content_length > max_len:
-        raise too_large
-    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
-        # A chunked body: Werkzeug would cut it at max_len and hand over truncated JSON.
-        raw = request.environ["wsgi.input"].read(max_len + 1)
-    else:
-        raw = request.get_data(cache=False)
-    if len(raw) > max_len:
-        raise too_large
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except RecursionError:
-        body = None
-        too_deep = True
-    except (ValueError, UnicodeDecodeError):
-        raise ScimError(400, "Request body is not valid JSON", "invalidSyntax") from None
-    else:
-        too_deep = _nesting(body) > MAX_JSON_DEPTH
-    if too_deep:
-        raise ScimError(
-            400, f"Request body is nested deeper than {MAX_JSON_DEPTH} levels", "invalidSyntax"
-        )
-    return body
-
-
-def _nesting(value: Any) -> int:
-    """Depth of arrays and objects, without recursion (the PATCH and copy code recurses)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _refuse_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259 §6); Python's parser would accept them."""
-    raise ValueError(f"{name} is not a JSON value")
+        return json_body.parse(json_body.read())
+    except json_body.BodyRefused as err:
+        raise ScimError(err.status, err.detail, err.scim_type) from None
 
 
 def _int_param(args: Any, name: str, default: int) -> int:
@@ -463,8 +468,17 @@ def _search_args() -> dict[str, Any]:
         if body.get(key) is not None:
             args[key] = str(body[key])
     for key in ("attributes", "excludedAttributes"):
-        if body.get(key) is not None:
-            args[key] = body[key]
+        value = body.get(key)
+        if value is None:
+            continue
+        # RFC 7644 §3.4.3: a multi-valued list of strings (a comma-separated string is also
+        # taken, as in the query parameter).
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(a, str) for a in value)
+        ):
+            args[key] = value
+        else:
+            raise ScimError(400, f"'{key}' must be a list of attribute names", "invalidValue")
     return args
 
 

@@ -1,5 +1,9 @@
 """Run the app under gunicorn (a production WSGI server), one app per worker.
 
+The workers are ``agent.web.front.BufferingWorker``: gthread's threads, but each request is
+read whole in the worker's event loop, within ``[server] header_timeout`` and
+``body_timeout``, before a thread takes it, so slow clients hold no thread.
+
 The gunicorn master also:
 
 - reloads on SIGHUP (``systemctl reload seat-agent``): it reads the configuration file again
@@ -34,6 +38,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 
 from agent.config import ConfigError, Settings, load_settings
+from agent.web.front import worker_class
 
 # gunicorn >= 25.1 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl or
 # ~/.gunicorn/gunicorn.ctl; under systemd (ProtectHome=yes, a system user without a home) that
@@ -343,7 +348,11 @@ def run_gunicorn(
             "on_exit": on_exit,
             "bind": f"{host or current.server.host}:{port or current.server.port}",
             "workers": workers or current.server.workers,
-            "worker_class": "gthread",
+            "worker_class": worker_class(
+                current.server.header_timeout,
+                current.server.body_timeout,
+                current.server.max_body_bytes,
+            ),
             "threads": current.server.threads,
             "timeout": 60,
             "graceful_timeout": 20,

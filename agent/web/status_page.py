@@ -1,4 +1,9 @@
-"""The read-only admin status page (/admin/): seats, queue, open reductions, recent ledger.
+"""The admin status page (/admin/): seats with the near-full state, seats per day and the
+billing period's peak (agent.web.seat_chart), the health panel (agent.web.status_health), a
+user search, the queue, every reduce workflow, the recent ledger; docs/status-page.md.
+
+Every figure is rendered here, on the server; status_page.js only fetches the page again to
+refresh it in place, lists the workflows and runs the user search through the admin API.
 
 Auth is the admin bearer token, or a signed session cookie established from it at
 ``/admin/login``. The cookie's signing key is an HMAC over the digests of every accepted admin
@@ -40,7 +45,12 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.wrappers import Response as BaseResponse
 
+from agent.domain.seat_history import near_full_from, pool_state
+from agent.services.seat_history import ClosedDays, seat_history
+from agent.storage import refusals
 from agent.storage.records import LedgerEntry, UserRecord
+from agent.web.seat_chart import seats_chart, waits_chart
+from agent.web.status_health import agent_health
 
 bp = Blueprint(
     "status_page",
@@ -54,6 +64,15 @@ bp = Blueprint(
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 GAUGE_WIDTH = 600
+# The gauge's fill by pool state: the colour a person sees from across the room.
+GAUGE_FILL = {"ok": "#7c3aed", "near-full": "#d97706", "full": "#dc2626"}
+# Chart ranges offered on the page (days, ending today); ?days= accepts 7 to MAX_DAYS.
+DAY_RANGES = (7, 30, 90, 365)
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+# Auto-refresh interval in seconds (?refresh=N, 0 turns it off).
+DEFAULT_REFRESH = 30
+MAX_REFRESH = 3600
 RECENT_LEDGER = 20
 # The queue can hold thousands: the page lists the first ones and says how many wait in all.
 QUEUE_SHOWN = 50
@@ -247,29 +266,121 @@ def _database_unavailable(err: Exception) -> tuple[str | Response, int, dict[str
     return jsonify({"error": "database temporarily unavailable; retry later"}), 503, headers
 
 
-def gauge(report: dict[str, Any]) -> dict[str, int]:
-    """Pixel widths of the seat bar: consumed over licensed, clamped to the bar."""
+def gauge(report: dict[str, Any], near_from: int | None = None) -> dict[str, Any]:
+    """Pixel widths of the seat bar (consumed over licensed, clamped to the bar), its fill by
+    pool state, and where the near-full threshold sits on it."""
     licensed, consumed = int(report["licensed"]), int(report["consumed"])
     used = 0 if licensed <= 0 else round(GAUGE_WIDTH * min(consumed, licensed) / licensed)
-    return {"width": GAUGE_WIDTH, "consumed": used, "available": GAUGE_WIDTH - used}
+    state = pool_state(licensed, consumed, near_from if near_from is not None else licensed)
+    marker = None
+    if near_from is not None and 0 < near_from < licensed:
+        marker = round(GAUGE_WIDTH * near_from / licensed)
+    return {
+        "width": GAUGE_WIDTH,
+        "consumed": used,
+        "available": GAUGE_WIDTH - used,
+        "state": state.value,
+        "fill": GAUGE_FILL[state.value],
+        "marker": marker,
+    }
+
+
+def seat_figures(agent: Any) -> dict[str, Any]:
+    """Seats licensed, consumed, available and queued: the pool row and one indexed count
+    (``SeatAdmin.report`` also groups every user by status and role, too much for a page that
+    refreshes itself at a million users)."""
+    with agent.store.read() as tx:
+        pool = tx.pool()
+        queued = tx.queued_count()
+        refused = refusals.totals(tx, agent.clock() - timedelta(days=1))["refused"]
+    lic = agent.settings.license
+    return {
+        "licensed": pool.seats,
+        "consumed": pool.consumed,
+        "available": max(pool.seats - pool.consumed, 0),
+        "queued": queued,
+        "refused_24h": refused,
+        "on_full": lic.on_full,
+        "max_seats": lic.max_seats,
+    }
+
+
+def _closed_days() -> ClosedDays:
+    """This app's (so this worker's) summaries of ended days: a page view reads only today."""
+    closed: ClosedDays = current_app.extensions.setdefault("seat_agent_closed_days", ClosedDays())
+    return closed
+
+
+class BadPageRequest(ValueError):
+    """A query parameter of the page that cannot be honoured; the message says what can."""
+
+
+def _int_param(name: str, default: int, low: int, high: int, allowed: str) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not low <= int(raw) <= high:
+        raise BadPageRequest(f"'{name}' must be {allowed}.")
+    return int(raw)
+
+
+@bp.errorhandler(BadPageRequest)
+def _bad_request(err: BadPageRequest) -> tuple[str | Response, int]:
+    if request.accept_mimetypes.accept_html:
+        return render_template("status_page/bad_request.html", message=str(err)), 400
+    return jsonify({"error": str(err)}), 400
 
 
 @bp.get("/")
 def index() -> BaseResponse | tuple[str, int] | tuple[Response, int]:
+    """The page. ``?days=N`` (7 to 366) sets the chart's range, ``?refresh=N`` the seconds
+    between automatic refreshes (0: off)."""
     if not (_bearer_ok() or session_is_admin()):
         if request.accept_mimetypes.accept_html:
             return redirect(url_for("status_page.login_form"), code=303)
         resp = jsonify({"error": "missing or invalid admin bearer token"})
         resp.headers["WWW-Authenticate"] = 'Bearer realm="seat-agent-admin"'
         return resp, 401
+    unknown = sorted(set(request.args) - {"days", "refresh"})
+    if unknown:
+        raise BadPageRequest(
+            f"Unknown parameter(s) {', '.join(unknown)}: the page takes days and refresh."
+        )
+    days = _int_param("days", DEFAULT_DAYS, 7, MAX_DAYS, f"a number of days from 7 to {MAX_DAYS}")
+    refresh = _int_param(
+        "refresh",
+        DEFAULT_REFRESH,
+        0,
+        MAX_REFRESH,
+        f"a number of seconds from 1 to {MAX_REFRESH}, or 0 to stop refreshing",
+    )
     agent = current_app.extensions["seat_agent"]
-    report = agent.admin.report()
+    lic = agent.settings.license
+    now: datetime = agent.clock()
+    report = seat_figures(agent)
+    near_from = near_full_from(report["licensed"], lic.near_full_percent, lic.low_seats_threshold)
+    history = seat_history(agent.store, agent.admin.terms, now, days, closed=_closed_days())
     page = render_template(
         "status_page/index.html",
         report=report,
-        gauge=gauge(report),
+        gauge=gauge(report, near_from),
+        near_from=near_from,
+        near_full_percent=lic.near_full_percent,
+        low_seats_threshold=lic.low_seats_threshold,
+        history=history,
+        seats_chart=seats_chart(
+            history.days, history.busiest, lic.near_full_percent, lic.low_seats_threshold
+        ),
+        waits_chart=waits_chart(history.days, with_refused=True),
+        with_refused=True,
+        days=days,
+        day_ranges=sorted({*DAY_RANGES, days}),
+        health=agent_health(agent),
         queue=[_queue_row(u) for u in queue_head(agent)],
         ledger=[_ledger_row(e) for e in recent_ledger(agent)],
         with_session=session.get("admin") is True,
+        updated_at=now,
+        updated=_when(now),
+        refresh=refresh,
     )
     return page, 200
