@@ -23,6 +23,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -60,6 +61,9 @@ class Scim2ServerProcess:
         self.token = token
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        # Its request log goes to a file: a pipe nobody reads fills up after a few hundred
+        # requests and the (single-threaded) server then blocks writing to it.
+        self.log = tempfile.TemporaryFile()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -73,13 +77,14 @@ class Scim2ServerProcess:
                 self.token,
                 "--dynamic-tenants",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.log.seek(0)
+                err = self.log.read().decode(errors="replace")
                 raise RuntimeError(f"scim2-server exited: {err[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -96,9 +101,8 @@ class Scim2ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-            if self.process.stderr is not None:
-                self.process.stderr.close()
             self.process = None
+        self.log.close()
 
 
 class Gate:
