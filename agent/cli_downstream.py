@@ -24,16 +24,27 @@ SAMPLE = EffectiveUser(
 )
 
 
-def _sample(role: str | None, status: str | None) -> EffectiveUser:
+def _sample(role: str | None, status: str | None, active: bool = True) -> EffectiveUser:
     return EffectiveUser(
         user_id=SAMPLE.user_id,
         user_name=SAMPLE.user_name,
-        active=True,
+        active=active,
         app_status=status or SAMPLE.app_status,
         role=role,
         display_name=SAMPLE.display_name,
         emails=SAMPLE.emails,
     )
+
+
+def _shown(value: Any) -> str:
+    """A value as an admin reads it: yes/no, comma-separated lists."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "none"
+    if value is None:
+        return "none"
+    return str(value)
 
 
 def _human(facts: dict[str, Any], dry: dict[str, Any] | None) -> str:
@@ -67,7 +78,7 @@ def _human(facts: dict[str, Any], dry: dict[str, Any] | None) -> str:
         if k not in ("type", "url", "reachable", "error", "app", "update", "lookup", "mapping")
     }
     for key, value in other.items():
-        lines.append(f"{key}: {value}")
+        lines.append(f"{key}: {_shown(value)}")
     if dry is not None:
         lines.append("dry run (nothing sent):")
         for request in dry.get("requests") or []:
@@ -77,7 +88,11 @@ def _human(facts: dict[str, Any], dry: dict[str, Any] | None) -> str:
         for problem in dry.get("problems") or []:
             lines.append(f"  REFUSED: {problem}")
         if not dry.get("problems"):
-            lines.append("  the application declares everything this push sends")
+            lines.append(
+                "  the application declares everything this push sends"
+                if facts.get("type") == "scim"
+                else "  no problem found"
+            )
     return "\n".join(lines)
 
 
@@ -91,7 +106,16 @@ def register(main: click.Group) -> None:
     @JSON_OPTION
     @click.option("--role", default=None, help="Role of the sample user in the dry run.")
     @click.option("--status", default=None, help="App status of the sample user (Active).")
-    def check(config_path: str | None, as_json: bool, role: str | None, status: str | None) -> None:
+    @click.option(
+        "--inactive", is_flag=True, help="Dry-run the push of a deactivated user (active false)."
+    )
+    def check(
+        config_path: str | None,
+        as_json: bool,
+        role: str | None,
+        status: str | None,
+        inactive: bool,
+    ) -> None:
         """Read the application's self-description and dry-run one user's push.
 
         Exit 0 when the application answers and would accept the push, 1 when it cannot be
@@ -109,11 +133,18 @@ def register(main: click.Group) -> None:
             sys.exit(2)
         try:
             facts = connector.describe()
-            dry = connector.dry_run(_sample(role, status)) if facts.get("reachable") else None
+            sample = _sample(role, status, active=not inactive)
+            dry = connector.dry_run(sample) if facts.get("reachable") else None
         finally:
             close = getattr(connector, "close", None)
             if close is not None:
                 close()
+        ds = settings.downstream
+        if ds.type in ("scim", "kintone") and ds.resolved_token() is None:
+            facts["token"] = (
+                f"not set: [downstream] token is empty and so is the environment variable"
+                f" {ds.token_env}"
+            )
         ok = bool(facts.get("reachable")) and not facts.get("error")
         ok = ok and dry is not None and not dry.get("problems")
         if as_json:
@@ -134,6 +165,13 @@ def mapping_problem_at_start(settings: Any) -> str | None:
     refresh = getattr(connector, "refresh", None)
     if refresh is None:
         return None
+    ds = settings.downstream
+    if ds.resolved_token() is None:
+        click.echo(
+            f"seat-agent: [downstream] token is empty and so is the environment variable"
+            f" {ds.token_env}: requests to the application carry no token",
+            err=True,
+        )
     try:
         refresh()
     except MappingError as err:

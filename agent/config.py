@@ -374,6 +374,8 @@ class DownstreamSettings(Section):
     def _needs_url(self) -> DownstreamSettings:
         if self.type != "none" and not self.url:
             raise ValueError(f"downstream type '{self.type}' needs url")
+        if self.type in ("scim", "kintone"):
+            _http_url(self.url, "url")
         if self.type == "webhook":
             _http_url(self.url, "url")
             secret = self.resolved_secret()

@@ -97,8 +97,13 @@ def test_profile_of_seat_agent_is_read_only_for_its_seat_extension():
         ("auto", f"{SEAT_EXT}:appStatus", ["status_attribute", SEAT_EXT, "does not declare"]),
         ("auto", f"{ENTERPRISE}:shoeSize", ["status_attribute", "shoeSize", "costCenter"]),
         ("entitlements", "entitlements", ["both name 'entitlements'"]),
-        ("active", "auto", ["'active' holds boolean values"]),
+        ("active", "auto", ["already writes 'active'"]),
+        ("auto", f"{ENTERPRISE}:manager", ["'manager' is a complex attribute without a 'value'"]),
         ("name", "auto", ["'name' is a complex attribute without a 'value'"]),
+        ("auto", "userName", ["already writes 'userName'"]),
+        ("emails", "auto", ["already writes 'emails'"]),
+        ("password", "auto", ["never returns 'password'"]),
+        ("x509Certificates", "auto", ["'x509Certificates' holds binary values"]),
     ],
 )
 def test_a_mapping_the_application_cannot_take_names_both(peer, role, status, words):
@@ -396,3 +401,37 @@ def test_a_group_name_taken_in_the_application_is_adopted_only_when_unclaimed():
         with pytest.raises(DeliveryError) as err:
             c.push_group(EffectiveGroup("g-2", "Ops", []), None)
         assert err.value.permanent and "'Ops'" in str(err.value)
+
+
+def test_a_scim_url_that_is_not_http_is_refused_naming_it():
+    from agent.config import ConfigError, settings_from_mapping
+
+    with pytest.raises((ConfigError, ValueError)) as err:
+        settings_from_mapping(
+            {
+                "auth": {"scim_token": "s" * 20, "admin_token": "a" * 20},
+                "downstream": {"type": "scim", "url": "ftp://x"},
+            }
+        )
+    assert "url must be an http:// or https:// URL" in str(err.value) and "ftp://x" in str(
+        err.value
+    )
+
+
+def test_downstream_check_dry_runs_a_deactivated_user_and_names_token_problems(peer, tmp_path):
+    config = _config(tmp_path, peer)
+    r = _run("downstream", "check", "--config", str(config), "--inactive", "--json", cwd=tmp_path)
+    [request] = json.loads(r.stdout)["dryRun"]["requests"]
+    assert request["body"]["active"] is False
+
+    config = _config(tmp_path, peer)
+    text = config.read_text().replace(f'token = "{peer.token}"', 'token = "wrong"')
+    config.write_text(text)
+    r = _run("downstream", "check", "--config", str(config), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "refused the token" in r.stdout and "HTTP 401" in r.stdout
+
+    config.write_text(text.replace('token = "wrong"\n', 'token_env = "NO_SUCH_TOKEN_VAR"\n'))
+    r = _run("downstream", "check", "--config", str(config), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "NO_SUCH_TOKEN_VAR" in r.stdout

@@ -597,7 +597,14 @@ class ScimConnector:
         try:
             self.refresh()
         except DeliveryError as err:
-            return {**out, "reachable": False, "error": str(err)}
+            if err.status in (401, 403):
+                return {
+                    **out,
+                    "reachable": True,
+                    "error": f"the application refused the token ({err}): check [downstream]"
+                    " token or the environment variable token_env names",
+                }
+            return {**out, "reachable": err.status is not None, "error": str(err)}
         except MappingError as err:
             app = self._profile.describe() if self._profile else None
             return {**out, "reachable": True, "error": str(err), "app": app}

@@ -17,6 +17,8 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 SEAT_EXT = "urn:ietf:params:scim:schemas:extension:seatagent:2.0:User"
 
 AUTO = "auto"
+# What the agent itself writes or finds users by: never a target for the role or the status.
+OWN = frozenset({"username", "externalid", "displayname", "emails", "active", "id", "meta"})
 # Attributes every resource has (RFC 7643 §3.1): never declared in a schema's attributes.
 COMMON = frozenset({"id", "externalid", "meta", "schemas"})
 
@@ -35,6 +37,8 @@ class AppAttribute:
     multi_valued: bool = False
     mutability: str = "readWrite"
     sub_attributes: tuple[str, ...] = ()
+    returned: str = "default"
+    value_type: str = "string"  # the type of its "value" sub-attribute, for a complex one
 
     @property
     def writable(self) -> bool:
@@ -170,10 +174,15 @@ def _attributes(schema: dict[str, Any]) -> Attributes:
     for a in schema.get("attributes") or []:
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             continue
-        subs = tuple(
-            s["name"]
+        sub_list = [
+            s
             for s in a.get("subAttributes") or []
             if isinstance(s, dict) and isinstance(s.get("name"), str)
+        ]
+        subs = tuple(s["name"] for s in sub_list)
+        value_type = next(
+            (str(s.get("type") or "string") for s in sub_list if s["name"].lower() == "value"),
+            "string",
         )
         out[a["name"].lower()] = AppAttribute(
             name=a["name"],
@@ -181,6 +190,8 @@ def _attributes(schema: dict[str, Any]) -> Attributes:
             multi_valued=a.get("multiValued") is True,
             mutability=str(a.get("mutability") or "readWrite"),
             sub_attributes=subs,
+            returned=str(a.get("returned") or "default"),
+            value_type=value_type,
         )
     return out
 
@@ -292,10 +303,26 @@ def resolve_target(profile: AppProfile, key: str, spec: str) -> Target | None:
             f"{where}: the application's User has no attribute {name!r}"
             f" (it declares: {_offered(profile)})"
         )
+    if schema is None and attribute.name.lower() in OWN:
+        raise MappingError(
+            f"{where}: seat-agent already writes {attribute.name!r} itself (or finds users by"
+            " it); choose another attribute, e.g. roles, entitlements, title or an extension"
+            " attribute"
+        )
     if not attribute.writable:
         raise MappingError(
             f"{where}: the application declares {attribute.name!r} {attribute.mutability}:"
             " seat-agent cannot write it"
+        )
+    if attribute.mutability == "writeOnly" or attribute.returned == "never":
+        raise MappingError(
+            f"{where}: the application never returns {attribute.name!r}, so reconcile could"
+            " not read it back; choose an attribute it returns"
+        )
+    if attribute.value_type not in ("string", "reference"):
+        raise MappingError(
+            f"{where}: {attribute.name!r} holds {attribute.value_type} values, not text;"
+            " choose a string attribute or roles/entitlements"
         )
     if attribute.type == "complex" and not (attribute.multi_valued and attribute.has_value):
         raise MappingError(
