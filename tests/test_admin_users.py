@@ -109,3 +109,13 @@ def test_billable_users_export_as_csv(make_api):
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
     assert [row["userName"] for row in rows] == ["alice@example.com", "bob@example.com"]
     assert all(row["seatSince"] and row["lastActivity"] for row in rows)
+
+
+def test_billable_csv_cells_never_run_as_spreadsheet_formulas(make_api):
+    api = make_api(seats=5)
+    create(api, '=HYPERLINK("http://evil","x")')
+    create(api, "+1 555")
+    r = api.admin("GET", "/billable-users.csv")
+    rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    names = sorted(row["userName"] for row in rows)
+    assert names == ["'+1 555", '\'=HYPERLINK("http://evil","x")']

@@ -413,6 +413,14 @@ BILLABLE_COLUMNS = (
 )
 
 
+def _cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: a value starting with = + - @ (or a tab or
+    carriage return) would run as a formula, so it gets a leading apostrophe (OWASP "CSV
+    injection")."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def billable_csv(entries: Iterable[DirectoryUser]) -> Iterator[str]:
     """Users holding a seat as CSV, one line at a time (GitLab's "export billable users")."""
     out = io.StringIO()
@@ -420,7 +428,7 @@ def billable_csv(entries: Iterable[DirectoryUser]) -> Iterator[str]:
     writer.writerow(BILLABLE_COLUMNS)
     for entry in entries:
         row = directory_user(entry)
-        writer.writerow(["" if row[c] is None else row[c] for c in BILLABLE_COLUMNS])
+        writer.writerow([_cell(row[c]) for c in BILLABLE_COLUMNS])
         yield out.getvalue()
         out.seek(0)
         out.truncate()
