@@ -71,6 +71,11 @@ def _settings(config_path: str | None, creates_database: bool = False) -> Settin
         raise ConfigProblem(str(err)) from None
     except OSError as err:  # e.g. /etc/seat-agent/config.toml readable only by its group
         raise ConfigProblem(f"cannot read the configuration {path}: {err.strerror}") from None
+    except UnicodeDecodeError:  # e.g. --config pointing at the database file
+        raise ConfigProblem(
+            f"the configuration {path} is not a text (TOML) file; --config names the"
+            " configuration file, not the database"
+        ) from None
 
 
 def _database_problem(settings: Settings, creates_database: bool) -> str | None:

@@ -80,6 +80,17 @@ class DatabaseSettings(Section):
         description="SQLAlchemy URL: sqlite:///path.db (default) or postgresql://user@host/db.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"url {value.split('@')[-1]!r}: seat-agent runs on SQLite (sqlite:///path.db)"
+                " or PostgreSQL (postgresql://user@host/db)"
+            )
+        return value
+
 
 class AuthSettings(Section):
     scim_token: str | None = Field(None, description="Bearer token for /scim/v2.")

@@ -206,3 +206,19 @@ def test_refusals_lists_refused_demand(populated):
     )
     human = run(cwd, "refusals", env=env).stdout
     assert "carol@example.com" in human and "refused: 1 in all" in human
+
+
+def test_an_unsupported_database_or_a_binary_config_is_one_line_exit_2(tmp_path):
+    mysql = tmp_path / "mysql.toml"
+    mysql.write_text('[database]\nurl = "mysql://u:secret@db/x"\n')
+    r = run(tmp_path, "seats", "--config", str(mysql))
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert "database.url" in line and "SQLite" in line and "secret" not in line
+
+    binary = tmp_path / "seat-agent.db"
+    binary.write_bytes(b"SQLite format 3\x00\xfb\xff" * 8)
+    r = run(tmp_path, "seats", "--config", str(binary))
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert "not a text (TOML) file" in line
