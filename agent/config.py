@@ -83,6 +83,8 @@ class DatabaseSettings(Section):
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
+        if "://" not in value:
+            return value  # not a URL at all: the database check says so, naming the key
         scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(
