@@ -175,19 +175,19 @@ class LicenseSettings(Section):
     max_seats: int | None = Field(None, ge=0, description="Ceiling for on_full = expand.")
     fallback_role: str | None = Field(None, description="Free role given under on_full = fallback.")
     free_roles: list[str] = Field(
-        default_factory=list, description="Roles that never consume a seat (seed 001)."
+        default_factory=list, description="Roles that never consume a seat."
     )
     free_user_types: list[str] = Field(
-        default_factory=list, description="userTypes that never consume a seat (seed 004)."
+        default_factory=list, description="userTypes that never consume a seat."
     )
     inactive_consumes: bool = Field(
-        False, description="Maximum-number contracts (seed 003): deactivated users keep a seat."
+        False, description="Maximum-number contracts: deactivated users keep a seat."
     )
-    count_pending: bool = Field(True, description="Pending (invited) statuses consume (seed 001).")
+    count_pending: bool = Field(True, description="Pending (invited) statuses consume.")
     decrease: Literal["anytime", "renewal", "manual", "never"] = Field(
         "anytime",
         description="When licenses may be lowered: anytime, renewal (window), manual (at the"
-        " vendor, recorded by an admin), never (seed 003: the contracted count only rises).",
+        " vendor, recorded by an admin), never (the contracted count only rises).",
     )
     renewal_date: date | None = Field(None, description="Next contract renewal date.")
     renewal_window_days: int = Field(
@@ -199,7 +199,7 @@ class LicenseSettings(Section):
     billing_period: Literal["monthly", "annual"] = Field("monthly", description="Billing period.")
     currency: str = Field("USD", description="Currency for billing figures.")
     metered: bool = Field(
-        False, description="Metered plan (seed 002): users active within the last month are billed."
+        False, description="Metered plan: users active within the last month are billed."
     )
     statuses: list[StatusSettings] = Field(
         default_factory=list,
@@ -327,7 +327,7 @@ class DownstreamSettings(Section):
     on_delete: Literal["delete", "disable"] = Field(
         "delete",
         description="kintone: what a user deleted in the identity provider becomes: deleted in"
-        " Kintone (with its data), or kept but inactive (seed 000 Method 1).",
+        " Kintone (with its data), or kept but inactive.",
     )
     timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one downstream request.")
     role_attribute: str = Field(
@@ -486,7 +486,9 @@ class ReductionSettings(Section):
     )
     auto_approve: bool = Field(False, description="Proposals start without approval.")
     cleanup: bool = Field(
-        False, description="Delete deactivated users after cleanup_after_days (seed 000 warns)."
+        False,
+        description="Delete deactivated users after cleanup_after_days (their data in the"
+        " application goes with them).",
     )
     cleanup_after_days: int = Field(30, ge=0, description="Grace period before cleanup.")
     propose_unused_above: int | None = Field(
@@ -516,12 +518,23 @@ class Settings(Section):
     reductions: ReductionSettings = Field(default_factory=ReductionSettings)  # type: ignore[arg-type]
 
 
+_SECRET_WORDS = ("token", "secret", "password")
+
+
 def _describe(err: ValidationError) -> str:
+    """One line naming each bad key and, unless it is a secret, the value it was given."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{key}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        value = e.get("input")
+        shown = (
+            e["type"] != "extra_forbidden"
+            and isinstance(value, str | int | float | bool)
+            and not any(word in key.lower() for word in _SECRET_WORDS)
+        )
+        lines.append(f"{key} = {value!r}: {msg}" if shown else f"{key}: {msg}")
     return "invalid configuration: " + "; ".join(lines)
 
 

@@ -135,7 +135,8 @@ def test_filling_seats_mails_low_once_and_exhausted_once(rig):
     full = r.mail("Seat limit reached")
     assert full.message["From"] == SENDER
     assert sorted(full.rcpt_tos) == sorted(ADMINS)
-    assert "on_full=refuse" in full.text
+    assert "it is refused until a seat is free" in full.text
+    assert "on_full" not in full.text and "seat-agent licenses set N" in full.text
     lines = full.text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("User"))
     assert lines[header].split() == ["User", "Status", "Seats", "Consumed", "Available"]

@@ -500,7 +500,7 @@ def test_cli_refuses_a_kintone_config_without_its_password(tmp_path, monkeypatch
     r = CliRunner().invoke(main, ["status", "--config", str(config)])
     assert r.exit_code == 2  # a one-line refusal on stderr (the CLI's bad-input exit), no traceback
     assert r.stderr.strip().splitlines() == [
-        "seat-agent: invalid configuration: downstream: Value error, type 'kintone' needs the"
+        "seat-agent: invalid configuration: downstream: type 'kintone' needs the"
         " password of login_name 'seat-agent' in token or in the environment variable"
         " SEAT_AGENT_DOWNSTREAM_TOKEN"
     ]

@@ -479,7 +479,7 @@ def test_reduction_waits_until_the_application_count_agrees(make_app, clock, rec
         ),
         (
             {"type": "webhook", "url": "http://127.0.0.1/h", "secret": new_secret(16)},
-            "downstream.secret: Value error, secret must decode to 24 to 64 bytes",
+            "downstream.secret: secret must decode to 24 to 64 bytes",
         ),
         (
             {"type": "webhook", "url": "http://h/", "secret": SECRET, "count_url": "/count"},

@@ -245,10 +245,11 @@ def test_health_panel_without_a_scheduler_says_what_to_do(api):
     panel = checks(text)
     assert panel["Scheduler"][0] == "bad"
     assert "no scheduler holds the lease" in panel["Scheduler"][1]
-    assert "restart `seat-agent serve`" in panel["Scheduler"][1]
+    assert "restart seat-agent serve" in panel["Scheduler"][1]
+    assert "<code>seat-agent reconcile</code> once" in text  # shown as code, no backticks
     assert panel["Last reconcile"] == (
         "warn",
-        "Last reconcile never Run `seat-agent reconcile` once, or check that the scheduler "
+        "Last reconcile never Run seat-agent reconcile once, or check that the scheduler "
         "is running.",
     )
     assert panel["Application"][0] == "off"
@@ -347,7 +348,7 @@ def test_health_panel_shows_whether_the_app_answered_and_the_outbox(downstream_a
     panel = checks(page(api))
     assert panel["Application"][0] == "bad"
     assert "did not answer at the last reconcile" in panel["Application"][1]
-    assert "Check `[downstream] url` and its token" in panel["Application"][1]
+    assert "Check [downstream] url and its token" in panel["Application"][1]
     assert panel["Outbox backlog"][0] == "warn"
     assert "1 waiting (1 push_user); oldest written" in panel["Outbox backlog"][1]
     state, failures = panel["Delivery failures"]

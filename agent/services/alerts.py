@@ -39,6 +39,15 @@ def _key(key: str) -> str:
     return key[:KEY_LENGTH]
 
 
+# What happens to an activation when no seat is free, in the admin's words ([license] on_full).
+_WHEN_FULL = {
+    "refuse": "it is refused until a seat is free",
+    "queue": "it waits in the queue, first come first served",
+    "fallback": "it gets the free fallback role until a seat is free",
+    "expand": "a license is added automatically, up to the ceiling",
+}
+
+
 def _who(event: SeatEvent) -> str:
     return event.user_name or event.user_id or "-"
 
@@ -193,13 +202,14 @@ class Alerts:
             self.clear(tx, SEATS_KEY)
             return
         table = (SEAT_HEADERS, [self._row(event, event.kind)])
-        policy = f" (on_full={self.on_full})" if self.on_full else ""
+        policy = f": {_WHEN_FULL[self.on_full]}" if self.on_full in _WHEN_FULL else ""
         if level == "exhausted":
             subject = f"Seat limit reached: {self._arith(event)}"
             lines = [
                 f"Every licensed seat is in use ({self._arith(event)}); the next activation "
                 f"gets no seat{policy}.",
-                "Free a seat (deactivate a user) or raise the license count.",
+                "Free a seat (deactivate a user) or add licenses (`seat-agent licenses set N`"
+                " or PUT /admin/licenses).",
             ]
         else:
             subject = f"Seats running low: {available} of {event.seats} left"
@@ -268,7 +278,8 @@ class Alerts:
         cost = self._cost(event)
         subject = f"Licenses increased automatically: {event.detail}"
         lines = [
-            f"No seat was free for {who}, so on_full=expand added a license ({event.detail}).",
+            f"No seat was free for {who}, so a license was added automatically, as this"
+            f" deployment is set to do up to its ceiling ({event.detail}).",
         ]
         if cost is not None:
             subject += f", cost {cost}"

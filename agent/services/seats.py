@@ -263,7 +263,7 @@ class SeatEngine:
                 user_name=user_name,
                 detail=(
                     f"licenses {pool.seats} -> {seats} "
-                    f"(on_full=expand, max {self.policy.max_seats})"
+                    f"(added automatically, ceiling {self.policy.max_seats})"
                 ),
                 seats_after=seats,
                 consumed_after=pool.consumed,

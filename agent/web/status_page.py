@@ -42,6 +42,7 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
+from markupsafe import Markup, escape
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -60,6 +61,18 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/static",
 )
+
+
+@bp.app_template_filter("commands")
+def commands(text: str) -> Markup:
+    """Advice text with its `command` spans shown as code, not as literal backticks."""
+    parts = str(escape(text)).split("`")
+    return Markup(
+        "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+        if len(parts) % 2
+        else str(escape(text))
+    )
+
 
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
