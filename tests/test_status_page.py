@@ -771,3 +771,19 @@ def test_status_page_in_headless_chromium(live_server, tmp_path):
     )
     _, fraction = gauge_fraction(full, FULL_RGB)
     assert fraction > 0.99, fraction
+
+
+def test_a_cookie_kept_from_before_sign_out_no_longer_opens_the_page(api, clock):
+    login(api.client)
+    kept = session_cookie(api.client)
+    assert kept is not None
+    copy = api.app.test_client()
+    copy.set_cookie(COOKIE, kept.value, path="/admin")
+    assert copy.get("/admin/seats").status_code == 200
+    clock.advance(seconds=1)
+    api.client.post("/admin/logout")
+    assert copy.get("/admin/seats").status_code == 401  # the copied cookie is dead too
+    assert copy.get("/admin/", headers=HTML).status_code == 303
+    clock.advance(seconds=1)
+    login(api.client)  # signing in again works
+    assert api.client.get("/admin/seats").status_code == 200

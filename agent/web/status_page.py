@@ -168,7 +168,23 @@ def session_is_admin() -> bool:
         return False
     if request.method not in SAFE_METHODS and not request.headers.get("X-Requested-With"):
         return False
-    return True
+    return not _signed_out_since(str(session.get("login_at") or ""))
+
+
+SIGNED_OUT_KEY = "admin_signed_out_at"
+
+
+def _signed_out_since(login_at: str) -> bool:
+    """True when someone signed out after this session began: a cookie kept from before
+    (copied, or in another browser) no longer opens the page (sign-out ends every session)."""
+    with current_app.extensions["seat_agent"].store.read() as tx:
+        signed_out = tx.get_state(SIGNED_OUT_KEY)
+    if signed_out is None:
+        return False
+    try:
+        return datetime.fromisoformat(login_at) <= datetime.fromisoformat(signed_out)
+    except ValueError:
+        return True
 
 
 def _bearer_ok() -> bool:
@@ -224,6 +240,9 @@ def login() -> BaseResponse | tuple[str, int]:
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
+    agent = current_app.extensions["seat_agent"]
+    with agent.store.write() as tx:
+        tx.put_state(SIGNED_OUT_KEY, agent.clock().isoformat())
     session.clear()
     return redirect(url_for("status_page.login_form"), code=303)
 
