@@ -14,7 +14,8 @@ from downstream import Downstream, running_downstream
 from agent.config import DownstreamSettings
 from agent.connectors import build_connector
 from agent.connectors.base import DeliveryError, EffectiveUser, effective_user
-from agent.connectors.scim import SEAT_EXT, ScimConnector, retry_after_seconds
+from agent.connectors.http import retry_after_seconds
+from agent.connectors.scim import SEAT_EXT, ScimConnector
 from agent.connectors.scim_app import USER_SCHEMA, profile_from
 from agent.storage.records import SeatState, UserRecord
 

@@ -46,12 +46,12 @@ import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
 from agent.connectors.base import DeliveryError, EffectiveUser, RemoteUser
+from agent.connectors.http import retry_after_seconds, send
 
 log = logging.getLogger("seat_agent.connectors.kintone")
 
@@ -81,22 +81,6 @@ SOURCES = {
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def retry_after_seconds(header: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds: delay-seconds or an HTTP-date (RFC 7231 §7.1.3)."""
-    if header is None:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return float(header)
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
 
 
 def kintone_user(state: EffectiveUser) -> dict[str, Any]:
@@ -240,21 +224,16 @@ class KintoneConnector:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body)
         where = f"{method} {path}"
-        try:
-            response = self.session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                data=data,
-                headers=headers,
-                timeout=self.timeout,
-            )
-        except requests.Timeout as err:
-            raise DeliveryError(f"{where}: timed out ({err.__class__.__name__})") from err
-        except requests.ConnectionError as err:
-            raise DeliveryError(f"{where}: cannot connect: {err}") from err
-        except requests.RequestException as err:
-            raise DeliveryError(f"{where}: {err}") from err
+        response = send(
+            self.session,
+            method,
+            self.base_url + path,
+            where,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=self.timeout,
+        )
         try:
             answer: Any = response.json()
         except ValueError:

@@ -13,13 +13,13 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from agent.connectors.base import DeliveryError, EffectiveGroup, EffectiveUser, RemoteUser
+from agent.connectors.http import retry_after_seconds, send
 from agent.connectors.scim_app import (
     AUTO,
     COMMON,
@@ -48,23 +48,6 @@ def _utcnow() -> datetime:
 def scim_string(value: str) -> str:
     """A filter comparison value: a JSON string literal (RFC 7644 §3.4.2.2)."""
     return json.dumps(value, ensure_ascii=False)
-
-
-def retry_after_seconds(header: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds from ``now``: delay-seconds or an HTTP-date (RFC 7231 §7.1.3).
-    None when absent or unreadable."""
-    if header is None:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return float(header)
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -236,21 +219,16 @@ class ScimConnector:
             headers["Content-Type"] = SCIM_JSON
             data = json.dumps(body)
         where = f"{method} {path}"
-        try:
-            response = self.session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                data=data,
-                headers=headers,
-                timeout=self.timeout,
-            )
-        except requests.Timeout as err:
-            raise DeliveryError(f"{where}: timed out ({err.__class__.__name__})") from err
-        except requests.ConnectionError as err:
-            raise DeliveryError(f"{where}: cannot connect: {err}") from err
-        except requests.RequestException as err:
-            raise DeliveryError(f"{where}: {err}") from err
+        response = send(
+            self.session,
+            method,
+            self.base_url + path,
+            where,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=self.timeout,
+        )
         status = response.status_code
         if 200 <= status < 300 or status in accept:
             return response

@@ -27,7 +27,7 @@ import requests
 from standardwebhooks import Webhook
 
 from agent.connectors.base import DeliveryError, EffectiveUser, RemoteUser
-from agent.connectors.scim import retry_after_seconds
+from agent.connectors.http import retry_after_seconds, send
 
 JSON = "application/json"
 COUNT_KEYS = ("active", "count")  # count_url answers {"active": N} (or {"count": N})
@@ -113,21 +113,16 @@ class WebhookConnector:
         if body:
             headers["Content-Type"] = JSON
         where = f"{method} {url}"
-        try:
-            response = self.session.request(
-                method,
-                url,
-                data=body.encode() if body else None,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout as err:
-            raise DeliveryError(f"{where}: timed out ({err.__class__.__name__})") from err
-        except requests.ConnectionError as err:
-            raise DeliveryError(f"{where}: cannot connect: {err}") from err
-        except requests.RequestException as err:
-            raise DeliveryError(f"{where}: {err}") from err
+        response = send(
+            self.session,
+            method,
+            url,
+            where,
+            data=body.encode() if body else None,
+            headers=headers,
+            timeout=self.timeout,
+            allow_redirects=False,
+        )
         status = response.status_code
         if 200 <= status < 300:
             return response
