@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from loopback import LoopbackServer
+from werkzeug.serving import BaseWSGIServer
 
 from agent.app import create_app
 from agent.config import settings_from_mapping
@@ -45,16 +46,7 @@ class Hold:
             return self.seen == self.nth
 
 
-class _OneRequestPerConnection(WSGIRequestHandler):
-    # Without keep-alive a stopped server is really gone: no handler thread lingers on an
-    # open connection that could still answer the next request.
-    protocol_version = "HTTP/1.0"
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-class Downstream:
+class Downstream(LoopbackServer):
     kind = "seat-agent"
 
     def __init__(self, directory: Path, token: str = DOWNSTREAM_TOKEN):
@@ -80,21 +72,6 @@ class Downstream:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self) -> None:
-        assert self._server is None, "already running"
-        self._server = make_server(
-            "127.0.0.1",
-            self.port,
-            self._wsgi,
-            threaded=True,
-            request_handler=_OneRequestPerConnection,
-        )
-        self.port = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
     def hold(self, method: str, path: str, nth: int = 1) -> Hold:
         """Make the ``nth`` ``method`` request to ``/scim/v2<path>`` hang after it was done."""
         self._hold = Hold(method, "/scim/v2" + path, nth)
@@ -114,14 +91,7 @@ class Downstream:
     def stop(self) -> None:
         if self._hold is not None:
             self._hold.release.set()
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        assert self._thread is not None
-        self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        super().stop()
 
     def close(self) -> None:
         self.stop()

@@ -48,7 +48,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from loopback import LoopbackServer
+from werkzeug.serving import BaseWSGIServer
 from werkzeug.wrappers import Request, Response
 
 LOGIN = "seat-admin"
@@ -74,13 +75,6 @@ class Seen:
     body: Any
 
 
-class _OneRequestPerConnection(WSGIRequestHandler):
-    protocol_version = "HTTP/1.0"  # a stopped server is really gone (no kept-alive handler)
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class Refused(Exception):
     def __init__(self, status: int, code: str, message: str, errors: dict | None = None):
         self.status, self.code, self.message, self.errors = status, code, message, errors
@@ -91,7 +85,7 @@ def invalid(param: str, message: str) -> Refused:
 
 
 @dataclass
-class KintoneServer:
+class KintoneServer(LoopbackServer):
     groups: set[str] = field(default_factory=lambda: {"everyone", "editors", "viewers"})
     port: int = 0
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -114,31 +108,6 @@ class KintoneServer:
         return f"http://127.0.0.1:{self.port}"
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        assert self._server is None, "already running"
-        self._server = make_server(
-            "127.0.0.1",
-            self.port,
-            self._wsgi,
-            threaded=True,
-            request_handler=_OneRequestPerConnection,
-        )
-        self.port = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        assert self._thread is not None
-        self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
 
     # -- test controls and inspection ---------------------------------------------------------
 

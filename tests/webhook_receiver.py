@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopback import LoopbackServer
 from standardwebhooks import Webhook, WebhookVerificationError
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer
 from werkzeug.wrappers import Request, Response
 
 
@@ -45,14 +46,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class _OneRequestPerConnection(WSGIRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     HOOK = "/hooks/seat-agent"
     COUNT = "/hooks/seat-agent/count"
 
@@ -81,31 +75,6 @@ class WebhookReceiver:
         return f"http://127.0.0.1:{self.port}{self.COUNT}"
 
     # -- server ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        assert self._server is None, "already running"
-        self._server = make_server(
-            "127.0.0.1",
-            self.port,
-            self._wsgi,
-            threaded=True,
-            request_handler=_OneRequestPerConnection,
-        )
-        self.port = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        assert self._thread is not None
-        self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
 
     def answer_next(self, *answers: Answer) -> None:
         with self.lock:
