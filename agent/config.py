@@ -88,8 +88,8 @@ class DatabaseSettings(Section):
         scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(
-                f"url {value.split('@')[-1]!r}: seat-agent runs on SQLite (sqlite:///path.db)"
-                " or PostgreSQL (postgresql://user@host/db)"
+                "seat-agent runs on SQLite (sqlite:///path.db) or PostgreSQL"
+                " (postgresql://user@host/db)"
             )
         return value
 
@@ -521,6 +521,15 @@ class Settings(Section):
 _SECRET_WORDS = ("token", "secret", "password")
 
 
+def _without_password(value: str) -> str:
+    """A URL with its password (``scheme://user:password@host``) shown as ``***``."""
+    scheme, sep, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return value
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def _describe(err: ValidationError) -> str:
     """One line naming each bad key and, unless it is a secret, the value it was given."""
     lines = []
@@ -534,6 +543,8 @@ def _describe(err: ValidationError) -> str:
             and isinstance(value, str | int | float | bool)
             and not any(word in key.lower() for word in _SECRET_WORDS)
         )
+        if shown and isinstance(value, str):
+            value = _without_password(value)
         lines.append(f"{key} = {value!r}: {msg}" if shown else f"{key}: {msg}")
     return "invalid configuration: " + "; ".join(lines)
 
