@@ -11,7 +11,6 @@ import logging
 import logging.config
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,10 @@ from agent.cli_support import (  # noqa: E402
     _emit,
     _settings,
     _table,
+    limit_argument,
     open_database,
+    since_argument,
+    usage_error,
 )
 
 
@@ -392,15 +394,6 @@ def licenses() -> None:
     """License count."""
 
 
-def _usage_error(as_json: bool, message: str, param_hint: str) -> None:
-    """A bad argument: with --json the error is JSON on stdout too (scripts read stdout);
-    either way the exit status is 2, like click's own usage errors."""
-    if as_json:
-        click.echo(json.dumps({"error": f"{param_hint}: {message}"}))
-        sys.exit(2)
-    raise click.BadParameter(message, param_hint=param_hint)
-
-
 @licenses.command("set")
 @click.argument("count")
 @CONFIG_OPTION
@@ -421,7 +414,7 @@ def licenses_set(count: str, config_path: str | None, as_json: bool) -> None:
     try:
         seats = check_license_count(value)
     except InvalidLicenseCount as err:
-        _usage_error(as_json, str(err).removeprefix("'seats' "), "COUNT")
+        usage_error(as_json, str(err).removeprefix("'seats' "), "COUNT")
         return
     try:
         with _agent(config_path) as agent:
@@ -459,22 +452,10 @@ def ledger(config_path: str | None, as_json: bool, since: str | None, limit: str
     entries, or the first LIMIT from --since on)."""
     from agent.web.admin import MAX_LEDGER_PAGE, ledger_entry
 
-    if not (limit.isascii() and limit.isdigit() and len(limit) <= 9) or not (
-        1 <= int(limit) <= MAX_LEDGER_PAGE
-    ):
-        _usage_error(as_json, f"must be an integer from 1 to {MAX_LEDGER_PAGE}", "--limit")
-        return
-    since_dt = None
-    if since:
-        try:
-            since_dt = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            _usage_error(as_json, "not an ISO 8601 date or time", "--since")
-            return
-        if since_dt.tzinfo is None:
-            since_dt = since_dt.replace(tzinfo=UTC)
+    count = limit_argument(as_json, limit, MAX_LEDGER_PAGE)
+    since_dt = since_argument(as_json, since)
     with _agent(config_path) as agent:
-        entries = [ledger_entry(e) for e in agent.admin.ledger(since_dt, int(limit))]
+        entries = [ledger_entry(e) for e in agent.admin.ledger(since_dt, count)]
     human = _table(
         [
             [

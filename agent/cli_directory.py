@@ -7,27 +7,26 @@ same services, the same rows); ``register(main)`` adds the commands to the ``sea
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from agent.cli_support import CONFIG_OPTION, JSON_OPTION, ConfigProblem, _agent, _emit, _table
+from agent.cli_support import (
+    CONFIG_OPTION,
+    JSON_OPTION,
+    ConfigProblem,
+    _agent,
+    _emit,
+    _table,
+    limit_argument,
+    since_argument,
+    usage_error,
+)
 
 STATES = ("licensed", "queued", "free", "inactive")
-
-
-def _bad_argument(as_json: bool, message: str, param_hint: str) -> None:
-    """A bad argument: one line on stderr and exit 2; with --json the error on stdout too."""
-    if as_json:
-        click.echo(json.dumps({"error": f"{param_hint}: {message}"}))
-        sys.exit(2)
-    raise click.BadParameter(message, param_hint=param_hint)
 
 
 def register(main: click.Group) -> None:
@@ -61,15 +60,11 @@ def register(main: click.Group) -> None:
         from agent.web.admin import MAX_PAGE, billable_csv, directory_user
 
         if state is not None and state not in STATES:
-            _bad_argument(as_json, f"must be one of: {', '.join(STATES)}", "--state")
+            usage_error(as_json, f"must be one of: {', '.join(STATES)}", "--state")
             return
-        if not (limit.isascii() and limit.isdigit() and len(limit) <= 9) or not (
-            1 <= int(limit) <= MAX_PAGE
-        ):
-            _bad_argument(as_json, f"must be an integer from 1 to {MAX_PAGE}", "--limit")
-            return
+        count = limit_argument(as_json, limit, MAX_PAGE)
         if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
-            _bad_argument(as_json, "must be the nextCursor of a previous page", "--cursor")
+            usage_error(as_json, "must be the nextCursor of a previous page", "--cursor")
             return
         with _agent(config_path) as agent:
             if as_csv:
@@ -77,7 +72,7 @@ def register(main: click.Group) -> None:
                     click.echo(chunk, nl=False)
                 return
             found, last = agent.admin.users(
-                state=state, text=search, after=int(cursor or 0), limit=int(limit)
+                state=state, text=search, after=int(cursor or 0), limit=count
             )
         rows = [directory_user(e) for e in found]
         data = {"users": rows, "nextCursor": str(last) if last is not None else None}
@@ -114,22 +109,10 @@ def register(main: click.Group) -> None:
         from agent.services.refusals import refusal_json
         from agent.web.admin import MAX_PAGE
 
-        if not (limit.isascii() and limit.isdigit() and len(limit) <= 9) or not (
-            1 <= int(limit) <= MAX_PAGE
-        ):
-            _bad_argument(as_json, f"must be an integer from 1 to {MAX_PAGE}", "--limit")
-            return
-        since_dt = None
-        if since:
-            try:
-                since_dt = datetime.fromisoformat(since.replace("Z", "+00:00"))
-            except ValueError:
-                _bad_argument(as_json, "not an ISO 8601 date or time", "--since")
-                return
-            if since_dt.tzinfo is None:
-                since_dt = since_dt.replace(tzinfo=UTC)
+        count = limit_argument(as_json, limit, MAX_PAGE)
+        since_dt = since_argument(as_json, since)
         with _agent(config_path) as agent:
-            found, last = agent.admin.refusals(since_dt, None, int(limit))
+            found, last = agent.admin.refusals(since_dt, None, count)
             counts = agent.admin.report()["refused"]
         rows = [refusal_json(r) for r in found]
         data = {"refusals": rows, "nextCursor": str(last) if last is not None else None}

@@ -14,15 +14,7 @@ from typing import Any
 
 import click
 
-from agent.cli_support import CONFIG_OPTION, JSON_OPTION, _agent, _emit, _table
-
-
-def _bad_argument(as_json: bool, message: str, param_hint: str) -> None:
-    """A bad argument: exit 2; with --json the error is JSON on stdout too (README)."""
-    if as_json:
-        click.echo(json.dumps({"error": f"{param_hint}: {message}"}))
-        sys.exit(2)
-    raise click.BadParameter(message, param_hint=param_hint)
+from agent.cli_support import CONFIG_OPTION, JSON_OPTION, _agent, _emit, _table, usage_error
 
 
 def _fail(message: str, as_json: bool, **extra: Any) -> None:
@@ -132,16 +124,14 @@ def register(main: click.Group) -> None:
         or above the licenses held exits 2."""
         if watch_id is not None:
             if target is not None or dry_run:
-                _bad_argument(
-                    as_json, "--watch follows an existing reduction; drop --to", "--watch"
-                )
+                usage_error(as_json, "--watch follows an existing reduction; drop --to", "--watch")
             _watch(config_path, watch_id, as_json, every)
             return
         if target is None:
-            _bad_argument(as_json, "required: the license count to reach", "--to")
+            usage_error(as_json, "required: the license count to reach", "--to")
             return
         if not (target.isascii() and target.isdigit() and len(target) <= 9):
-            _bad_argument(as_json, "must be a non-negative integer", "--to")
+            usage_error(as_json, "must be a non-negative integer", "--to")
             return
         count = int(target)
         with _agent(config_path) as agent:
@@ -149,7 +139,7 @@ def register(main: click.Group) -> None:
             try:
                 plan = service.preview(count)
             except NothingToReduce as err:
-                _bad_argument(as_json, err.message, "--to")
+                usage_error(as_json, err.message, "--to")
                 return
             if dry_run:
                 if not plan["feasible"]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -171,3 +173,32 @@ def _emit(data: Any, as_json: bool, human: str) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         click.echo(human)
+
+
+def usage_error(as_json: bool, message: str, param_hint: str) -> NoReturn:
+    """A bad argument: exit 2, like click's own usage errors; with --json the error is JSON on
+    stdout too (scripts read stdout, README)."""
+    if as_json:
+        click.echo(json.dumps({"error": f"{param_hint}: {message}"}))
+        sys.exit(2)
+    raise click.BadParameter(message, param_hint=param_hint)
+
+
+def limit_argument(as_json: bool, value: str, maximum: int) -> int:
+    """``--limit``: an integer from 1 to ``maximum`` (at most 9 digits are read)."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 9) or not (
+        1 <= int(value) <= maximum
+    ):
+        usage_error(as_json, f"must be an integer from 1 to {maximum}", "--limit")
+    return int(value)
+
+
+def since_argument(as_json: bool, value: str | None) -> datetime | None:
+    """``--since``: an ISO 8601 date or time, UTC when it names no zone."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        usage_error(as_json, "not an ISO 8601 date or time", "--since")
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
