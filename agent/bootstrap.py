@@ -81,9 +81,9 @@ def ensure_tokens(settings: Settings, store: Store) -> dict[str, str]:
             continue
         key = f"{kind}_token_sha256"
         with store.write() as tx:
-            if tx.get_state(key) is None:
+            if tx.state.get(key) is None:
                 token = secrets.token_urlsafe(32)
-                tx.put_state(key, digest(token))
+                tx.state.put(key, digest(token))
                 generated[kind] = token
     return generated
 
@@ -101,7 +101,7 @@ def token_sets(settings: Settings, store: Store) -> tuple[TokenSet, TokenSet]:
         digests += [h.removeprefix("sha256:") for h in hashes]
         if not configured:
             with store.read() as tx:
-                stored = tx.get_state(f"{kind}_token_sha256")
+                stored = tx.state.get(f"{kind}_token_sha256")
             if stored:
                 digests.append(stored)
         out.append(TokenSet(digests))

@@ -190,7 +190,7 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
 
     with _agent(config_path) as agent:
         with agent.store.read() as tx:
-            total = tx.count_users()
+            total = tx.users.count()
         # One bar for the seat pass, one for the comparison with the downstream (when set).
         bars: list[Any] = []
 
@@ -254,7 +254,7 @@ def status(config_path: str | None, as_json: bool) -> None:
         names = [name for name, _fn, _s in job_table(agent)]
         with agent.store.read() as tx:
             holder = outbox.lease_holder(tx, SCHEDULER_LEASE, agent.clock())
-            last = tx.get_state("last_reconcile")
+            last = tx.state.get("last_reconcile")
             depth = outbox.depth(tx)
             failing = outbox.failing(tx, agent.settings.downstream.alert_after_attempts)
             jobs = {name: job_runs(tx, name) for name in names}

@@ -457,7 +457,7 @@ def seed_store(db_url: str, seats: int, n: int, deadline: float) -> tuple[list[s
                     previous=None,
                     cause=cause,
                 )
-                tx.insert_user(ids[i], resource, seat, agent.clock())
+                tx.users.insert(ids[i], resource, seat, agent.clock())
     agent.store.dispose()
     return ids, names
 
@@ -470,7 +470,7 @@ def bulk_insert(agent: Any, rows: Iterable[tuple[str, dict[str, Any]]], batch: i
 
     from agent.domain import license as lic
     from agent.services.seats import directory_state
-    from agent.storage.store import user_columns, user_value_rows
+    from agent.storage.rows import user_columns, user_value_rows
     from agent.storage.tables import user_values, users
 
     policy = agent.seats.policy
@@ -505,8 +505,8 @@ def bulk_insert(agent: Any, rows: Iterable[tuple[str, dict[str, Any]]], batch: i
             tx.conn.execute(insert(users), user_rows)
             tx.conn.execute(insert(user_values), value_rows)
     with agent.store.write() as tx:
-        tx.set_pool(tx.pool().seats, consumed, now)
-        tx.recount_users()
+        tx.pool.update(tx.pool.current().seats, consumed, now)
+        tx.users.recount()
     return consumed
 
 

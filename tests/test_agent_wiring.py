@@ -255,8 +255,8 @@ def test_reconcile_with_the_downstream_down_recounts_and_reports_it(wired, downs
     create(api, "ann@example.com")
     jobs.deliver_outbox()
     with api.agent.store.write() as tx:  # a counter that drifted
-        pool = tx.pool()
-        tx.set_pool(pool.seats, 5, clock())
+        pool = tx.pool.current()
+        tx.pool.update(pool.seats, 5, clock())
     downstream.stop()
     proposals = []
     real_propose = api.agent.reductions.propose_if_due
@@ -268,7 +268,7 @@ def test_reconcile_with_the_downstream_down_recounts_and_reports_it(wired, downs
     assert [d.problem for d in report.drift] == ["downstream unreachable"]
     assert report.downstream_error and "cannot connect" in report.downstream_error
     with api.agent.store.read() as tx:
-        last = json.loads(tx.get_state("last_reconcile"))
+        last = json.loads(tx.state.get("last_reconcile"))
     assert last["downstream_error"] == report.downstream_error
     jobs.reconcile()  # still down: no second mail
     jobs.deliver_outbox()
@@ -301,7 +301,7 @@ def test_cli_reconcile_with_the_downstream_down_prints_the_finding(
     assert "downstream unreachable" in result.output
     assert "Traceback" not in result.output
     with api.agent.store.read() as tx:
-        assert tx.get_state("last_reconcile") is not None
+        assert tx.state.get("last_reconcile") is not None
     status = CliRunner().invoke(main, ["status", "--config", str(config), "--json"])
     assert status.exit_code == 0, status.output
     assert "cannot connect" in json.loads(status.stdout)["downstream_error"]

@@ -262,7 +262,7 @@ def test_expand_mail_carries_the_prorated_cost(rig):
         create(r.api, name)
     assert post(r.api, "d").status_code == 403  # at the ceiling
     with r.store.read() as tx:
-        costs = [e.cost for e in tx.ledger(kinds=["expand"])]
+        costs = [e.cost for e in tx.ledger.entries(kinds=["expand"])]
     assert len(costs) == 2 and all(c is not None and c > 0 for c in costs)
     r.deliver()
     assert r.subjects() == [

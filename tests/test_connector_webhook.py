@@ -357,7 +357,7 @@ def test_reconcile_reports_a_count_mismatch(make_app, clock, receiver):
         ("active count differs", "2 active", "1 active")
     ]
     with api.agent.store.read() as tx:
-        last = json.loads(tx.get_state("last_reconcile"))
+        last = json.loads(tx.state.get("last_reconcile"))
     assert last["drift"][0]["problem"] == "active count differs"
     receiver.stop()
     report = jobs.reconcile()

@@ -49,7 +49,7 @@ def authentik_user(username: str, uid: str) -> dict:
 
 def members(api, group_id: str) -> set[str]:
     with api.agent.store.read() as tx:
-        return set(tx.member_ids(group_id))
+        return set(tx.groups.member_ids(group_id))
 
 
 def create_user(api, username: str) -> str:
@@ -97,7 +97,7 @@ def test_authentik_user_lifecycle(api):
     assert r.get_json()["name"]["givenName"] == "Jane"
     assert r.get_json()["emails"][0]["value"] == "jane@example.com"
     with api.agent.store.read() as tx:
-        assert tx.get_user(uid).resource["displayName"] == "Jane Doe"
+        assert tx.users.get(uid).resource["displayName"] == "Jane Doe"
 
     # Deactivated in authentik: the user mapping sends active false on the next PUT.
     r = api.scim("PUT", f"/Users/{uid}", {**update, "active": False}, AUTHENTIK)

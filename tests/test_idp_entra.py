@@ -45,12 +45,12 @@ def entra_patch(*ops: dict) -> dict:
 
 def stored(api, user_id: str):
     with api.agent.store.read() as tx:
-        return tx.get_user(user_id)
+        return tx.users.get(user_id)
 
 
 def members(api, group_id: str) -> set[str]:
     with api.agent.store.read() as tx:
-        return set(tx.member_ids(group_id))
+        return set(tx.groups.member_ids(group_id))
 
 
 def create_user(api, user_name: str, external_id: str, **extra) -> str:
@@ -272,7 +272,7 @@ def test_entra_group_lifecycle(api):
     assert created["schemas"] == [GROUP]
     assert created["members"] == []
     with api.agent.store.read() as tx:
-        assert tx.get_group(gid, with_members=False).resource == {
+        assert tx.groups.get(gid, with_members=False).resource == {
             "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
             "displayName": "Contoso Sales",
         }

@@ -44,7 +44,7 @@ def patch(*ops: dict) -> dict:
 
 def members(api, group_id: str) -> set[str]:
     with api.agent.store.read() as tx:
-        return set(tx.member_ids(group_id))
+        return set(tx.groups.member_ids(group_id))
 
 
 def test_jumpcloud_activate_and_connection_test(api):

@@ -43,12 +43,12 @@ def okta_filter(attr: str, value: str) -> str:
 
 def stored_user(api, user_id: str):
     with api.agent.store.read() as tx:
-        return tx.get_user(user_id)
+        return tx.users.get(user_id)
 
 
 def stored_members(api, group_id: str) -> set[str]:
     with api.agent.store.read() as tx:
-        return set(tx.member_ids(group_id))
+        return set(tx.groups.member_ids(group_id))
 
 
 def test_okta_user_lifecycle(api):
@@ -187,7 +187,7 @@ def test_okta_group_push(api):
     r = api.scim("PATCH", f"/Groups/{gid}", rename, OKTA)
     assert r.status_code == 204
     with api.agent.store.read() as tx:
-        group = tx.get_group(gid, with_members=False)
+        group = tx.groups.get(gid, with_members=False)
     assert group.resource == {"displayName": "Test SCIMv2 Renamed"}
     assert stored_members(api, gid) == {u1, u2}
     assert api.scim("GET", query, headers=OKTA).get_json()["totalResults"] == 0

@@ -59,7 +59,7 @@ def by_user_name(api, user_name: str):
 
 def members(api, group_id: str) -> set[str]:
     with api.agent.store.read() as tx:
-        return set(tx.member_ids(group_id))
+        return set(tx.groups.member_ids(group_id))
 
 
 def test_onelogin_initial_connection(api):
@@ -77,7 +77,7 @@ def test_onelogin_user_lifecycle(api):
     assert r.headers["Content-Type"] == "application/json"
     uid = r.get_json()["id"]
     with api.agent.store.read() as tx:
-        stored = tx.get_user(uid).resource
+        stored = tx.users.get(uid).resource
     assert stored["name"] == {"familyName": "Lovelace", "givenName": "Ada"}
     assert "manager" not in stored.get(ENTERPRISE, {})  # an empty manager id is no manager
     assert api.admin("GET", "/seats").get_json()["consumed"] == 1

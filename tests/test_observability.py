@@ -100,7 +100,7 @@ def test_outbox_depth_by_kind_and_last_reconcile(api, clock):
     assert gauge(s, "seat_agent_outbox_depth", kind=PUSH_USER) == 2
     assert gauge(s, "seat_agent_outbox_depth", kind=EMAIL) == 1
     with api.agent.store.read() as tx:
-        at = datetime.fromisoformat(json.loads(tx.get_state("last_reconcile"))["at"])
+        at = datetime.fromisoformat(json.loads(tx.state.get("last_reconcile"))["at"])
     assert gauge(s, "seat_agent_last_reconcile_timestamp_seconds") == pytest.approx(at.timestamp())
     assert abs(at - clock.now).total_seconds() < 1
 

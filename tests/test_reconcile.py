@@ -27,7 +27,7 @@ def test_counter_drift_is_recounted_and_repaired(make_api):
     entries = api.admin("GET", "/ledger").get_json()["entries"]
     assert entries[-1]["kind"] == "reconcile"
     with api.agent.store.read() as tx:
-        assert tx.get_state("last_reconcile") is not None
+        assert tx.state.get("last_reconcile") is not None
 
 
 def test_policy_change_is_applied_to_existing_users(make_api, db_url, clock):
@@ -102,7 +102,7 @@ def test_policy_change_re_decides_many_users_with_one_ledger_entry_each(make_api
     # each release carries the count after it, as if written one at a time
     assert [e["consumedAfter"] for e in releases] == [4, 3, 2, 1]
     with api2.agent.store.read() as tx:
-        stored = {u.user_name: u.seat for u in tx.get_users(_ids(tx))}
+        stored = {u.user_name: u.seat for u in tx.users.get_many(_ids(tx))}
     assert all(stored[n].license_state == "free" and not stored[n].holds_seat for n in names)
     assert stored["member"].holds_seat
     # a second run finds nothing left to repair
@@ -113,16 +113,16 @@ def test_policy_change_re_decides_many_users_with_one_ledger_entry_each(make_api
 def test_deferred_seat_writes_need_the_pool_lock(make_api):
     api = make_api(seats=3)
     with api.agent.store.read() as tx, pytest.raises(RuntimeError, match="seat-pool lock"):
-        with tx.deferred_seat_writes():
+        with tx.pool.deferred_writes():
             pass
 
 
 def test_deferred_seat_writes_are_invisible_until_the_block_ends(make_api, clock):
     api = make_api(seats=3)
     with api.agent.store.write() as tx:
-        with tx.deferred_seat_writes():
-            tx.set_pool(5, 2, clock())
-            assert tx.pool().seats == 5  # this transaction sees its own change
+        with tx.pool.deferred_writes():
+            tx.pool.update(5, 2, clock())
+            assert tx.pool.current().seats == 5  # this transaction sees its own change
             assert tx.conn.execute(select(seat_pool.c.seats)).scalar_one() == 3
         assert tx.conn.execute(select(seat_pool.c.seats)).scalar_one() == 5
     assert (seats(api)["licensed"], seats(api)["consumed"]) == (5, 2)

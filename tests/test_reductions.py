@@ -68,8 +68,8 @@ def build(api, clock, reductions=None, alerts=None, last_login=None, provisionin
 def invariant(api) -> tuple[int, int]:
     """Seed 000: licenses never below consuming users; the counter matches the users."""
     with api.agent.store.read() as tx:
-        pool = tx.pool()
-        holding = tx.count_holding_seats()
+        pool = tx.pool.current()
+        holding = tx.users.count_holding_seats()
     assert pool.consumed == holding
     assert pool.seats >= pool.consumed
     return pool.seats, pool.consumed

@@ -40,12 +40,12 @@ def create_group(api, display_name: str, members: list[str] = (), **extra) -> di
 
 def member_rows(api, group_id: str) -> set[str]:
     with api.agent.store.read() as tx:
-        return set(tx.member_ids(group_id))
+        return set(tx.groups.member_ids(group_id))
 
 
 def stored_group(api, group_id: str):
     with api.agent.store.read() as tx:
-        return tx.get_group(group_id, with_members=False)
+        return tx.groups.get(group_id, with_members=False)
 
 
 def group_count(api) -> int:
@@ -302,10 +302,10 @@ def test_adding_one_member_to_a_group_of_2000(api, clock):
     with api.agent.store.write() as tx:
         now = clock()
         for i, uid in enumerate(ids):
-            tx.insert_user(
+            tx.users.insert(
                 uid, {"userName": f"bulk{i:04d}@example.com", "active": True}, SeatState(), now
             )
-        assert tx.add_members(gid, ids) == ids
+        assert tx.groups.add_members(gid, ids) == ids
     newcomer = create_user(api, "newcomer@example.com")
 
     r = api.scim(

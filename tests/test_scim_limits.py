@@ -87,7 +87,7 @@ def test_deeply_nested_patch_value_is_400_and_changes_nothing(api):
     )
     assert_scim_error(raw(api, "PATCH", f"/Users/{uid}", body, SCIM_JSON), 400, "invalidSyntax")
     with api.agent.store.read() as tx:
-        record = tx.get_user(uid)
+        record = tx.users.get(uid)
     assert record.version == 1
     assert "urn:x:foo" not in json.dumps(record.resource)
 

@@ -26,7 +26,7 @@ def _post(api, body: dict) -> dict:
 
 def _stored(api, user_id: str) -> dict:
     with api.agent.store.read() as tx:
-        record = tx.get_user(user_id)
+        record = tx.users.get(user_id)
     assert record is not None
     return record.resource
 
@@ -259,7 +259,7 @@ def test_the_filter_catalogue_spells_every_attribute_as_the_schemas_do():
     """The filterable attributes (agent.scim.filter) name the attributes of the published
     schemas, in their spelling, so a filter, a sortBy and a stored body agree. One deliberate
     extra: ``addresses.value`` filters on an address's ``formatted`` (the schema gives
-    addresses no ``value``; agent.storage.store.user_value_rows)."""
+    addresses no ``value``; agent.storage.rows.user_value_rows)."""
     from agent.scim import filter as scim_filter
     from agent.scim import names
 

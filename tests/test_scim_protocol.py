@@ -163,7 +163,7 @@ def test_malformed_json_in_put_and_patch_changes_nothing(api):
     assert_scim_error(raw(api, "PUT", f"/Users/{uid}", "{", SCIM_JSON), 400, "invalidSyntax")
     assert_scim_error(raw(api, "PATCH", f"/Users/{uid}", "{", SCIM_JSON), 400, "invalidSyntax")
     with api.agent.store.read() as tx:
-        record = tx.get_user(uid)
+        record = tx.users.get(uid)
     assert record.version == 1
     assert record.resource["displayName"] == "J"
 
@@ -359,10 +359,10 @@ def test_bad_patch_envelope_is_400_and_changes_nothing(api, body, scim_type):
         if scim_type is not None:
             assert err["scimType"] == scim_type
     with api.agent.store.read() as tx:
-        assert tx.get_user(uid).version == 1
-        assert tx.get_user(uid).resource["displayName"] == "Env"
-        assert tx.get_group(gid, with_members=False).version == 1
-        assert tx.member_ids(gid) == [uid]
+        assert tx.users.get(uid).version == 1
+        assert tx.users.get(uid).resource["displayName"] == "Env"
+        assert tx.groups.get(gid, with_members=False).version == 1
+        assert tx.groups.member_ids(gid) == [uid]
 
 
 # -- lists: pagination and sorting (RFC 7644 §3.4.2.3, §3.4.2.4) ---------------------------------

@@ -32,7 +32,7 @@ def create(api, user_name: str, **extra) -> dict:
 
 def stored(api, user_id: str):
     with api.agent.store.read() as tx:
-        return tx.get_user(user_id)
+        return tx.users.get(user_id)
 
 
 def raw_row(api, user_id: str):

@@ -246,7 +246,7 @@ def test_fallback_user_has_the_status_of_the_fallback_role(make_api):
     assert r.status_code == 200
     assert seat_of(api, b["id"])["appStatus"] == "Viewer"
     with api.agent.store.read() as tx:
-        assert tx.get_user(b["id"]).seat.app_status == "Viewer"
+        assert tx.users.get(b["id"]).seat.app_status == "Viewer"
     assert seats(api)["by_status"]["Viewer"] == {"users": 1, "consuming": 0}
 
 
@@ -350,7 +350,7 @@ def test_bad_license_input_is_refused_and_changes_nothing(make_api, body):
 
 def ledger_size(api) -> int:
     with api.agent.store.read() as tx:
-        return len(tx.ledger(limit=10_000))
+        return len(tx.ledger.entries(limit=10_000))
 
 
 @pytest.mark.parametrize("value", [10**30, 2**63, 2**31, 1_000_001])
@@ -555,9 +555,9 @@ def test_admin_reevaluate_refuses_at_the_limit(make_api):
     create(api, "a")
     b = create(api, "b", active=False)
     with api.agent.store.write() as tx:  # the directory activated b while seats were full...
-        rec = tx.get_user(b["id"])
+        rec = tx.users.get(b["id"])
         rec.resource["active"] = True
-        tx.update_user(rec, dict(rec.resource), rec.seat, api.agent.clock())
+        tx.users.update(rec, dict(rec.resource), rec.seat, api.agent.clock())
     r = api.admin("POST", f"/users/{b['id']}/reevaluate")
     assert r.status_code == 403
     assert r.get_json()["error"].startswith("Seat limit reached")
@@ -598,7 +598,7 @@ def test_reduction_frees_seats_without_the_queue_refilling_them(make_api, clock)
     assert [seat_of(api, q)["queuePosition"] for q in queued] == [1, 2]
     assert invariant(api) == (8, 8)
     with api.agent.store.read() as tx:
-        kinds = [e.kind for e in tx.ledger(limit=10_000)]
+        kinds = [e.kind for e in tx.ledger.entries(limit=10_000)]
     assert kinds.count("release") == 2 and "promote" not in kinds
 
     # the workflow over, a license increase serves the queue again
@@ -668,7 +668,7 @@ def test_reevaluate_that_releases_a_seat_serves_the_queue_at_once(make_api):
     report = seats(api)
     assert (report["consumed"], report["queued"]) == (1, 0)
     with api.agent.store.read() as tx:
-        last = tx.ledger(limit=2, newest_first=True)
+        last = tx.ledger.entries(limit=2, newest_first=True)
     assert [(e.kind, e.user_name, e.cause) for e in last] == [
         ("promote", "waiting", "admin"),
         ("release", "asst", "admin"),
@@ -688,7 +688,7 @@ def test_put_without_active_keeps_the_stored_value(make_api):
     assert r.get_json()["active"] is False
     assert r.get_json()[SEAT]["licenseState"] == "inactive"
     with api.agent.store.read() as tx:
-        stored = tx.get_user(gone["id"])
+        stored = tx.users.get(gone["id"])
     assert stored.resource["active"] is False and stored.resource["displayName"] == "Gone"
     assert seats(api)["consumed"] == 1
     r = api.scim("PUT", f"/Users/{gone['id']}", {**body, "Active": True})
@@ -712,5 +712,5 @@ def test_ledger_entries_carry_the_request_id(make_api):
         ("licenses", "admin-7", "licenses 5 -> 6"),
     ]
     with api.agent.store.read() as tx:
-        first = tx.ledger(limit=1)[0]
+        first = tx.ledger.entries(limit=1)[0]
     assert (first.cause, first.request) == ("config", None)  # first start: no request

@@ -326,7 +326,7 @@ def test_recent_ledger_is_the_newest_even_with_thousands_a_day(api, clock):
     """More than the old 5,000-row scan in one day: the page still shows the newest 20."""
     with api.agent.store.write() as tx:
         for i in range(5100):
-            tx.append_ledger(
+            tx.ledger.append(
                 at=clock(),
                 kind="grant",
                 cause="scim",

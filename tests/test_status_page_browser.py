@@ -49,7 +49,7 @@ def seed_history(db_url: str) -> list[tuple[str, int, int, int]]:
                 day = today - timedelta(days=back)
                 licensed = 8 if back > 8 else SEATS
                 consumed = min(licensed, 2 + (HISTORY_DAYS - back) * 2 // 3)
-                tx.append_ledger(
+                tx.ledger.append(
                     at=day + timedelta(hours=9),
                     kind="grant",
                     cause="scim",
@@ -71,7 +71,7 @@ def seed_history(db_url: str) -> list[tuple[str, int, int, int]]:
                     )
                 if consumed == licensed and licensed == SEATS:
                     for n in range(back % 3 + 1):
-                        tx.append_ledger(
+                        tx.ledger.append(
                             at=day + timedelta(hours=10, minutes=n),
                             kind="queue",
                             cause="scim",

@@ -475,7 +475,7 @@ def test_ledger_days_are_utc_days_on_both_databases(api, clock):
             (midnight, "queue", 4),
             (midnight + timedelta(hours=23, minutes=59), "release", 3),
         ):
-            tx.append_ledger(at=at, kind=kind, cause="test", seats_after=5, consumed_after=consumed)
+            tx.ledger.append(at=at, kind=kind, cause="test", seats_after=5, consumed_after=consumed)
         got = history.ledger_days(tx, midnight - timedelta(days=1), midnight + timedelta(days=1))
         assert history.state_before(tx, midnight) == (5, 4)
     assert [(d.day.isoformat(), d.consumed_peak, d.consumed_close, d.queued) for d in got] == [

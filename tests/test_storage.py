@@ -35,11 +35,11 @@ def test_upgrade_is_idempotent_and_keeps_the_pool(db_url):
     try:
         store.upgrade(5, NOW)
         with store.write() as tx:
-            tx.set_pool(7, 0, NOW)
+            tx.pool.update(7, 0, NOW)
         store.upgrade(5, NOW)
         with store.read() as tx:
-            assert tx.pool().seats == 7
-            assert [e.kind for e in tx.ledger()] == ["licenses"]
+            assert tx.pool.current().seats == 7
+            assert [e.kind for e in tx.ledger.entries()] == ["licenses"]
     finally:
         store.dispose()
 
@@ -50,17 +50,17 @@ def test_store_round_trips_plain_records(db_url):
         store.upgrade(5, NOW)
         resource = {"userName": "Ann", "active": True, "emails": [{"value": "A@x", "type": "work"}]}
         with store.write() as tx:
-            tx.insert_user(
+            tx.users.insert(
                 "u1", resource, SeatState(license_state="licensed", holds_seat=True), NOW
             )
         with store.read() as tx:
-            record = tx.get_user("u1")
+            record = tx.users.get("u1")
             assert record is not None
             assert record.resource == resource
             assert record.created == NOW
             assert record.seat.holds_seat is True
-            assert tx.user_name_taken("ANN") is True
-            assert tx.get_user("nope") is None
+            assert tx.users.name_taken("ANN") is True
+            assert tx.users.get("nope") is None
     finally:
         store.dispose()
 
@@ -71,12 +71,12 @@ def test_a_failed_write_changes_nothing(db_url):
         store.upgrade(5, NOW)
         try:
             with store.write() as tx:
-                tx.insert_user("u1", {"userName": "a", "active": True}, SeatState(), NOW)
+                tx.users.insert("u1", {"userName": "a", "active": True}, SeatState(), NOW)
                 raise RuntimeError("boom")
         except RuntimeError:
             pass
         with store.read() as tx:
-            assert tx.get_user("u1") is None
+            assert tx.users.get("u1") is None
     finally:
         store.dispose()
 
@@ -111,20 +111,20 @@ def test_the_user_total_follows_inserts_deletes_and_failed_inserts(db_url):
         store.upgrade(5, NOW)
         with store.write() as tx:
             for i in range(5):
-                tx.insert_user(f"u{i}", _user(f"user{i}"), SeatState(), NOW)
+                tx.users.insert(f"u{i}", _user(f"user{i}"), SeatState(), NOW)
         with store.write() as tx:
-            tx.delete_user("u1")
-            tx.delete_user("no-such-user")  # deletes nothing, changes nothing
+            tx.users.delete("u1")
+            tx.users.delete("no-such-user")  # deletes nothing, changes nothing
         try:
             with store.write() as tx:
-                tx.insert_user("u9", _user("user9"), SeatState(), NOW)
+                tx.users.insert("u9", _user("user9"), SeatState(), NOW)
                 raise RuntimeError("rolled back")
         except RuntimeError:
             pass
         with store.read() as tx:
-            assert tx.recount_users() == (4, 4)
+            assert tx.users.recount() == (4, 4)
             # A page that is full (count 2 of 4) must ask for the total: it reads the counter.
-            page = tx.list_users(None, [], 1, 2)
+            page = tx.user_pages.page(None, [], 1, 2)
             assert page.total == 4 and len(page.items) == 2
     finally:
         store.dispose()
@@ -141,9 +141,9 @@ def test_every_unfiltered_page_is_the_forward_walk_including_those_walked_from_t
         store.upgrade(100, NOW)
         with store.write() as tx:
             for i in range(47):
-                tx.insert_user(f"u{i:03d}", _user(f"user{i:03d}"), SeatState(), NOW)
+                tx.users.insert(f"u{i:03d}", _user(f"user{i:03d}"), SeatState(), NOW)
             for i in (0, 5, 30, 46):  # holes at the start, middle and end of the seq order
-                tx.delete_user(f"u{i:03d}")
+                tx.users.delete(f"u{i:03d}")
         expected = [f"u{i:03d}" for i in range(47) if i not in (0, 5, 30, 46)]
         assert len(expected) == 43
         statements: list[str] = []
@@ -156,16 +156,16 @@ def test_every_unfiltered_page_is_the_forward_walk_including_those_walked_from_t
             for count in (1, 7, 10, 43, 50):
                 for start in range(1, 47):
                     statements.clear()
-                    page = tx.list_users(None, [], start, count)
+                    page = tx.user_pages.page(None, [], start, count)
                     got = [r.id for r in page.items]
                     assert got == expected[start - 1 : start - 1 + count], (start, count)
                     assert page.total == 43, (start, count)
                     backwards = any("DESC" in s for s in statements)
                     # Past the last user there is nothing to walk: no page statement at all.
                     assert backwards == (43 < (start - 1) * 2 < 86), (start, count, statements)
-            assert tx.list_users(None, [], 44, 10).items == []
-            assert tx.list_users(None, [], 44, 10).total == 43
-            assert tx.list_users(None, [], 30, 0).total == 43
+            assert tx.user_pages.page(None, [], 44, 10).items == []
+            assert tx.user_pages.page(None, [], 44, 10).total == 43
+            assert tx.user_pages.page(None, [], 30, 0).total == 43
     finally:
         store.dispose()
 
@@ -176,17 +176,17 @@ def test_migration_0003_counts_existing_users_and_reconcile_repairs_the_total(db
         store.upgrade(5, NOW)
         with store.write() as tx:
             for i in range(3):
-                tx.insert_user(f"u{i}", _user(f"user{i}"), SeatState(), NOW)
+                tx.users.insert(f"u{i}", _user(f"user{i}"), SeatState(), NOW)
         migrate.downgrade(store.engine, "0002")
         store.upgrade(5, NOW)  # 0003 again, on a database that already holds 3 users
         with store.read() as tx:
-            assert tx.list_users(None, [], 1, 1).total == 3
+            assert tx.user_pages.page(None, [], 1, 1).total == 3
         with store.write() as tx:  # a write that bypassed the store (a bulk import)
             tx.conn.execute(update(seat_pool).values(users_total=0))
         with store.write() as tx:
-            assert tx.recount_users() == (0, 3)
+            assert tx.users.recount() == (0, 3)
         with store.read() as tx:
-            assert tx.list_users(None, [], 1, 1).total == 3
+            assert tx.user_pages.page(None, [], 1, 1).total == 3
     finally:
         store.dispose()
 
@@ -212,10 +212,10 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
         store.upgrade(5000, NOW)
         with store.write() as tx:
             for i in range(3000):
-                tx.insert_user(f"u{i:05d}", _user(f"user{i:05d}@x"), SeatState(), NOW)
+                tx.users.insert(f"u{i:05d}", _user(f"user{i:05d}@x"), SeatState(), NOW)
             # Rows carry their groups (a correlated subquery): every user in one big group.
-            tx.insert_group("g1", {"displayName": "everyone"}, NOW)
-            tx.add_members("g1", [f"u{i:05d}" for i in range(3000)])
+            tx.groups.insert("g1", {"displayName": "everyone"}, NOW)
+            tx.groups.add_members("g1", [f"u{i:05d}" for i in range(3000)])
         with store.read() as tx:
             stats = tx.conn.execute(
                 text(
@@ -233,20 +233,20 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
         event.listen(store.engine, "before_cursor_execute", capture)
         where = filter_sql.user_where(parse_filter('userName eq "user02500@x"', "User"))
         with store.read() as tx:
-            page = tx.list_users(where, [], 1, 100)
+            page = tx.user_pages.page(where, [], 1, 100)
             assert [r.id for r in page.items] == ["u02500"]
             assert page.items[0].groups == [("g1", "everyone")]
-            deep = tx.list_users(None, [], 2901, 100)
+            deep = tx.user_pages.page(None, [], 2901, 100)
             assert [r.id for r in deep.items] == [f"u{i:05d}" for i in range(2900, 3000)]
-            middle = tx.list_users(None, [], 1001, 100)  # walked forward, then read by key
+            middle = tx.user_pages.page(None, [], 1001, 100)  # walked forward, then read by key
             assert [r.id for r in middle.items] == [f"u{i:05d}" for i in range(1000, 1100)]
             broad = filter_sql.user_where(parse_filter('userName sw "user01"', "User"))
-            second = tx.list_users(broad, [], 101, 100)  # a filtered page past the first
+            second = tx.user_pages.page(broad, [], 101, 100)  # a filtered page past the first
             assert [r.id for r in second.items] == [f"u{i:05d}" for i in range(1100, 1200)]
             lookup = filter_sql.user_lookup(parse_filter('userName eq "user02500@x"', "User"))
             assert lookup is not None
-            assert [r.id for r in tx.lookup_users(lookup, 1, 100).items] == ["u02500"]
-            assert tx.lookup_users(lookup, 2, 100).total == 1  # past the first page: counted
+            assert [r.id for r in tx.user_pages.lookup(lookup, 1, 100).items] == ["u02500"]
+            assert tx.user_pages.lookup(lookup, 2, 100).total == 1  # past the first page: counted
         event.remove(store.engine, "before_cursor_execute", capture)
         assert statements
         raw = store.engine.raw_connection()
@@ -274,15 +274,15 @@ def test_a_read_refuses_to_write_and_changes_nothing(db_url):
     try:
         store.upgrade(5, NOW)
         with store.write() as tx:
-            tx.insert_user("u1", _user("user1"), SeatState(), NOW)
+            tx.users.insert("u1", _user("user1"), SeatState(), NOW)
         with pytest.raises(WriteInRead):
             with store.read() as tx:
-                tx.delete_user("u1")
+                tx.users.delete("u1")
         with pytest.raises(WriteInRead):
             with store.read() as tx:
                 tx.conn.execute(update(seat_pool).values(seats=99))
         with store.read() as tx:
-            assert tx.get_user("u1") is not None
+            assert tx.users.get("u1") is not None
             assert tx.conn.execute(select(seat_pool.c.seats)).scalar_one() == 5
     finally:
         store.dispose()
@@ -390,10 +390,10 @@ def _lookup_users_fixture(tx) -> None:
         ("u5", {"userName": "anne@x", "externalId": "Shared", "displayName": "Anne"}),
     ]
     for uid, resource in people:
-        tx.insert_user(uid, {**resource, "active": True}, SeatState(), NOW)
+        tx.users.insert(uid, {**resource, "active": True}, SeatState(), NOW)
     for gid, name in [("g1", "beta"), ("g2", "Alpha"), ("g3", "gamma")]:
-        tx.insert_group(gid, {"displayName": name}, NOW)
-        tx.add_members(gid, ["u2", "u3"])
+        tx.groups.insert(gid, {"displayName": name}, NOW)
+        tx.groups.add_members(gid, ["u2", "u3"])
 
 
 LOOKUPS = [
@@ -415,7 +415,7 @@ LOOKUPS = [
 
 
 def test_a_lookup_gives_exactly_the_page_of_its_general_filter(db_url):
-    """StoreTx.lookup_users (statements built once per attribute) against list_users with
+    """UserPages.lookup (statements built once per attribute) against UserPages.page with
     the clause user_where builds: the same users, order, groups and totalResults, for every
     page shape, on both databases."""
     from agent.scim.filter import parse_filter
@@ -434,14 +434,14 @@ def test_a_lookup_gives_exactly_the_page_of_its_general_filter(db_url):
                 assert lookup is not None, text
                 where = filter_sql.user_where(expr)
                 for start, count in shapes:
-                    fast = tx.lookup_users(lookup, start, count)
-                    general = tx.list_users(where, [], start, count)
+                    fast = tx.user_pages.lookup(lookup, start, count)
+                    general = tx.user_pages.page(where, [], start, count)
                     got = (fast.total, [(r.id, r.groups) for r in fast.items])
                     want = (general.total, [(r.id, r.groups) for r in general.items])
                     assert got == want, (text, start, count)
             shared = filter_sql.user_lookup(parse_filter('externalId eq "shared"', "User"))
             assert shared is not None
-            page = tx.lookup_users(shared, 1, 2)
+            page = tx.user_pages.lookup(shared, 1, 2)
             assert (page.total, [r.id for r in page.items]) == (3, ["u2", "u3"])
             assert page.items[0].groups == [("g2", "Alpha"), ("g1", "beta"), ("g3", "gamma")]
     finally:
@@ -475,16 +475,16 @@ def test_a_user_reads_its_groups_in_display_name_order_on_both_databases(db_url)
             _lookup_users_fixture(tx)
         with store.read() as tx:
             want = [("g2", "Alpha"), ("g1", "beta"), ("g3", "gamma")]
-            record = tx.get_user("u3")
+            record = tx.users.get("u3")
             assert record is not None and record.groups == want
-            assert [r.groups for r in tx.list_users(None, [], 1, 5).items] == [
+            assert [r.groups for r in tx.user_pages.page(None, [], 1, 5).items] == [
                 [],
                 want,
                 want,
                 [],
                 [],
             ]
-            bare = tx.get_user("u3", with_groups=False)
+            bare = tx.users.get("u3", with_groups=False)
             assert bare is not None and bare.groups == []
     finally:
         store.dispose()
@@ -503,7 +503,7 @@ def test_removing_members_touches_only_their_keys_whatever_the_statistics(pg_url
     Each member now goes by its own key."""
     from sqlalchemy import func, select, text
 
-    from agent.storage.store import GROUPS_OF_USER_SQL, REMOVE_MEMBER_SQL
+    from agent.storage.groups import GROUPS_OF_USER_SQL, REMOVE_MEMBER_SQL
     from agent.storage.tables import group_members
 
     store = Store.from_url(pg_url)
@@ -512,27 +512,27 @@ def test_removing_members_touches_only_their_keys_whatever_the_statistics(pg_url
         ids = [f"u{i:05d}" for i in range(3000)]
         with store.write() as tx:
             for uid in ids:
-                tx.insert_user(uid, _user(f"{uid}@x"), SeatState(), NOW)
-            tx.insert_group("g1", {"displayName": "everyone"}, NOW)
-            tx.add_members("g1", ids[:10])
+                tx.users.insert(uid, _user(f"{uid}@x"), SeatState(), NOW)
+            tx.groups.insert("g1", {"displayName": "everyone"}, NOW)
+            tx.groups.add_members("g1", ids[:10])
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE group_members"))  # statistics of a 10-member group
         with store.write() as tx:
-            tx.add_members("g1", ids[10:])
+            tx.groups.add_members("g1", ids[10:])
         with store.write() as tx:
-            tx.insert_group("g2", {"displayName": "few"}, NOW)
-            tx.add_members("g2", [ids[5], ids[6]])
-            got = tx.groups_of([ids[5], ids[7], "nobody"])
+            tx.groups.insert("g2", {"displayName": "few"}, NOW)
+            tx.groups.add_members("g2", [ids[5], ids[6]])
+            got = tx.groups.names_by_user([ids[5], ids[7], "nobody"])
             assert {k: sorted(v) for k, v in got.items()} == {
                 ids[5]: ["everyone", "few"],
                 ids[7]: ["everyone"],
                 "nobody": [],
             }
-            assert tx.groups_of([]) == {}
+            assert tx.groups.names_by_user([]) == {}
             asked = [ids[2999], "nobody", ids[5], ids[5], ids[1500]]
-            assert tx.remove_members("g1", asked) == [ids[2999], ids[5], ids[1500]]
-            assert tx.remove_members("g1", []) == []
-            assert tx.groups_of([ids[5]]) == {ids[5]: ["few"]}
+            assert tx.groups.remove_members("g1", asked) == [ids[2999], ids[5], ids[1500]]
+            assert tx.groups.remove_members("g1", []) == []
+            assert tx.groups.names_by_user([ids[5]]) == {ids[5]: ["few"]}
         with store.read() as tx:
             left = tx.conn.execute(
                 select(func.count())
@@ -569,9 +569,9 @@ def test_a_lost_server_during_a_member_removal_is_a_retryable_error(pg_url):
     try:
         store.upgrade(5, NOW)
         with store.write() as tx:
-            tx.insert_user("u1", _user("u1@x"), SeatState(), NOW)
-            tx.insert_group("g1", {"displayName": "g"}, NOW)
-            tx.add_members("g1", ["u1"])
+            tx.users.insert("u1", _user("u1@x"), SeatState(), NOW)
+            tx.groups.insert("g1", {"displayName": "g"}, NOW)
+            tx.groups.add_members("g1", ["u1"])
         raised: list[BaseException] = []
         with pytest.raises(OperationalError):
             with store.write() as tx:
@@ -580,14 +580,14 @@ def test_a_lost_server_during_a_member_removal_is_a_retryable_error(pg_url):
                 with psycopg.connect(dsn, autocommit=True) as admin:
                     admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
                 try:
-                    tx.remove_members("g1", ["u1"])
+                    tx.groups.remove_members("g1", ["u1"])
                 except BaseException as err:  # what the call itself raised, not the rollback
                     raised.append(err)
                     raise
         assert isinstance(raised[0], OperationalError), raised
         assert raised[0].connection_invalidated
         with store.write() as tx:  # nothing was removed, and the store works again
-            assert tx.remove_members("g1", ["u1"]) == ["u1"]
+            assert tx.groups.remove_members("g1", ["u1"]) == ["u1"]
     finally:
         store.dispose()
 
@@ -609,23 +609,23 @@ def test_no_connection_keeps_a_plan_made_while_a_table_was_small(pg_url):
         ids = [f"u{i:05d}" for i in range(2000)]
         with store.write() as tx:
             for uid in ids:
-                tx.insert_user(uid, _user(f"{uid}@x"), SeatState(), NOW)
-            tx.insert_group("g1", {"displayName": "grows"}, NOW)
+                tx.users.insert(uid, _user(f"{uid}@x"), SeatState(), NOW)
+            tx.groups.insert("g1", {"displayName": "grows"}, NOW)
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE group_members"))  # empty
         for _ in range(3):  # the removal statement runs (and is prepared) on a tiny table
             with store.write() as tx:
-                tx.add_members("g1", ids[:4])
-                assert tx.remove_members("g1", ids[:4]) == ids[:4]
+                tx.groups.add_members("g1", ids[:4])
+                assert tx.groups.remove_members("g1", ids[:4]) == ids[:4]
         with store.write() as tx:
-            tx.add_members("g1", ids)
+            tx.groups.add_members("g1", ids)
         seq_scans = text(
             "SELECT seq_scan FROM pg_stat_xact_user_tables"  # this backend's, not yet flushed
             " WHERE relname = 'group_members' AND schemaname = current_schema()"
         )
         with store.write() as tx:
             before = tx.conn.execute(seq_scans).scalar_one()
-            assert tx.remove_members("g1", ids[1000:1100]) == ids[1000:1100]
+            assert tx.groups.remove_members("g1", ids[1000:1100]) == ids[1000:1100]
             assert tx.conn.execute(seq_scans).scalar_one() == before
     finally:
         store.dispose()

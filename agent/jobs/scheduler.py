@@ -56,7 +56,7 @@ def job_table(
 def job_runs(tx: StoreTx, name: str) -> dict[str, Any]:
     """What the database records of job ``name``: ``runs`` (all schedulers together),
     ``last`` (ISO time), ``holder`` (who ran it last) and ``by`` (runs per recent holder)."""
-    raw = tx.get_state(f"{JOB_STATE_PREFIX}{name}")
+    raw = tx.state.get(f"{JOB_STATE_PREFIX}{name}")
     return json.loads(raw) if raw else {"runs": 0, "last": None, "holder": None, "by": {}}
 
 
@@ -69,7 +69,7 @@ def record_run(tx: StoreTx, name: str, holder: str, at: datetime, ok: bool) -> N
         by = dict(list(by.items())[-RUNS_KEPT_PER_HOLDER:])
     data.update(runs=int(data.get("runs", 0)) + 1, last=at.isoformat(), holder=holder, by=by)
     data["failed"] = int(data.get("failed", 0)) + (0 if ok else 1)
-    tx.put_state(f"{JOB_STATE_PREFIX}{name}", json.dumps(data))
+    tx.state.put(f"{JOB_STATE_PREFIX}{name}", json.dumps(data))
 
 
 def guarded(lease: Lease, name: str, fn: Callable[[], Any]) -> Callable[[], None]:

@@ -50,7 +50,7 @@ class Jobs:
         )
         if not dry_run:
             with a.store.write() as tx:
-                tx.put_state(
+                tx.state.put(
                     "last_reconcile",
                     json.dumps({"at": a.clock().isoformat(), **report.as_dict()}, default=str)[
                         :100_000

@@ -73,10 +73,10 @@ class SeatAdmin:
     def report(self) -> dict[str, Any]:
         """Seats held, consumed, available and queued, with breakdowns by status and role."""
         with self.store.read() as tx:
-            pool = tx.pool()
-            breakdown = tx.seat_breakdown()
-            roles = tx.role_values(True, self.seats.policy.group_roles)
-            queued = tx.queued_count()
+            pool = tx.pool.current()
+            breakdown = tx.users.seat_breakdown()
+            roles = tx.users.role_values(True, self.seats.policy.group_roles)
+            queued = tx.users.queued_count()
             refused = refused_counts(tx, self.clock())
         by_status: dict[str, dict[str, int]] = {}
         by_state: dict[str, int] = {}
@@ -120,7 +120,7 @@ class SeatAdmin:
         """
         lic.check_license_count(seats)
         with self.store.write() as tx:
-            previous = tx.pool().seats
+            previous = tx.pool.current().seats
             new, promoted = self.seats.set_licenses(
                 tx,
                 seats,
@@ -154,10 +154,10 @@ class SeatAdmin:
         """One page of the admin's user list and the seq to continue after (None: the last
         page). Seat holders carry since when they hold it (their newest grant)."""
         with self.store.read() as tx:
-            batch = tx.directory_after(after, limit, state=state, text=text)
-            since = tx.seat_since([u.id for u in batch.items if u.seat.holds_seat])
+            batch = tx.users.directory_after(after, limit, state=state, text=text)
+            since = tx.ledger.seat_since([u.id for u in batch.items if u.seat.holds_seat])
             more = len(batch.items) == limit and bool(
-                tx.directory_after(batch.last_seq, 1, state=state, text=text).items
+                tx.users.directory_after(batch.last_seq, 1, state=state, text=text).items
             )
         return [DirectoryUser(u, since.get(u.id)) for u in batch.items], (
             batch.last_seq if more else None
@@ -168,8 +168,8 @@ class SeatAdmin:
         after = 0
         while True:
             with self.store.read() as tx:
-                batch = tx.holders_after(after, 1000)
-                since = tx.seat_since([u.id for u in batch.items])
+                batch = tx.users.holders_after(after, 1000)
+                since = tx.ledger.seat_since([u.id for u in batch.items])
             if not batch.items:
                 return
             for u in batch.items:
@@ -179,8 +179,8 @@ class SeatAdmin:
     def find_user(self, key: str) -> UserRecord | None:
         """The user an id, a userName or an externalId names (None: no such user)."""
         with self.store.read() as tx:
-            user_id = tx.find_user_id(key)
-            return tx.get_user(user_id) if user_id is not None else None
+            user_id = tx.users.find_id(key)
+            return tx.users.get(user_id) if user_id is not None else None
 
     def refusals(
         self, since: datetime | None, after: int | None, limit: int
@@ -193,7 +193,7 @@ class SeatAdmin:
 
     def queue(self) -> list[UserRecord]:
         with self.store.read() as tx:
-            return tx.queued_users()
+            return tx.users.queued()
 
     def ledger(
         self, since: datetime | None, limit: int, after: int | None = None
@@ -203,18 +203,18 @@ class SeatAdmin:
         ``limit`` newest."""
         with self.store.read() as tx:
             if since is not None or after is not None:
-                return tx.ledger(since=since, limit=limit, after=after)
-            return tx.ledger(limit=limit, newest_first=True)[::-1]
+                return tx.ledger.entries(since=since, limit=limit, after=after)
+            return tx.ledger.entries(limit=limit, newest_first=True)[::-1]
 
     def seats_at(self, moment: datetime) -> tuple[int, int] | None:
         """Seats held and consumed at a past moment, from the append-only ledger."""
         with self.store.read() as tx:
-            return tx.ledger_at(moment)
+            return tx.ledger.state_at(moment)
 
     def period_peak(self, start: datetime, end: datetime) -> tuple[int, int] | None:
         """The period's high-water marks of seats held and consumed (seed 003 bills on it)."""
         with self.store.read() as tx:
-            return tx.ledger_peak(start, end)
+            return tx.ledger.peak(start, end)
 
     def billing_report(self) -> dict[str, Any]:
         """The billing preview as the admin API and the CLI show it, with the period's
@@ -241,11 +241,11 @@ class SeatAdmin:
     def billing(self) -> BillingPreview:
         now = self.clock()
         with self.store.read() as tx:
-            pool = tx.pool()
-            changes = tx.ledger(kinds=SEAT_CHANGING, limit=1_000_000)
+            pool = tx.pool.current()
+            changes = tx.ledger.entries(kinds=SEAT_CHANGING, limit=1_000_000)
             last_active: list[datetime | None] = []
             if self.license.metered:
-                last_active.extend(tx.metered_last_activity(now - METERED_LOOKBACK))
+                last_active.extend(tx.ledger.metered_last_activity(now - METERED_LOOKBACK))
         addons = [
             SeatChange(
                 e.at,

@@ -187,7 +187,7 @@ class Alerts:
         queued = 0
         if available > 0:
             # Seats free while users wait are handed to them before this transaction commits.
-            queued = tx.queued_count()
+            queued = tx.users.queued_count()
             available = max(available - queued, 0)
         if available <= 0:
             level = "exhausted"
@@ -241,7 +241,7 @@ class Alerts:
     def _queued(self, tx: StoreTx, event: SeatEvent) -> None:
         who = _who(event)
         # The engine announces before it writes the user's queued state: it is the next one.
-        position = tx.queued_count() + 1
+        position = tx.users.queued_count() + 1
         lines = [
             f"{who} was activated but no seat is free ({self._arith(event)}).",
             f"It waits in the queue at position {position} and gets the next free seat.",
@@ -260,7 +260,7 @@ class Alerts:
 
     def _promoted(self, tx: StoreTx, event: SeatEvent) -> None:
         who = _who(event)
-        waiting = tx.queued_count()
+        waiting = tx.users.queued_count()
         self.raise_alert(
             tx,
             self.queued_key(event),
@@ -367,10 +367,10 @@ def send_digest(
     stamp = digest_stamp(now, period)
     since = now - period
     with store.write() as tx:
-        pool = tx.pool()
-        waiting = tx.queued_count()
-        queue = tx.queued_users(limit=DIGEST_ROWS)
-        entries = tx.ledger(since=since, limit=1000)
+        pool = tx.pool.current()
+        waiting = tx.users.queued_count()
+        queue = tx.users.queued(limit=DIGEST_ROWS)
+        entries = tx.ledger.entries(since=since, limit=1000)
         available = pool.seats - pool.consumed
         sections = [
             Section(

@@ -300,7 +300,7 @@ class PushHandlers:
     def push_user(self, message: OutboxMessage) -> Completion:
         user_id = self._user_id(message)
         with self.store.read() as tx:
-            record = tx.get_user(user_id, with_groups=False)
+            record = tx.users.get(user_id, with_groups=False)
             remote = outbox.remote_id(tx, user_id)
         if record is None:
             self.connector.delete_user(user_id, remote)

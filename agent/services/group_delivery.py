@@ -42,12 +42,12 @@ class GroupHandlers:
     def push_group(self, message: OutboxMessage) -> Completion:
         group_id = self._group_id(message)
         with self.store.read() as tx:
-            record = tx.get_group(group_id, with_members=False)
+            record = tx.groups.get(group_id, with_members=False)
             remote = outbox.remote_id(tx, group_id)
             if record is None:
                 group = None
             else:
-                members = tx.member_ids(group_id)
+                members = tx.groups.member_ids(group_id)
                 linked = outbox.remote_ids(tx, members)
                 unlinked = [m for m in members if m not in linked]
                 waiting = outbox.pending_keys(tx, unlinked, (PUSH_USER, DELETE_USER))

@@ -26,8 +26,9 @@ from agent.scim.resources import (
 )
 from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
 from agent.storage import filter_sql
+from agent.storage.errors import Conflict, UnknownMembers
 from agent.storage.records import GroupRecord, Page, UserRecord
-from agent.storage.store import Conflict, Store, StoreTx, UnknownMembers
+from agent.storage.store import Store, StoreTx
 
 SCIM = Cause("scim")
 ADMIN = Cause("admin")
@@ -89,7 +90,7 @@ class Provisioning:
         user_id = self.new_id()
         cause = cause.via("POST /Users")
         with self.store.write() as tx, _mapped_errors():
-            if tx.user_name_taken(resource["userName"]):
+            if tx.users.name_taken(resource["userName"]):
                 raise ScimError(
                     409, f"userName '{resource['userName']}' is already in use", "uniqueness"
                 )
@@ -101,9 +102,9 @@ class Provisioning:
                 previous=None,
                 cause=cause,
             )
-            record = tx.insert_user(user_id, resource, seat, self.clock())
+            record = tx.users.insert(user_id, resource, seat, self.clock())
             self.seats.notifier.user_changed(tx, record.id)
-            tx.attach_queue_positions([record])  # a new user belongs to no group yet
+            tx.users.attach_queue_positions([record])  # a new user belongs to no group yet
             return record
 
     def get_user(self, user_id: str) -> UserRecord:
@@ -127,8 +128,8 @@ class Provisioning:
             order.append(_ordered(col, query.descending))
         with self.store.read() as tx:
             if lookup is not None:
-                return tx.lookup_users(lookup, query.start_index, query.count)
-            return tx.list_users(where, order, query.start_index, query.count)
+                return tx.user_pages.lookup(lookup, query.start_index, query.count)
+            return tx.user_pages.page(where, order, query.start_index, query.count)
 
     def _refuse_unserved(self, paths: Iterable[str], text: str, scim_type: str) -> None:
         """RFC 7644 §3.4.2.2/§3.4.2.3: an attribute of an extension the server does not serve
@@ -195,11 +196,11 @@ class Provisioning:
                 previous=record.seat,
                 cause=cause,
             )
-            updated = tx.update_user(record, resource, seat, self.clock())
+            updated = tx.users.update(record, resource, seat, self.clock())
             self.seats.notifier.user_changed(tx, user_id)
             if record.seat.holds_seat and not seat.holds_seat:
                 self.seats.promote_queue(tx, cause)  # others' seats; this user's stays as set
-            tx.attach_queue_positions([updated])
+            tx.users.attach_queue_positions([updated])
             return updated
 
     @_announces_refusals
@@ -219,7 +220,7 @@ class Provisioning:
                 cause=cause,
             )
             if seat != record.seat:
-                tx.set_seat(user_id, seat, self.clock())
+                tx.users.set_seat(user_id, seat, self.clock())
                 self.seats.notifier.user_changed(tx, user_id)
             if record.seat.holds_seat and not seat.holds_seat:
                 self.seats.promote_queue(tx, cause)  # the freed seat, in this transaction
@@ -231,7 +232,7 @@ class Provisioning:
             record = _require_user(tx, user_id)
             _check_etag(if_match, record.version)
             self.seats.release_deleted(tx, record, cause)
-            tx.delete_user(user_id)
+            tx.users.delete(user_id)
             self.seats.notifier.user_deleted(tx, user_id)
             self.seats.promote_queue(tx, cause)
 
@@ -242,9 +243,9 @@ class Provisioning:
         resource, members = normalize_group(body)
         group_id = self.new_id()
         with self.store.write() as tx, _mapped_errors():
-            tx.insert_group(group_id, resource, self.clock())
+            tx.groups.insert(group_id, resource, self.clock())
             if members:
-                added = tx.add_members(group_id, members)
+                added = tx.groups.add_members(group_id, members)
                 self._resettle(tx, added, cause)
             self.seats.notifier.group_changed(tx, group_id)
             return _require_group(tx, group_id, with_members=True)
@@ -262,7 +263,7 @@ class Provisioning:
             col = filter_sql.group_sort_column(query.sort_by)
             order.append(_ordered(col, query.descending))
         with self.store.read() as tx:
-            return tx.list_groups(where, order, query.start_index, query.count, query.with_members)
+            return tx.groups.page(where, order, query.start_index, query.count, query.with_members)
 
     @_announces_refusals
     def replace_group(
@@ -274,12 +275,12 @@ class Provisioning:
             record = _require_group(tx, group_id, with_members=False)
             _check_etag(if_match, record.version)
             renamed = record.resource.get("displayName") != resource["displayName"]
-            tx.update_group(record, resource, self.clock())
+            tx.groups.update(record, resource, self.clock())
             new = list(members or [])
-            old = set(tx.member_ids(group_id))
-            removed = tx.remove_members(group_id, [m for m in old if m not in set(new)])
-            added = tx.add_members(group_id, [m for m in new if m not in old])
-            affected = tx.member_ids(group_id) if renamed else [*added]
+            old = set(tx.groups.member_ids(group_id))
+            removed = tx.groups.remove_members(group_id, [m for m in old if m not in set(new)])
+            added = tx.groups.add_members(group_id, [m for m in new if m not in old])
+            affected = tx.groups.member_ids(group_id) if renamed else [*added]
             self._resettle(tx, [*affected, *removed], cause)
             self.seats.notifier.group_changed(tx, group_id)
             return _require_group(tx, group_id, with_members=True)
@@ -299,16 +300,16 @@ class Provisioning:
             now = self.clock()
             changed = resource != record.resource
             if changed:
-                record = tx.update_group(record, resource, now)
+                record = tx.groups.update(record, resource, now)
             removed: list[str] = []
             if delta.remove_all:
-                removed = tx.remove_all_members(group_id)
+                removed = tx.groups.remove_all_members(group_id)
             elif delta.remove:
-                removed = tx.remove_members(group_id, delta.remove)
-            added = tx.add_members(group_id, delta.add) if delta.add else []
+                removed = tx.groups.remove_members(group_id, delta.remove)
+            added = tx.groups.add_members(group_id, delta.add) if delta.add else []
             if (removed or added) and not renamed:
-                tx.touch_group(group_id, now)
-            affected = tx.member_ids(group_id) if renamed else added
+                tx.groups.touch(group_id, now)
+            affected = tx.groups.member_ids(group_id) if renamed else added
             self._resettle(tx, [*affected, *removed], cause)
             if changed or removed or added:
                 self.seats.notifier.group_changed(tx, group_id)
@@ -319,7 +320,7 @@ class Provisioning:
         with self.store.write() as tx, _mapped_errors():
             record = _require_group(tx, group_id, with_members=False)
             _check_etag(if_match, record.version)
-            former = tx.delete_group(group_id)
+            former = tx.groups.delete(group_id)
             self._resettle(tx, former, cause)
             self.seats.notifier.group_deleted(tx, group_id)
 
@@ -332,8 +333,8 @@ class Provisioning:
         if not ids:
             return
         freed = False
-        names = tx.groups_of(ids)
-        for user in tx.get_users(ids):
+        names = tx.groups.names_by_user(ids)
+        for user in tx.users.get_many(ids):
             seat = self.seats.settle(
                 tx,
                 user_id=user.id,
@@ -343,7 +344,7 @@ class Provisioning:
                 cause=cause,
             )
             if seat != user.seat:
-                tx.set_seat(user.id, seat, self.clock())
+                tx.users.set_seat(user.id, seat, self.clock())
                 self.seats.notifier.user_changed(tx, user.id)
                 freed = freed or (user.seat.holds_seat and not seat.holds_seat)
         if freed:
@@ -365,7 +366,7 @@ def _ordered(col, descending: bool):
 
 
 def _require_user(tx: StoreTx, user_id: str) -> UserRecord:
-    record = tx.get_user(user_id)
+    record = tx.users.get(user_id)
     if record is None:
         raise ScimError(404, f"User {user_id} not found")
     return record
@@ -376,7 +377,7 @@ def _reread_user(tx: StoreTx, user_id: str) -> UserRecord:
 
 
 def _require_group(tx: StoreTx, group_id: str, with_members: bool) -> GroupRecord:
-    record = tx.get_group(group_id, with_members=with_members)
+    record = tx.groups.get(group_id, with_members=with_members)
     if record is None:
         raise ScimError(404, f"Group {group_id} not found")
     return record

@@ -73,12 +73,12 @@ def iter_users(store: Store, batch: int = BATCH) -> Iterator[list[UserRecord]]:
     last = 0
     while True:
         with store.read() as tx:
-            page = tx.users_after(last, batch)
+            page = tx.users.after(last, batch)
             if not page.items:
                 return
             last = page.last_seq
             records = page.items
-            names = tx.groups_of([r.id for r in records])
+            names = tx.groups.names_by_user([r.id for r in records])
         for r in records:
             r.groups = [("", n) for n in names.get(r.id, [])]
         yield records
@@ -90,7 +90,7 @@ def iter_seat_rows(store: Store, batch: int = BATCH) -> Iterator[list[SeatRow]]:
     after = 0
     while True:
         with store.read() as tx:
-            page = tx.seat_rows_after(after, batch)
+            page = tx.users.seat_rows_after(after, batch)
         if not page.items:
             return
         after = page.last_seq
@@ -138,18 +138,18 @@ def reconcile(
             _resettle(store, seats, mismatched[start : start + BATCH], report)
     elif mismatched:
         with store.read() as tx:
-            report.resettled = [u.user_name for u in tx.get_users(mismatched)]
+            report.resettled = [u.user_name for u in tx.users.get_many(mismatched)]
     with store.write() if not dry_run else store.read() as tx:
-        pool = tx.pool()
-        counted = tx.count_holding_seats()
+        pool = tx.pool.current()
+        counted = tx.users.count_holding_seats()
         report.counter_before = pool.consumed
         report.counter_after = counted
         report.seats = pool.seats
         if counted != pool.consumed and not dry_run:
             clock = now or seats.clock
             at = clock()
-            tx.set_pool(pool.seats, counted, at)
-            tx.append_ledger(
+            tx.pool.update(pool.seats, counted, at)
+            tx.ledger.append(
                 at=at,
                 kind="reconcile",
                 cause="reconcile",
@@ -159,7 +159,7 @@ def reconcile(
             )
             report.repaired = True
         if not dry_run:
-            was, counted_users = tx.recount_users()  # the unfiltered list's totalResults
+            was, counted_users = tx.users.recount()  # the unfiltered list's totalResults
             report.repaired |= was != counted_users
             seats.promote_queue(tx, RECONCILE)
     if compare_downstream is not None:
@@ -172,10 +172,10 @@ def _resettle(
 ) -> None:
     """Re-decide a batch of users in one write transaction (the seat-pool lock is held once)."""
     with store.write() as tx:
-        names = tx.groups_of(user_ids)
-        records = tx.get_users(user_ids)
+        names = tx.groups.names_by_user(user_ids)
+        records = tx.users.get_many(user_ids)
         # Everything read first; the pool, ledger and seat writes go out in bulk at the end.
-        with tx.deferred_seat_writes():
+        with tx.pool.deferred_writes():
             for record in records:
                 try:
                     seat = seats.settle(
@@ -191,7 +191,7 @@ def _resettle(
                     seats.record_refusal(tx, refusal, announce=False)
                     continue
                 if seat != record.seat:
-                    tx.set_seat(record.id, seat, seats.clock())
+                    tx.users.set_seat(record.id, seat, seats.clock())
                     seats.notifier.user_changed(tx, record.id)
                     report.resettled.append(record.user_name)
                     report.repaired = True
@@ -205,4 +205,4 @@ def drain_queue(store: Store, seats: SeatEngine) -> list[str]:
 
 
 def last_reconcile(tx: StoreTx) -> str | None:
-    return tx.get_state("last_reconcile")
+    return tx.state.get("last_reconcile")

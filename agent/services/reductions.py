@@ -317,12 +317,12 @@ class Reductions:
         """Every user holding a seat, in batches (memory stays flat as users grow)."""
         last = 0
         while True:
-            batch = tx.holders_after(last, BATCH)
+            batch = tx.users.holders_after(last, BATCH)
             if not batch.items:
                 return
             last = batch.last_seq
             records = batch.items
-            names = tx.groups_of([r.id for r in records])
+            names = tx.groups.names_by_user([r.id for r in records])
             for record in records:
                 yield self._holder(record, names.get(record.id, []), logins)
 
@@ -358,7 +358,7 @@ class Reductions:
         exclude_ids: tuple[str, ...] = (),
         reason: str = "",
     ) -> red.Plan:
-        pool = tx.pool()
+        pool = tx.pool.current()
         now = self.clock()
         kwargs = {"exclude_reason": reason} if reason else {}
         plan = red.plan_reduction(
@@ -380,7 +380,7 @@ class Reductions:
         """The plan a reduction to ``target`` would follow now; creates nothing (dry run)."""
         _check_target(target)
         with self.store.read() as tx:
-            seats = tx.pool().seats
+            seats = tx.pool.current().seats
         if target >= seats:
             raise NothingToReduce(seats, target)
         view = self._app_view()
@@ -406,7 +406,7 @@ class Reductions:
             raise ReductionConflict(
                 f"reduction {open_[0].id} is still {open_[0].state}; finish or cancel it first"
             )
-        pool = tx.pool()
+        pool = tx.pool.current()
         if target >= pool.seats:
             raise NothingToReduce(pool.seats, target)
         plan = self._plan(tx, target, view)
@@ -544,10 +544,10 @@ class Reductions:
                 row = self._require(tx, reduction_id)
                 if row.state != State.DEACTIVATING:
                     return
-                consumed = tx.pool().consumed
+                consumed = tx.pool.current().consumed
                 index = _next_pending(row.plan)
                 record = (
-                    tx.get_user(row.plan["candidates"][index]["user_id"])
+                    tx.users.get(row.plan["candidates"][index]["user_id"])
                     if index is not None
                     else None
                 )
@@ -602,7 +602,7 @@ class Reductions:
         if since is None:
             return False
         with self.store.read() as tx:
-            return tx.released_since(user_id, ADMIN.kind, since)
+            return tx.ledger.released_since(user_id, ADMIN.kind, since)
 
     def _record_outcome(self, reduction_id: str, index: int, outcome: str) -> None:
         with self.store.write() as tx:
@@ -632,7 +632,7 @@ class Reductions:
             row = self._require(tx, reduction_id)
             if row.state != State.VERIFYING:
                 return
-            pool = tx.pool()
+            pool = tx.pool.current()
             local = red.after_verify(
                 pool.consumed, row.target, bool(row.plan.get("retried")), self.license.decrease
             )
@@ -646,7 +646,7 @@ class Reductions:
             row = self._require(tx, reduction_id)
             if row.state != State.VERIFYING:
                 return
-            pool = tx.pool()
+            pool = tx.pool.current()
             retried = bool(row.plan.get("retried"))
             nxt = red.after_verify(pool.consumed, row.target, retried, self.license.decrease)
             if nxt is State.DEACTIVATING:
@@ -712,7 +712,7 @@ class Reductions:
         if view.active_count is not None:  # a count only: less the free users it shows
             active = view.active_count - outbox.count_links(tx, ACTIVE, license_state="free")
         else:
-            free = tx.free_user_ids()
+            free = tx.users.free_ids()
             active = view.active_unlinked + len(view.active_ids - free)
         if active > row.target:
             return (
@@ -762,7 +762,7 @@ class Reductions:
         keeps the reduction here with the reason; the next advance retries."""
         with self.store.read() as tx:
             row = self._require(tx, reduction_id)
-            pool = tx.pool()
+            pool = tx.pool.current()
         if row.state != State.REDUCING_LICENSES:
             return
         if pool.consumed > row.target:
@@ -777,7 +777,7 @@ class Reductions:
             with self.store.write() as tx:
                 row = self._require(tx, reduction_id)
                 if row.state == State.REDUCING_LICENSES:
-                    self._enter_manual(tx, row, tx.pool().seats)
+                    self._enter_manual(tx, row, tx.pool.current().seats)
             return
         if pool.seats > row.target:
             try:
@@ -799,7 +799,7 @@ class Reductions:
         """Wait for the admin to record the vendor's change (PUT /admin/licenses)."""
         with self.store.read() as tx:
             row = self._require(tx, reduction_id)
-            pool = tx.pool()
+            pool = tx.pool.current()
         if pool.seats <= row.target:
             self._licenses_done(reduction_id, State.AWAITING_MANUAL_LICENSE_CHANGE)
 
@@ -808,7 +808,7 @@ class Reductions:
             row = self._require(tx, reduction_id)
             if row.state != expected:
                 return
-            seats = tx.pool().seats
+            seats = tx.pool.current().seats
             cleanup = self.settings.cleanup and any(
                 c["action"] == red.DEACTIVATE and c.get("outcome") == "deactivated"
                 for c in row.plan["candidates"]
@@ -845,7 +845,7 @@ class Reductions:
                 if not pending:
                     break
                 index, candidate = pending[0]
-                record = tx.get_user(candidate["user_id"])
+                record = tx.users.get(candidate["user_id"])
             if not self.settings.cleanup:
                 result = "kept: cleanup = false"
             elif not red.cleanup_due(
@@ -887,7 +887,7 @@ class Reductions:
             tx,
             row,
             State.DONE.value,
-            [f"Licenses reduced to {tx.pool().seats}.", *chosen],
+            [f"Licenses reduced to {tx.pool.current().seats}.", *chosen],
             subject=f"Reduction to {row.target} licenses done",
         )
 
@@ -975,21 +975,21 @@ class Reductions:
             if trigger is None:
                 return None
             if trigger == "renewal":
-                tx.put_state(RENEWAL_PROPOSED_KEY, _iso(self.license.renewal_date) or "")
-            return self._propose(tx, tx.pool().consumed, trigger, view)
+                tx.state.put(RENEWAL_PROPOSED_KEY, _iso(self.license.renewal_date) or "")
+            return self._propose(tx, tx.pool.current().consumed, trigger, view)
 
     def _due_trigger(self, tx: StoreTx, now: datetime) -> str | None:
         """``renewal`` or ``unused`` when a proposal is due now, else None."""
         if rows.list_reductions(tx, tuple(s.value for s in red.OPEN_STATES), limit=1):
             return None
-        pool = tx.pool()
+        pool = tx.pool.current()
         if pool.consumed >= pool.seats:
             return None
         renewal = self.license.renewal_date
         if (
             self.settings.propose_at_renewal
             and red.renewal_window_open(renewal, self.license.renewal_window_days, now.date())
-            and tx.get_state(RENEWAL_PROPOSED_KEY) != _iso(renewal)
+            and tx.state.get(RENEWAL_PROPOSED_KEY) != _iso(renewal)
         ):
             return "renewal"
         if self._unused_long_enough(tx, pool.seats - pool.consumed, now):
@@ -1016,10 +1016,10 @@ class Reductions:
         created = rows.latest_created(tx)
         if created is not None and created > start:
             return False
-        before = tx.free_seats_at(start)
+        before = tx.ledger.free_seats_at(start)
         if before is None or before < threshold:
             return False
-        return not tx.free_seats_dipped_below(threshold, start, now)
+        return not tx.ledger.free_seats_dipped_below(threshold, start, now)
 
 
 def _entry(at: datetime, state: str, note: str) -> dict[str, str]:

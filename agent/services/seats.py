@@ -22,6 +22,7 @@ from agent.domain.reduction import SEAT_HOLDING_STATES
 from agent.services.events import Notifier, NullNotifier, SeatEvent
 from agent.storage import refusals
 from agent.storage.records import SeatState, UserRecord
+from agent.storage.reductions import reduction_ceiling
 from agent.storage.store import StoreTx
 
 
@@ -109,7 +110,7 @@ class SeatEngine:
         """Tell the notifier; ``after`` is (seats, consumed) after the change when the caller
         knows it (saves a read on the hot path)."""
         if after is None:
-            pool = tx.pool()
+            pool = tx.pool.current()
             after = (pool.seats, pool.consumed)
         self.notifier.seat_event(
             tx,
@@ -127,7 +128,7 @@ class SeatEngine:
     def _ledger(self, tx: StoreTx, *, cause: Cause, **entry: Any) -> None:
         """Append to the seat ledger with the cause and the request it came in on (the
         ``X-Request-Id`` the web layer assigned), so an entry can be traced to the IdP call."""
-        tx.append_ledger(cause=cause.kind, request=cause.request or self.request_id(), **entry)
+        tx.ledger.append(cause=cause.kind, request=cause.request or self.request_id(), **entry)
 
     def _policy(self, seats: int) -> lic.LicensePolicy:
         return replace(self.policy, seats=seats)
@@ -148,7 +149,7 @@ class SeatEngine:
         user needs a seat, holds none, and on_full is refuse or expand at max_seats.
         """
         now = self.clock()
-        pool = tx.pool()
+        pool = tx.pool.current()
         prev = previous or SeatState(holds_seat=False)
         # A user kept on the fallback role stays there while active (it was never given a seat).
         fallback = prev.on_fallback and state.active
@@ -191,7 +192,7 @@ class SeatEngine:
             return replace(prev, last_active_at=last_active, deactivated_at=deactivated_at)
         # An approved reduction holds the seats above its target (seed 000): every path to a
         # seat gives the same outcome as if the license were already lowered.
-        target = tx.reduction_ceiling(SEAT_HOLDING_STATES)
+        target = reduction_ceiling(tx, SEAT_HOLDING_STATES)
         current = lic.SeatPool(pool.seats, pool.consumed)
         outcome = lic.decide(self._policy(pool.seats), current, target)
         if outcome is lic.Outcome.REFUSE:
@@ -253,7 +254,7 @@ class SeatEngine:
         if outcome is lic.Outcome.EXPAND:
             seats = pool.seats + 1
             cost = prorated_cost(self.terms, 1, now.date())
-            tx.set_pool(seats, pool.consumed, now)
+            tx.pool.update(seats, pool.consumed, now)
             self._ledger(
                 tx,
                 at=now,
@@ -278,7 +279,7 @@ class SeatEngine:
                 cost,
                 after=(seats, pool.consumed),
             )
-        tx.set_pool(seats, pool.consumed + 1, now)
+        tx.pool.update(seats, pool.consumed + 1, now)
         self._ledger(
             tx,
             at=now,
@@ -321,7 +322,7 @@ class SeatEngine:
         detail: str | None = None,
     ) -> None:
         consumed = max(pool.consumed - 1, 0)
-        tx.set_pool(pool.seats, consumed, now)
+        tx.pool.update(pool.seats, consumed, now)
         self._ledger(
             tx,
             at=now,
@@ -346,7 +347,7 @@ class SeatEngine:
         request: str | None,
     ) -> None:
         """One row of refused demand (issue 14), with the pool as it stands in ``tx``."""
-        pool = tx.pool()
+        pool = tx.pool.current()
         refusals.record(
             tx,
             at=at,
@@ -354,7 +355,7 @@ class SeatEngine:
             path=path,
             licensed=pool.seats,
             consumed=pool.consumed,
-            queued=tx.queued_count(),
+            queued=tx.users.queued_count(),
             user_id=user_id,
             user_name=user_name,
             request=request or self.request_id(),
@@ -379,7 +380,13 @@ class SeatEngine:
         """A deleted user gives back its seat (seed 003: only deletion frees a suspended one)."""
         if record.seat.holds_seat:
             self._release(
-                tx, record.id, record.user_name, tx.pool(), cause, self.clock(), "user deleted"
+                tx,
+                record.id,
+                record.user_name,
+                tx.pool.current(),
+                cause,
+                self.clock(),
+                "user deleted",
             )
 
     def promote_queue(self, tx: StoreTx, cause: Cause) -> list[UserRecord]:
@@ -391,17 +398,17 @@ class SeatEngine:
         twice the users it planned. Promotion capacity is ``min(seats, target) - consumed``.
         """
         promoted: list[UserRecord] = []
-        ceiling = tx.reduction_ceiling(SEAT_HOLDING_STATES)
+        ceiling = reduction_ceiling(tx, SEAT_HOLDING_STATES)
         while True:
-            pool = tx.pool()
+            pool = tx.pool.current()
             usable = pool.seats if ceiling is None else min(pool.seats, ceiling)
             if usable - pool.consumed <= 0:
                 return promoted
-            head = tx.queued_users(limit=1)
+            head = tx.users.queued(limit=1)
             if not head:
                 return promoted
             user = head[0]
-            state = directory_state(user.resource, tx.user_group_names(user.id))
+            state = directory_state(user.resource, tx.groups.names_of_user(user.id))
             now = self.clock()
             if not state.active or not lic.wants_seat(self.policy, state):
                 # Its directory state no longer needs a seat (or it was deactivated while
@@ -412,7 +419,7 @@ class SeatEngine:
                     if not state.active
                     else (status, self._free_state(state, status))
                 )
-                tx.set_seat(
+                tx.users.set_seat(
                     user.id,
                     SeatState(
                         app_status=left[0],
@@ -429,8 +436,8 @@ class SeatEngine:
                 holds_seat=True,
                 last_active_at=now,
             )
-            tx.set_seat(user.id, seat, now)
-            tx.set_pool(pool.seats, pool.consumed + 1, now)
+            tx.users.set_seat(user.id, seat, now)
+            tx.pool.update(pool.seats, pool.consumed + 1, now)
             self._ledger(
                 tx,
                 at=now,
@@ -463,7 +470,7 @@ class SeatEngine:
     ) -> tuple[int, list[UserRecord]]:
         """Change the license count (seed 000: never below consuming users), then serve the
         queue."""
-        pool = tx.pool()
+        pool = tx.pool.current()
         now = self.clock()
         if decrease_mode == "never" and new < pool.seats:
             raise lic.DecreaseRefused(
@@ -487,7 +494,7 @@ class SeatEngine:
                 if new > pool.seats
                 else None
             )
-            tx.set_pool(new, pool.consumed, now)
+            tx.pool.update(new, pool.consumed, now)
             self._ledger(
                 tx,
                 at=now,

@@ -180,7 +180,7 @@ class WebhookEvents:
         seat is granted, deactivated before its seat is released), then seat events."""
         now = self.clock()
         ids = list(users)
-        records = {r.id: r for r in tx.get_users([i for i in ids if not users[i]])}
+        records = {r.id: r for r in tx.users.get_many([i for i in ids if not users[i]])}
         known = outbox.remote_ids(tx, ids)
         for user_id in ids:
             if users[user_id]:

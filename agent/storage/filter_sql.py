@@ -439,7 +439,7 @@ class Lookup:
     ``where`` is the clause :func:`user_where` gives for it, built once per attribute with the
     value as the bind parameter :data:`LOOKUP_VALUE`; ``value`` is what to bind (lowered for a
     case-insensitive attribute). Because the clause is shared, the statements around it can be
-    built once too (``StoreTx.lookup_users``): building and cache-keying a fresh statement
+    built once too (``UserPages.lookup``): building and cache-keying a fresh statement
     tree cost more than the indexed probe it runs.
     """
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
-from agent.storage.store import StoreTx, utc
+from agent.storage.rows import utc
+from agent.storage.store import StoreTx
 from agent.storage.tables import alert_state, downstream_links, leases, outbox, users
 
 IN_CHUNK = 500  # keys bound per IN (...) list

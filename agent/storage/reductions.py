@@ -7,13 +7,15 @@ reason it waits or stopped, and its history, so it resumes after a restart.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
-from agent.storage.store import StoreTx, utc
+from agent.storage.rows import utc
+from agent.storage.store import StoreTx
 from agent.storage.tables import reductions
 
 
@@ -102,3 +104,12 @@ def save_reduction(tx: StoreTx, row: ReductionRow, expected_state: str) -> bool:
         )
     )
     return bool(result.rowcount)
+
+
+def reduction_ceiling(tx: StoreTx, states: Sequence[str]) -> int | None:
+    """The lowest target of the reduction workflows in ``states``, None when there is none
+    (the queue is not served above it while a workflow reduces consumption)."""
+    found = tx.conn.execute(
+        select(func.min(reductions.c.target)).where(reductions.c.state.in_(list(states)))
+    ).scalar()
+    return int(found) if found is not None else None

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Date, cast, func, insert, select
 
-from agent.storage.store import StoreTx, utc
+from agent.storage.rows import utc
+from agent.storage.store import StoreTx
 from agent.storage.tables import refusals
 
 OUTCOMES = ("refused", "queued", "fallback")

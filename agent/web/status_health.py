@@ -103,7 +103,7 @@ def agent_health(agent: Any) -> Health:
     table = [(name, seconds) for name, _fn, seconds in job_table(agent)]
     with agent.store.read() as tx:
         holder = outbox.lease_holder(tx, SCHEDULER_LEASE, now)
-        raw_reconcile = tx.get_state("last_reconcile")
+        raw_reconcile = tx.state.get("last_reconcile")
         runs = {name: job_runs(tx, name) for name, _ in table}
     delivery = delivery_status(agent.store, settings.downstream.alert_after_attempts)
 

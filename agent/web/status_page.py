@@ -178,7 +178,7 @@ def _signed_out_since(login_at: str) -> bool:
     """True when someone signed out after this session began: a cookie kept from before
     (copied, or in another browser) no longer opens the page (sign-out ends every session)."""
     with current_app.extensions["seat_agent"].store.read() as tx:
-        signed_out = tx.get_state(SIGNED_OUT_KEY)
+        signed_out = tx.state.get(SIGNED_OUT_KEY)
     if signed_out is None:
         return False
     try:
@@ -242,7 +242,7 @@ def login() -> BaseResponse | tuple[str, int]:
 def logout() -> BaseResponse:
     agent = current_app.extensions["seat_agent"]
     with agent.store.write() as tx:
-        tx.put_state(SIGNED_OUT_KEY, agent.clock().isoformat())
+        tx.state.put(SIGNED_OUT_KEY, agent.clock().isoformat())
     session.clear()
     return redirect(url_for("status_page.login_form"), code=303)
 
@@ -275,14 +275,14 @@ def _when(at: datetime | None) -> str:
 def recent_ledger(agent: Any) -> list[LedgerEntry]:
     """The newest ``RECENT_LEDGER`` entries, newest first, read as such (by descending seq)."""
     with agent.store.read() as tx:
-        entries: list[LedgerEntry] = tx.ledger(limit=RECENT_LEDGER, newest_first=True)
+        entries: list[LedgerEntry] = tx.ledger.entries(limit=RECENT_LEDGER, newest_first=True)
     return entries
 
 
 def queue_head(agent: Any) -> list[UserRecord]:
     """The first ``QUEUE_SHOWN`` queued users, first come first served."""
     with agent.store.read() as tx:
-        users: list[UserRecord] = tx.queued_users(limit=QUEUE_SHOWN)
+        users: list[UserRecord] = tx.users.queued(limit=QUEUE_SHOWN)
     return users
 
 
@@ -322,8 +322,8 @@ def seat_figures(agent: Any) -> dict[str, Any]:
     (``SeatAdmin.report`` also groups every user by status and role, too much for a page that
     refreshes itself at a million users)."""
     with agent.store.read() as tx:
-        pool = tx.pool()
-        queued = tx.queued_count()
+        pool = tx.pool.current()
+        queued = tx.users.queued_count()
         refused = refusals.totals(tx, agent.clock() - timedelta(days=1))["refused"]
     lic = agent.settings.license
     return {

@@ -1,0 +1,78 @@
+"""The seat pool row: its lock (the one every seat decision and the write it guards hold),
+its counts, and the seat writes a job defers to one bulk write at the end of a block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy import bindparam, select, update
+
+from agent.storage.ledger import LEDGER_INSERT
+from agent.storage.records import PoolRow
+from agent.storage.tables import seat_pool
+from agent.storage.transaction import DeferredWrites, Transaction
+from agent.storage.users import SET_SEAT
+
+# Hot statements built once: SQLAlchemy memoises a statement's cache key per object, so the
+# seat decision does not pay for building and keying its statements on every call.
+_POOL = select(seat_pool.c.seats, seat_pool.c.consumed).where(seat_pool.c.id == 1)
+_POOL_FOR_UPDATE = _POOL.with_for_update()
+_SET_POOL = (
+    update(seat_pool)
+    .where(seat_pool.c.id == 1)
+    .values(
+        seats=bindparam("p_seats"), consumed=bindparam("p_consumed"), updated=bindparam("p_updated")
+    )
+)
+
+
+class SeatPool:
+    """The seat pool of one transaction."""
+
+    def __init__(self, tx: Transaction):
+        self._tx = tx
+        self.conn = tx.conn
+        self.is_postgres = tx.is_postgres
+
+    def lock(self) -> PoolRow:
+        q = _POOL_FOR_UPDATE if self.is_postgres else _POOL
+        row = self.conn.execute(q).one()
+        self._tx.pool_row = PoolRow(seats=row.seats, consumed=row.consumed)
+        return self._tx.pool_row
+
+    def current(self) -> PoolRow:
+        if self._tx.pool_row is not None:
+            return self._tx.pool_row
+        row = self.conn.execute(_POOL).one()
+        return PoolRow(seats=row.seats, consumed=row.consumed)
+
+    def update(self, seats: int, consumed: int, now: datetime) -> None:
+        if self._tx.pool_row is not None:
+            self._tx.pool_row = PoolRow(seats=seats, consumed=consumed)
+        params = {"p_seats": seats, "p_consumed": consumed, "p_updated": now}
+        if self._tx.deferred is not None:
+            self._tx.deferred.pool = params
+            return
+        self.conn.execute(_SET_POOL, params)
+
+    @contextmanager
+    def deferred_writes(self) -> Iterator[None]:
+        """Inside the block, pool updates, ledger entries and seat-state changes are kept and
+        written in bulk when it ends (one pool update, one executemany each), for a job that
+        re-decides many users in one transaction. Reads of the ledger or of a user's seat
+        state inside the block would not see them: callers only read before the block."""
+        if self._tx.pool_row is None:
+            raise RuntimeError("deferred seat writes need the seat-pool lock (a write tx)")
+        deferred = self._tx.deferred = DeferredWrites()
+        try:
+            yield
+        finally:
+            self._tx.deferred = None
+        if deferred.pool is not None:
+            self.conn.execute(_SET_POOL, deferred.pool)
+        if deferred.ledger:
+            self.conn.execute(LEDGER_INSERT, deferred.ledger)
+        if deferred.seats:
+            self.conn.execute(SET_SEAT, deferred.seats)

@@ -1,0 +1,407 @@
+"""User rows: insert, update, seat state, delete, lookups, walks in ``seq`` order and the
+counts reporting reads. Pages of the SCIM list are agent.storage.user_pages."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    union,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from agent.domain.license import DirectoryState
+from agent.scim.resources import MULTI_VALUED
+from agent.storage.errors import Conflict
+from agent.storage.records import SeatRow, SeatState, SeqBatch, UserRecord
+from agent.storage.rows import (
+    RECORD_COLUMNS,
+    SEAT_FIELDS,
+    WITH_GROUPS,
+    dump,
+    seat_columns,
+    user_columns,
+    user_from_row,
+    user_value_rows,
+    user_with_groups,
+)
+from agent.storage.tables import group_members, groups, seat_pool, user_values, users
+from agent.storage.transaction import Transaction
+
+USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
+_ADD_USERS_TOTAL = (
+    update(seat_pool)
+    .where(seat_pool.c.id == 1)
+    .values(users_total=seat_pool.c.users_total + bindparam("n"))
+)
+_INSERT_USER = insert(users)
+_RECORD_BY_ID = {
+    pg: select(*cols).where(users.c.id == bindparam("user_id")) for pg, cols in WITH_GROUPS.items()
+}
+SET_SEAT = (
+    update(users)
+    .where(users.c.id == bindparam("s_uid"))
+    .values(
+        **{f: bindparam(f"s_{f}") for f in SEAT_FIELDS},
+        last_modified=bindparam("s_now"),
+        version=users.c.version + 1,
+    )
+)
+# Reconcile's seat pass (Users.seat_rows_after): the columns that judge a user's seat, then
+# the multi-valued rows and group names of the batch by its ``seq`` range (a join, not a list
+# of 1,000 ids to bind). Every multi-valued row of the batch is read and roles picked in
+# Python: with ``attr = 'roles'`` in the SQL, SQLite would walk the (attr, value) index, which
+# holds every user's role rows, on every batch.
+_SEAT_COLUMNS = select(
+    users.c.seq,
+    users.c.id,
+    users.c.user_name,
+    users.c.active,
+    users.c.user_type,
+    users.c.app_status,
+    users.c.license_state,
+    users.c.holds_seat,
+    users.c.on_fallback,
+)
+_SEAT_ROWS = _SEAT_COLUMNS.where(users.c.seq > bindparam("after")).order_by(users.c.seq)
+_BATCH_VALUES = (
+    select(user_values.c.user_id, user_values.c.attr, user_values.c.value_ci)
+    .select_from(users.join(user_values, user_values.c.user_id == users.c.id))
+    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
+)
+_BATCH_GROUPS = (
+    select(group_members.c.user_id, groups.c.display_name)
+    .select_from(
+        users.join(group_members, group_members.c.user_id == users.c.id).join(
+            groups, groups.c.id == group_members.c.group_id
+        )
+    )
+    .where(users.c.seq > bindparam("after"), users.c.seq <= bindparam("last"))
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _seat_page(limit: int) -> Any:
+    """The seat-row page statement for one batch size, built (and cache-keyed) once."""
+    return _SEAT_ROWS.limit(limit)
+
+
+def _multi_changed(old: dict, new: dict) -> bool:
+    return any(old.get(a) != new.get(a) for a in MULTI_VALUED)
+
+
+class Users:
+    """The user rows of one transaction."""
+
+    def __init__(self, tx: Transaction):
+        self._tx = tx
+        self.conn = tx.conn
+        self.is_postgres = tx.is_postgres
+
+    def name_taken(self, user_name: str, except_id: str | None = None) -> bool:
+        q = select(users.c.id).where(users.c.user_name_ci == user_name.lower())
+        found = self.conn.execute(q).scalar()
+        return found is not None and found != except_id
+
+    def insert(self, user_id: str, resource: dict, seat: SeatState, now: datetime) -> UserRecord:
+        # The unique index on user_name_ci decides (callers check first for a clear error).
+        values = {
+            "id": user_id,
+            **user_columns(resource),
+            "created": now,
+            "last_modified": now,
+            "version": 1,
+            "resource": dump(resource),
+            **seat_columns(seat),
+        }
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(_INSERT_USER, values)
+        except IntegrityError:
+            raise Conflict(f"userName '{resource['userName']}' is already in use") from None
+        self.conn.execute(_ADD_USERS_TOTAL, {"n": 1})
+        rows = user_value_rows(user_id, resource)
+        if rows:
+            self.conn.execute(insert(user_values), rows)
+        return UserRecord(user_id, resource, now, now, 1, seat)
+
+    def update(
+        self, record: UserRecord, resource: dict, seat: SeatState, now: datetime
+    ) -> UserRecord:
+        if resource["userName"].lower() != record.user_name.lower() and self.name_taken(
+            resource["userName"], except_id=record.id
+        ):
+            raise Conflict(f"userName '{resource['userName']}' is already in use")
+        version = record.version + 1
+        self.conn.execute(
+            update(users)
+            .where(users.c.id == record.id)
+            .values(
+                **user_columns(resource),
+                last_modified=now,
+                version=version,
+                resource=dump(resource),
+                **seat_columns(seat),
+            )
+        )
+        if _multi_changed(record.resource, resource):
+            self.conn.execute(delete(user_values).where(user_values.c.user_id == record.id))
+            rows = user_value_rows(record.id, resource)
+            if rows:
+                self.conn.execute(insert(user_values), rows)
+        return UserRecord(record.id, resource, record.created, now, version, seat, record.groups)
+
+    def set_seat(self, user_id: str, seat: SeatState, now: datetime) -> None:
+        """Change only a user's seat state (queue promotion, reconcile): not a directory edit."""
+        params = {
+            **{f"s_{k}": v for k, v in seat_columns(seat).items()},
+            "s_uid": user_id,
+            "s_now": now,
+        }
+        if self._tx.deferred is not None:
+            self._tx.deferred.seats.append(params)
+            return
+        self.conn.execute(SET_SEAT, params)
+
+    def delete(self, user_id: str) -> None:
+        self.conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
+        self.conn.execute(delete(user_values).where(user_values.c.user_id == user_id))
+        gone = self.conn.execute(delete(users).where(users.c.id == user_id)).rowcount
+        if gone:
+            self.conn.execute(_ADD_USERS_TOTAL, {"n": -gone})
+
+    def recount(self) -> tuple[int, int]:
+        """Set the stored user total from COUNT(*) (reconcile); returns (was, now)."""
+        was = int(self.conn.execute(USERS_TOTAL).scalar_one())
+        now = int(self.conn.execute(select(func.count()).select_from(users)).scalar_one())
+        if was != now:
+            self.conn.execute(update(seat_pool).where(seat_pool.c.id == 1).values(users_total=now))
+        return was, now
+
+    def get(self, user_id: str, with_groups: bool = True) -> UserRecord | None:
+        if with_groups:
+            row = self.conn.execute(_RECORD_BY_ID[self.is_postgres], {"user_id": user_id}).first()
+        else:
+            row = self.conn.execute(select(*RECORD_COLUMNS).where(users.c.id == user_id)).first()
+        if row is None:
+            return None
+        record = user_with_groups(row) if with_groups else user_from_row(row)
+        self.attach_queue_positions([record])
+        return record
+
+    def get_many(self, ids: Iterable[str]) -> list[UserRecord]:
+        ids = list(ids)
+        out: list[UserRecord] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.conn.execute(select(*RECORD_COLUMNS).where(users.c.id.in_(chunk))).all()
+            out.extend(user_from_row(r) for r in rows)
+        return out
+
+    def attach_queue_positions(self, records: list[UserRecord]) -> None:
+        for r in records:
+            if r.seat.license_state == "queued" and r.seat.queued_at is not None:
+                ahead = self.conn.execute(
+                    select(func.count())
+                    .select_from(users)
+                    .where(
+                        users.c.license_state == "queued",
+                        (users.c.queued_at < r.seat.queued_at)
+                        | and_(users.c.queued_at == r.seat.queued_at, users.c.id < r.id),
+                    )
+                ).scalar_one()
+                r.queue_position = int(ahead) + 1
+
+    def queued(self, limit: int | None = None) -> list[UserRecord]:
+        """Queued users, first come first served (queued_at, then id)."""
+        q = (
+            select(users)
+            .where(users.c.license_state == "queued")
+            .order_by(users.c.queued_at, users.c.id)
+        )
+        if limit is not None:
+            q = q.limit(limit)
+        records = [user_from_row(r) for r in self.conn.execute(q)]
+        for pos, r in enumerate(records, start=1):
+            r.queue_position = pos
+        return records
+
+    # -- walks in seq order (keyset paging) ------------------------------------------------
+
+    def after(self, seq: int, limit: int) -> SeqBatch[UserRecord]:
+        """Up to ``limit`` users after ``seq``, in ``seq`` order; groups are not attached."""
+        return self._user_batch(select(users).where(users.c.seq > seq), seq, limit)
+
+    def holders_after(self, seq: int, limit: int) -> SeqBatch[UserRecord]:
+        """Up to ``limit`` users holding a seat after ``seq``, in ``seq`` order; groups are
+        not attached."""
+        q = select(users).where(users.c.holds_seat.is_(True), users.c.seq > seq)
+        return self._user_batch(q, seq, limit)
+
+    def directory_after(
+        self, seq: int, limit: int, *, state: str | None = None, text: str | None = None
+    ) -> SeqBatch[UserRecord]:
+        """The admin's user list: up to ``limit`` users after ``seq`` in ``seq`` order, in a
+        license state and/or whose userName, name, email or externalId contains ``text``
+        (case-insensitive); groups are not attached."""
+        q = select(users).where(users.c.seq > seq)
+        if state is not None:
+            q = q.where(users.c.license_state == state)
+        if text:
+            escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+
+            def like(col: Any) -> ColumnElement[bool]:
+                return func.lower(col).like(pattern, escape="\\")
+
+            email = (
+                select(user_values.c.user_id)
+                .where(
+                    user_values.c.user_id == users.c.id,
+                    user_values.c.attr == "emails",
+                    user_values.c.value_ci.like(pattern, escape="\\"),
+                )
+                .exists()
+            )
+            q = q.where(
+                or_(
+                    users.c.user_name_ci.like(pattern, escape="\\"),
+                    like(users.c.display_name),
+                    like(users.c.formatted_name),
+                    like(users.c.given_name),
+                    like(users.c.family_name),
+                    like(users.c.external_id),
+                    email,
+                )
+            )
+        return self._user_batch(q, seq, limit)
+
+    def find_id(self, key: str) -> str | None:
+        """The id of the user ``key`` names: its id, else its userName (case-insensitive, RFC
+        7643 §4.1.1), else its externalId when exactly one user has it."""
+        if self.conn.execute(select(users.c.id).where(users.c.id == key)).first() is not None:
+            return key
+        found = self.conn.execute(
+            select(users.c.id).where(users.c.user_name_ci == key.lower())
+        ).first()
+        if found is not None:
+            return str(found[0])
+        rows = self.conn.execute(
+            select(users.c.id).where(users.c.external_id == key).limit(2)
+        ).all()
+        return str(rows[0][0]) if len(rows) == 1 else None
+
+    def _user_batch(self, q: Any, seq: int, limit: int) -> SeqBatch[UserRecord]:
+        rows = self.conn.execute(q.order_by(users.c.seq).limit(limit)).all()
+        if not rows:
+            return SeqBatch([], seq)
+        return SeqBatch([user_from_row(r) for r in rows], rows[-1].seq)
+
+    def seat_rows_after(self, seq: int, limit: int) -> SeqBatch[SeatRow]:
+        """Up to ``limit`` users after ``seq``, in ``seq`` order, as their directory state
+        (``active``, lower-cased roles, group names, ``userType``) and seat state: columns,
+        role rows and group names only, so memory and time stay flat per user (reconcile)."""
+        rows = self.conn.execute(_seat_page(limit), {"after": seq}).all()
+        if not rows:
+            return SeqBatch([], seq)
+        span = {"after": seq, "last": rows[-1].seq}
+        roles: dict[str, set[str]] = {}
+        for user_id, attr, value in self.conn.execute(_BATCH_VALUES, span):
+            if attr == "roles":
+                roles.setdefault(user_id, set()).add(value)
+        groups_of: dict[str, set[str]] = {}
+        for user_id, name in self.conn.execute(_BATCH_GROUPS, span):
+            groups_of.setdefault(user_id, set()).add(name)
+        items = [
+            SeatRow(
+                id=r.id,
+                user_name=r.user_name,
+                state=DirectoryState(
+                    active=bool(r.active),
+                    roles=frozenset(roles.get(r.id, ())),
+                    groups=frozenset(groups_of.get(r.id, ())),
+                    user_type=r.user_type,
+                ),
+                app_status=r.app_status,
+                license_state=r.license_state,
+                holds_seat=bool(r.holds_seat),
+                on_fallback=bool(r.on_fallback),
+            )
+            for r in rows
+        ]
+        return SeqBatch(items, rows[-1].seq)
+
+    # -- counts ----------------------------------------------------------------------------
+
+    def free_ids(self) -> set[str]:
+        """Ids of the users whose license state is ``free``."""
+        q = select(users.c.id).where(users.c.license_state == "free")
+        return {r[0] for r in self.conn.execute(q)}
+
+    def queued_count(self) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(users).where(users.c.license_state == "queued")
+            ).scalar_one()
+        )
+
+    def count(self) -> int:
+        """COUNT(*) of the users table (the length of a full walk over users)."""
+        return int(self.conn.execute(select(func.count()).select_from(users)).scalar_one())
+
+    def count_holding_seats(self) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(users).where(users.c.holds_seat.is_(True))
+            ).scalar_one()
+        )
+
+    def seat_breakdown(self) -> list[tuple[str, str, bool, int]]:
+        """(app_status, license_state, holds_seat, count) groups for reporting."""
+        q = select(
+            users.c.app_status, users.c.license_state, users.c.holds_seat, func.count()
+        ).group_by(users.c.app_status, users.c.license_state, users.c.holds_seat)
+        return [(r[0], r[1], bool(r[2]), int(r[3])) for r in self.conn.execute(q)]
+
+    def role_values(
+        self, user_ids_holding: bool = True, group_roles: Mapping[str, str] | None = None
+    ) -> list[tuple[str, int]]:
+        """Role value (lowercased) -> number of seat-holding users with it, counting SCIM
+        ``roles`` and the roles group membership grants (``[license] group_roles``, group
+        displayName -> role, names matched case-insensitively); a user holding a role both
+        ways, or through two groups, counts once."""
+        parts: list[Any] = [
+            select(user_values.c.user_id.label("uid"), user_values.c.value_ci.label("role"))
+            .join(users, users.c.id == user_values.c.user_id)
+            .where(user_values.c.attr == "roles", users.c.holds_seat.is_(user_ids_holding))
+        ]
+        mapping = {name.lower(): role.lower() for name, role in (group_roles or {}).items()}
+        if mapping:
+            parts.append(
+                select(
+                    group_members.c.user_id.label("uid"),
+                    case(mapping, value=groups.c.display_name_ci).label("role"),
+                )
+                .join(groups, groups.c.id == group_members.c.group_id)
+                .join(users, users.c.id == group_members.c.user_id)
+                .where(
+                    groups.c.display_name_ci.in_(list(mapping)),
+                    users.c.holds_seat.is_(user_ids_holding),
+                )
+            )
+        held = union(*parts).subquery() if len(parts) > 1 else parts[0].distinct().subquery()
+        q = select(held.c.role, func.count()).group_by(held.c.role)
+        return [(r[0], int(r[1])) for r in self.conn.execute(q)]
