@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.config import Settings
+from agent.config import Settings, billing_terms, license_policy
 from agent.connectors import build_connector
 from agent.connectors.scim import ScimConnector
 from agent.connectors.webhook import WebhookConnector
@@ -21,7 +21,6 @@ from agent.services.delivery import Handler, Outage, PushHandlers, deliver_due
 from agent.services.drift import DriftCheck
 from agent.services.group_delivery import GroupHandlers
 from agent.services.outbox_notifier import EMAIL, OutboxNotifier
-from agent.services.policy import billing_terms, license_policy
 from agent.services.provisioning import Provisioning
 from agent.services.reductions import Reductions
 from agent.services.remote_links import LinkedConnector

@@ -19,6 +19,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.domain.billing import BillingTerms
+from agent.domain.license import (
+    AccountStatus,
+    LicensePolicy,
+    PolicyError,
+    StatusRule,
+    merge_statuses,
+)
+
 
 class ConfigError(Exception):
     """The configuration file is unreadable or invalid; the message names the key."""
@@ -549,15 +558,49 @@ def _describe(err: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(lines)
 
 
+def license_policy(settings: LicenseSettings) -> LicensePolicy:
+    """The policy for ``[license]``; the live license count lives in the seat pool, not here."""
+    extra = [AccountStatus(s.name, s.consumes, s.pending) for s in settings.statuses]
+    policy = LicensePolicy(
+        seats=settings.seats,
+        on_full=settings.on_full,
+        max_seats=settings.max_seats,
+        fallback_role=settings.fallback_role,
+        free_roles=frozenset(settings.free_roles),
+        free_user_types=frozenset(settings.free_user_types),
+        inactive_consumes=settings.inactive_consumes,
+        count_pending=settings.count_pending,
+        statuses=merge_statuses(extra),
+        rules=tuple(
+            StatusRule(
+                status=r.status,
+                active=r.active,
+                user_types=frozenset(r.user_types) if r.user_types is not None else None,
+                roles_any=frozenset(r.roles_any) if r.roles_any is not None else None,
+            )
+            for r in settings.rules
+        ),
+        group_roles=dict(settings.group_roles),
+    )
+    policy.validate()
+    return policy
+
+
+def billing_terms(settings: LicenseSettings) -> BillingTerms:
+    return BillingTerms(
+        price_per_seat=settings.price_per_seat,
+        period=settings.billing_period,
+        renewal_date=settings.renewal_date,
+        currency=settings.currency,
+    )
+
+
 def settings_from_mapping(data: dict) -> Settings:
     """Validate a parsed TOML document; raise ConfigError naming each bad key."""
     try:
         settings = Settings.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_describe(err)) from None
-    from agent.domain.license import PolicyError
-    from agent.services.policy import license_policy
-
     try:
         license_policy(settings.license)
     except PolicyError as err:

@@ -21,6 +21,7 @@ from conftest import FakeClock, make_settings
 from downstream import Downstream, running_downstream
 
 from agent.bootstrap import open_store
+from agent.config import billing_terms, license_policy
 from agent.connectors.base import DeliveryError
 from agent.connectors.scim import ScimConnector
 from agent.services.delivery import (
@@ -33,7 +34,6 @@ from agent.services.delivery import (
     delivery_status,
 )
 from agent.services.outbox_notifier import OutboxNotifier
-from agent.services.policy import billing_terms, license_policy
 from agent.services.provisioning import Provisioning
 from agent.services.seats import SeatEngine
 from agent.storage import outbox

@@ -61,3 +61,56 @@ def test_only_storage_builds_sql(path):
     if path.parent.name == "web" and path.name == "health.py":
         bad.discard("sqlalchemy")  # `from sqlalchemy import Engine` (a type, for /readyz)
     assert not bad, f"{path.relative_to(AGENT)} imports {sorted(bad)}"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(AGENT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (module -> modules it imports) as a path, None when it has none."""
+    done: set[str] = set()
+    for root in sorted(graph):
+        if root in done:
+            continue
+        path: list[str] = []
+        on_path: set[str] = set()
+        stack: list[tuple[str, list[str]]] = [(root, sorted(graph[root]))]
+        path.append(root)
+        on_path.add(root)
+        while stack:
+            node, todo = stack[-1]
+            if not todo:
+                stack.pop()
+                path.pop()
+                on_path.discard(node)
+                done.add(node)
+                continue
+            nxt = todo.pop()
+            if nxt in on_path:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in done:
+                stack.append((nxt, sorted(graph[nxt])))
+                path.append(nxt)
+                on_path.add(nxt)
+    return None
+
+
+def test_the_import_cycle_finder_finds_a_cycle():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_module_of_the_agent_imports_itself_through_others():
+    """Imports inside functions count: a deferred import hides a cycle, it does not remove
+    it. (agent.config and agent.services.policy were one, the [license] check and the policy
+    builder; agent.web.ratelimit and agent.web.scim another, the SCIM error response.)"""
+    paths = modules_of(".")
+    names = {module_name(p) for p in paths}
+    graph = {
+        module_name(p): {m for m in imported_modules(p) if m in names} - {module_name(p)}
+        for p in paths
+    }
+    cycle = import_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -706,7 +706,7 @@ def test_responses_are_compact_utf8_json_and_big_integers_survive():
     refuses (integers beyond 64 bits): the bytes are the same compact UTF-8 either way."""
     import json
 
-    from agent.web.scim import _encode
+    from agent.web.scim_response import _encode
 
     body = {"displayName": "Zoë Ångström 東京", "totalResults": 2**63 - 1, "n": [1.5, True, None]}
     expected = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -22,6 +22,9 @@ from collections.abc import Callable
 
 from flask import Flask, Response, current_app, jsonify, request
 
+from agent.scim.errors import ScimError
+from agent.web.scim_response import error_response
+
 FAILED_AUTH = "seat_agent_failed_auth"
 # gunicorn trusts X-Forwarded-* from these addresses; so does the client address here.
 DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
@@ -105,9 +108,6 @@ def _guarded(path: str) -> bool:
 
 def _too_many_failures(wait: float) -> Response:
     if request.path == "/scim/v2" or request.path.startswith("/scim/v2/"):
-        from agent.scim.errors import ScimError
-        from agent.web.scim import error_response
-
         resp = error_response(
             ScimError(429, "Too many failed authentications from this address; retry later")
         )
