@@ -21,7 +21,7 @@ from agent.domain.billing import BillingTerms, prorated_cost
 from agent.domain.reduction import SEAT_HOLDING_STATES
 from agent.services.events import Notifier, NullNotifier, SeatEvent
 from agent.storage import refusals
-from agent.storage.records import SeatState, UserRecord
+from agent.storage.records import PoolRow, SeatState, UserRecord
 from agent.storage.reductions import reduction_ceiling
 from agent.storage.store import StoreTx
 
@@ -79,6 +79,23 @@ def directory_state(resource: dict, group_names: Iterable[str]) -> lic.Directory
         groups=frozenset(group_names),
         user_type=resource.get("userType"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """One user's claim on a seat as ``SeatEngine.settle`` decides it: who, the directory
+    state, the seat state before, the cause, and what follows from them at ``now``."""
+
+    user_id: str
+    user_name: str
+    state: lic.DirectoryState
+    prev: SeatState
+    cause: Cause
+    now: datetime
+    status: str
+    fallback: bool
+    last_active: datetime | None
+    deactivated_at: datetime | None
 
 
 class SeatEngine:
@@ -148,48 +165,92 @@ class SeatEngine:
         Raises SeatRefused (and the caller's transaction rolls back, changing nothing) when the
         user needs a seat, holds none, and on_full is refuse or expand at max_seats.
         """
-        now = self.clock()
+        claim = self._claim(user_id, user_name, state, previous, cause)
         pool = tx.pool.current()
+        if not lic.wants_seat(self.policy, state, fallback=claim.fallback):
+            return self._without_seat(tx, claim, pool)
+        kept = self._seat_or_place_kept(claim)
+        if kept is not None:
+            return kept
+        outcome = self._outcome_at_limit(tx, claim, pool)
+        if outcome is lic.Outcome.QUEUE:
+            return self._queue(tx, claim, pool)
+        if outcome is lic.Outcome.FALLBACK:
+            return self._fall_back(tx, claim, pool)
+        return self._grant(tx, claim, pool, expand=outcome is lic.Outcome.EXPAND)
+
+    def _claim(
+        self,
+        user_id: str,
+        user_name: str,
+        state: lic.DirectoryState,
+        previous: SeatState | None,
+        cause: Cause,
+    ) -> _Claim:
+        now = self.clock()
         prev = previous or SeatState(holds_seat=False)
         # A user kept on the fallback role stays there while active (it was never given a seat).
         fallback = prev.on_fallback and state.active
-        status = lic.app_status(self.policy, state, fallback=fallback)
         # Seed 002 metered billing: a user is active up to the moment it is deactivated.
         was_active = previous is not None and prev.deactivated_at is None
-        last_active = now if state.active or was_active else prev.last_active_at
-        deactivated_at = self._deactivated_at(prev, state, now)
-        if not lic.wants_seat(self.policy, state, fallback=fallback):
-            if prev.holds_seat:
-                self._release(tx, user_id, user_name, pool, cause, now)
-            return SeatState(
-                app_status=status,
-                license_state=self._free_state(state, status),
-                holds_seat=False,
-                on_fallback=fallback,
-                last_active_at=last_active,
-                deactivated_at=deactivated_at,
-            )
+        return _Claim(
+            user_id=user_id,
+            user_name=user_name,
+            state=state,
+            prev=prev,
+            cause=cause,
+            now=now,
+            status=lic.app_status(self.policy, state, fallback=fallback),
+            fallback=fallback,
+            last_active=now if state.active or was_active else prev.last_active_at,
+            deactivated_at=self._deactivated_at(prev, state, now),
+        )
+
+    def _without_seat(self, tx: StoreTx, claim: _Claim, pool: PoolRow) -> SeatState:
+        """The user wants no seat: one it holds goes back to the pool."""
+        if claim.prev.holds_seat:
+            self._release(tx, claim.user_id, claim.user_name, pool, claim.cause, claim.now)
+        return SeatState(
+            app_status=claim.status,
+            license_state=self._free_state(claim.state, claim.status),
+            holds_seat=False,
+            on_fallback=claim.fallback,
+            last_active_at=claim.last_active,
+            deactivated_at=claim.deactivated_at,
+        )
+
+    def _seat_or_place_kept(self, claim: _Claim) -> SeatState | None:
+        """The user wants a seat and already holds one, or waits in the queue (or leaves it,
+        deactivated): no decision at the limit. None when the limit decides."""
+        prev = claim.prev
         if prev.holds_seat:
             return SeatState(
-                app_status=status,
+                app_status=claim.status,
                 license_state="licensed",
                 holds_seat=True,
-                last_active_at=last_active,
-                deactivated_at=deactivated_at,
+                last_active_at=claim.last_active,
+                deactivated_at=claim.deactivated_at,
             )
-        if prev.license_state == "queued" and not state.active:
+        if prev.license_state == "queued" and not claim.state.active:
             # Deactivated while waiting (inactive_consumes keeps a *held* seat, seed 003, but
             # a user that never got one has nothing to keep): it leaves the queue, no seat.
             return SeatState(
                 app_status=self.policy.inactive_status,
                 license_state="inactive",
                 holds_seat=False,
-                last_active_at=last_active,
-                deactivated_at=deactivated_at,
+                last_active_at=claim.last_active,
+                deactivated_at=claim.deactivated_at,
             )
         if prev.license_state == "queued" and prev.queued_at is not None:
             # Still waiting: keep its place in line (first come, first served).
-            return replace(prev, last_active_at=last_active, deactivated_at=deactivated_at)
+            return replace(
+                prev, last_active_at=claim.last_active, deactivated_at=claim.deactivated_at
+            )
+        return None
+
+    def _outcome_at_limit(self, tx: StoreTx, claim: _Claim, pool: PoolRow) -> lic.Outcome:
+        """What ``[license] on_full`` gives a user who needs a new seat. A refusal raises
+        SeatRefused; a queued or fallback user is recorded as refused demand."""
         # An approved reduction holds the seats above its target (seed 000): every path to a
         # seat gives the same outcome as if the license were already lowered.
         target = reduction_ceiling(tx, SEAT_HOLDING_STATES)
@@ -198,107 +259,122 @@ class SeatEngine:
         if outcome is lic.Outcome.REFUSE:
             raise SeatRefused(
                 lic.refusal_detail(current, self._policy(pool.seats), target),
-                user_id,
-                user_name,
-                at=now,
-                path=cause.where,
-                request=cause.request or self.request_id(),
+                claim.user_id,
+                claim.user_name,
+                at=claim.now,
+                path=claim.cause.where,
+                request=claim.cause.request or self.request_id(),
             )
         if outcome is not lic.Outcome.EXPAND and outcome is not lic.Outcome.GRANT:
             self._refused_demand(
                 tx,
                 "queued" if outcome is lic.Outcome.QUEUE else "fallback",
-                now,
-                cause.where,
-                user_id,
-                user_name,
-                cause.request,
+                claim.now,
+                claim.cause.where,
+                claim.user_id,
+                claim.user_name,
+                claim.cause.request,
             )
-        if outcome is lic.Outcome.QUEUE:
-            self._ledger(
-                tx,
-                at=now,
-                kind="queue",
-                cause=cause,
-                user_id=user_id,
-                user_name=user_name,
-                detail=f"no seat free ({pool.consumed} of {pool.seats} in use); queued",
-                seats_after=pool.seats,
-                consumed_after=pool.consumed,
-            )
-            self._announce(tx, "queued", user_id, user_name, after=(pool.seats, pool.consumed))
-            return SeatState(
-                app_status=self.policy.queued_status,
-                license_state="queued",
-                holds_seat=False,
-                queued_at=now,
-                last_active_at=prev.last_active_at,
-            )
-        if outcome is lic.Outcome.FALLBACK:
-            self._announce(
-                tx,
-                "fallback",
-                user_id,
-                user_name,
-                str(self.policy.fallback_role),
-                after=(pool.seats, pool.consumed),
-            )
-            return SeatState(
-                app_status=lic.app_status(self.policy, state, fallback=True),
-                license_state="free",
-                holds_seat=False,
-                on_fallback=True,
-                last_active_at=last_active,
-            )
-        seats = pool.seats
-        if outcome is lic.Outcome.EXPAND:
-            seats = pool.seats + 1
-            cost = prorated_cost(self.terms, 1, now.date())
-            tx.pool.update(seats, pool.consumed, now)
-            self._ledger(
-                tx,
-                at=now,
-                kind="expand",
-                cause=cause,
-                user_id=user_id,
-                user_name=user_name,
-                detail=(
-                    f"licenses {pool.seats} -> {seats} "
-                    f"(added automatically, ceiling {self.policy.max_seats})"
-                ),
-                seats_after=seats,
-                consumed_after=pool.consumed,
-                cost=cost,
-            )
-            self._announce(
-                tx,
-                "expanded",
-                user_id,
-                user_name,
-                f"{pool.seats} -> {seats}",
-                cost,
-                after=(seats, pool.consumed),
-            )
-        tx.pool.update(seats, pool.consumed + 1, now)
+        return outcome
+
+    def _queue(self, tx: StoreTx, claim: _Claim, pool: PoolRow) -> SeatState:
+        """No seat free: the user waits in line, from now."""
         self._ledger(
             tx,
-            at=now,
+            at=claim.now,
+            kind="queue",
+            cause=claim.cause,
+            user_id=claim.user_id,
+            user_name=claim.user_name,
+            detail=f"no seat free ({pool.consumed} of {pool.seats} in use); queued",
+            seats_after=pool.seats,
+            consumed_after=pool.consumed,
+        )
+        self._announce(
+            tx, "queued", claim.user_id, claim.user_name, after=(pool.seats, pool.consumed)
+        )
+        return SeatState(
+            app_status=self.policy.queued_status,
+            license_state="queued",
+            holds_seat=False,
+            queued_at=claim.now,
+            last_active_at=claim.prev.last_active_at,
+        )
+
+    def _fall_back(self, tx: StoreTx, claim: _Claim, pool: PoolRow) -> SeatState:
+        """No seat free: the user works on the fallback role, which needs none."""
+        self._announce(
+            tx,
+            "fallback",
+            claim.user_id,
+            claim.user_name,
+            str(self.policy.fallback_role),
+            after=(pool.seats, pool.consumed),
+        )
+        return SeatState(
+            app_status=lic.app_status(self.policy, claim.state, fallback=True),
+            license_state="free",
+            holds_seat=False,
+            on_fallback=True,
+            last_active_at=claim.last_active,
+        )
+
+    def _grant(self, tx: StoreTx, claim: _Claim, pool: PoolRow, *, expand: bool) -> SeatState:
+        """The user takes a seat, after the license count grows by one when ``expand``."""
+        seats = self._expand(tx, claim, pool) if expand else pool.seats
+        tx.pool.update(seats, pool.consumed + 1, claim.now)
+        self._ledger(
+            tx,
+            at=claim.now,
             kind="grant",
-            cause=cause,
-            user_id=user_id,
-            user_name=user_name,
-            detail=f"status {status}",
+            cause=claim.cause,
+            user_id=claim.user_id,
+            user_name=claim.user_name,
+            detail=f"status {claim.status}",
             seats_after=seats,
             consumed_after=pool.consumed + 1,
         )
-        self._announce(tx, "granted", user_id, user_name, after=(seats, pool.consumed + 1))
+        self._announce(
+            tx, "granted", claim.user_id, claim.user_name, after=(seats, pool.consumed + 1)
+        )
         return SeatState(
-            app_status=status,
+            app_status=claim.status,
             license_state="licensed",
             holds_seat=True,
-            last_active_at=last_active,
-            deactivated_at=deactivated_at,
+            last_active_at=claim.last_active,
+            deactivated_at=claim.deactivated_at,
         )
+
+    def _expand(self, tx: StoreTx, claim: _Claim, pool: PoolRow) -> int:
+        """One license more (``on_full = "expand"``), billed pro rata; the new license count."""
+        seats = pool.seats + 1
+        cost = prorated_cost(self.terms, 1, claim.now.date())
+        tx.pool.update(seats, pool.consumed, claim.now)
+        self._ledger(
+            tx,
+            at=claim.now,
+            kind="expand",
+            cause=claim.cause,
+            user_id=claim.user_id,
+            user_name=claim.user_name,
+            detail=(
+                f"licenses {pool.seats} -> {seats} "
+                f"(added automatically, ceiling {self.policy.max_seats})"
+            ),
+            seats_after=seats,
+            consumed_after=pool.consumed,
+            cost=cost,
+        )
+        self._announce(
+            tx,
+            "expanded",
+            claim.user_id,
+            claim.user_name,
+            f"{pool.seats} -> {seats}",
+            cost,
+            after=(seats, pool.consumed),
+        )
+        return seats
 
     def _free_state(self, state: lic.DirectoryState, status: str) -> str:
         if lic.status_consumes(self.policy, status):
