@@ -862,7 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--url",
         help="target a running SCIM server instead (its SCIM base URL, e.g. .../scim/v2): "
-        "seat-agent or any other; seeding is then over HTTP",
+        "seat-agent or any other, without users yet (seeding POSTs seed0000000.user@... over "
+        "HTTP)",
     )
     p.add_argument("--token", help="SCIM bearer token for --url")
     p.add_argument(
