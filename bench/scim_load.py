@@ -2,8 +2,10 @@
 
 By default it starts its own server (``seat-agent serve`` with a temporary TOML file) on
 loopback, on SQLite (a temporary file) or PostgreSQL (a fresh schema in database ``test``,
-dropped afterwards); ``--url``/``--token`` target a running server instead. Every measured
-request goes over HTTP; latency is measured client side (time.perf_counter) per request.
+dropped afterwards); ``--url``/``--token`` target a running SCIM server instead, seat-agent or
+another (bench/peers.sh runs it against scim2-server). Every measured request goes over HTTP;
+latency is measured client side (time.perf_counter) per request. ``--ops`` chooses the
+operations, ``--concurrency 1,4`` measures at several levels, ``--json`` writes the figures.
 
     python bench/scim_load.py --db sqlite --users 10000
     python bench/scim_load.py --db postgres --users 100000 --seed store --group-members 50000
