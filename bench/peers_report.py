@@ -155,7 +155,7 @@ def conditions(runs: dict[str, list[dict[str, Any]]]) -> str:
         )
         errors = sum(r["errors"] for run in doc["runs"] for r in run["results"])
         lines.append(
-            f"- {doc['finished']} {doc['label']}: {doc['users']} users seeded in "
+            f"- {doc['label']}, finished {doc['finished']}: {doc['users']} users seeded in "
             f"{doc['seed_seconds']} s; host probe ms {probes}; load average "
             f"{' '.join(doc['load_average_before'])} before; {errors} errors"
         )
