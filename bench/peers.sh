@@ -8,7 +8,10 @@
 # From the repository root, with seat-agent and scim2-server installed in the active
 # environment (scripts/test installs both into .venv):
 #   PATH=$PWD/.venv/bin:$PATH bench/peers.sh [--db sqlite|postgres] [--quick]
-#       [--users N] [--requests N] [--page-requests N] [--ops LIST] [--out DIR]
+#       [--users N] [--requests N] [--page-requests N] [--ops LIST] [--concurrency LIST]
+#       [--out DIR]
+# --ops and --concurrency are scim_load.py's (default create,lookup,page,patch,put,delete and
+# 1,4); --ops create,patch,put,delete is a write-only comparison.
 # --quick: 1,000 users, 100 requests per operation, 20 pages: a smoke run of about a minute.
 # Default: 10,000 users, 1,000 requests per operation, 100 pages (scim2-server takes about
 # 0.1 s a page); about 8 minutes on 2 cores. Each run's output and JSON go to DIR
@@ -49,6 +52,14 @@ work=$(mktemp -d -t seat-peers-XXXXXX)
 token=peers-bench-token
 server_pid=
 schema=
+
+report_failure() {  # scim_load.py's exit status: 1 some requests failed, 2 out of time
+  if [ "$1" = 1 ]; then
+    echo "== $2: some requests failed (the errors column)"
+  else
+    echo "== $2: bench/scim_load.py stopped (exit $1); this run has no figures" >&2
+  fi
+}
 
 free_port() {
   python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -135,7 +146,7 @@ for round in 1 2; do
     python bench/scim_load.py --url "$url" --token "$token" --server-pid "$server_pid" \
       --label "$target" --users "$users" --requests "$requests" --page-requests "$pages" \
       --ops "$ops" --concurrency "$levels" --json "$out/$round-$target.json" 2>&1 \
-      | tee "$out/$round-$target.log" || echo "== $target: some requests failed (errors column)"
+      | tee "$out/$round-$target.log" || report_failure "${PIPESTATUS[0]}" "$target"
     stop_server
   done
 done
