@@ -62,7 +62,8 @@ report_failure() {  # scim_load.py's exit status: 1 some requests failed, 2 out 
 }
 
 free_port() {
-  python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 pg_do() {
@@ -87,7 +88,11 @@ trap 'stop_server; rm -rf "$work"' EXIT
 
 wait_ready() {  # URL: up to 60 s for GET ServiceProviderConfig to answer 200
   for _ in $(seq 300); do
-    kill -0 "$server_pid" 2>/dev/null || { echo "the server exited:" >&2; tail -20 "$log" >&2; exit 1; }
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "the server exited:" >&2
+      tail -20 "$log" >&2
+      exit 1
+    fi
     if curl -sf -o /dev/null -H "Authorization: Bearer $token" "$1/ServiceProviderConfig"; then
       return
     fi
