@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in docs/performance.md, one run after the other (about 40 minutes on 2 cores).
+# Every figure in docs/performance.md, one run after the other (about an hour on 2 cores).
 # Run it on an otherwise idle machine from the repository root, with seat-agent installed in
 # the active environment (scripts/test installs it into .venv):
 #   PATH=$PWD/.venv/bin:$PATH bench/run_all.sh [output-dir]
@@ -63,4 +63,8 @@ done
 # The status page's seats-per-day read at 1,000,000 ledger entries.
 for db in sqlite postgres; do
   run "status-history-$db" python bench/status_history.py --db "$db" --entries 1000000
+done
+# seat-agent against stock scim2-server 0.8.3, A B A B, at concurrency 1 and 4 (10,000 users).
+for db in sqlite postgres; do
+  run "peers-$db" bench/peers.sh --db "$db" --out "$out/peers-$db"
 done

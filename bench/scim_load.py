@@ -2,8 +2,10 @@
 
 By default it starts its own server (``seat-agent serve`` with a temporary TOML file) on
 loopback, on SQLite (a temporary file) or PostgreSQL (a fresh schema in database ``test``,
-dropped afterwards); ``--url``/``--token`` target a running server instead. Every measured
-request goes over HTTP; latency is measured client side (time.perf_counter) per request.
+dropped afterwards); ``--url``/``--token`` target a running SCIM server instead, seat-agent or
+another (bench/peers.sh runs it against scim2-server). Every measured request goes over HTTP;
+latency is measured client side (time.perf_counter) per request. ``--ops`` chooses the
+operations, ``--concurrency 1,4`` measures at several levels, ``--json`` writes the figures.
 
     python bench/scim_load.py --db sqlite --users 10000
     python bench/scim_load.py --db postgres --users 100000 --seed store --group-members 50000
@@ -87,11 +89,35 @@ class Result:
     latencies: list[float] = field(default_factory=list)  # seconds
     errors: int = 0
     wall: float = 0.0
-    server_cpu: float | None = None  # seconds of gunicorn CPU (user + system) during the op
+    server_cpu: float | None = None  # seconds of server CPU (user + system) during the op
+    key: str = ""  # the operation's short name in --json (create, lookup, patch-okta...)
 
     def ms(self, p: float) -> float:
         """The p-th percentile latency in ms."""
         return pct(sorted(self.latencies), p) * 1000
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of one operation for ``--json``: requests, errors, req/s, p50/p95/p99
+        in ms and the server's CPU ms per request (None where not measured)."""
+        n = len(self.latencies)
+        lat = sorted(self.latencies)
+
+        def ms(p: float) -> float | None:
+            return round(pct(lat, p) * 1000, 3) if lat else None
+
+        return {
+            "op": self.key or self.op,
+            "label": self.op,
+            "requests": n,
+            "errors": self.errors,
+            "req_per_s": round(n / self.wall, 1) if self.wall else None,
+            "p50_ms": ms(50),
+            "p95_ms": ms(95),
+            "p99_ms": ms(99),
+            "server_cpu_ms_per_req": round(self.server_cpu / n * 1000, 3)
+            if self.server_cpu is not None and n
+            else None,
+        }
 
     def row(self) -> list[str]:
         n = len(self.latencies)
@@ -101,6 +127,7 @@ class Result:
             str(n),
             f"{n / self.wall:.0f}" if self.wall else "-",
             f"{pct(lat, 50) * 1000:.1f}" if lat else "-",
+            f"{pct(lat, 95) * 1000:.1f}" if lat else "-",
             f"{pct(lat, 99) * 1000:.1f}" if lat else "-",
             f"{self.server_cpu / n * 1000:.1f}" if self.server_cpu is not None and n else "-",
             str(self.errors),
@@ -176,9 +203,10 @@ class Client:
         send: Callable[[Any], tuple[str, str, dict[str, Any]]],
         ok: Callable[[Any], bool] = lambda r: r.ok,
         concurrency: int | None = None,
+        key: str = "",
     ) -> Result:
         """Send one request per item; record client-side latency of each."""
-        result = Result(op)
+        result = Result(op, key=key)
         lock = threading.Lock()
 
         def one(item: Any) -> None:
@@ -379,14 +407,7 @@ class Server:
         the way it inflates latency. PostgreSQL's backends are not included."""
         if self.proc is None:
             return 0.0
-        total = 0
-        for pid in [self.proc.pid, *children(self.proc.pid)]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        return process_tree_cpu(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -400,6 +421,19 @@ class Server:
     def drop(self) -> None:
         if self.schema:
             self._pg(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children (one
+    level: gunicorn's workers), from /proc."""
+    total = 0
+    for each in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
@@ -567,11 +601,48 @@ def vacuum_analyze(pg_base: str, schema: str | None) -> None:
 # -- the run -----------------------------------------------------------------------------------
 
 
+# What --ops can choose, in the order they run: "page" is both page kinds (random offset, last
+# 10%), "patch" both deactivation forms (Okta, Entra).
+OPS = ("create", "lookup", "page", "patch", "put", "group", "delete")
+
+
+def parse_ops(text: str) -> list[str]:
+    """``--ops create,patch``: the operations to measure, in OPS order."""
+    asked = {o.strip() for o in text.split(",") if o.strip()}
+    unknown = asked - set(OPS)
+    if unknown or not asked:
+        raise argparse.ArgumentTypeError(
+            f"unknown operation(s) {', '.join(sorted(unknown)) or '(none)'}; "
+            f"choose from {','.join(OPS)}"
+        )
+    return [o for o in OPS if o in asked]
+
+
+def parse_levels(text: str) -> list[int]:
+    """``--concurrency 1,4``: one or more client thread counts, measured one after the other
+    on the same seeded users."""
+    try:
+        levels = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: whole numbers, e.g. 1 or 1,4") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: each at least 1")
+    return levels
+
+
 def measure_reads(
-    client: Client, names: list[str], total: int, r: int, rng: random.Random
+    client: Client,
+    names: list[str],
+    total: int,
+    r: int,
+    rng: random.Random,
+    lookups: bool = True,
+    pages: bool = True,
+    page_requests: int | None = None,
 ) -> list[Result]:
-    """The two read targets: ``r`` userName lookups, ``r`` pages at random offsets and ``r/4``
-    pages in the last 10% of ``total`` users."""
+    """The two read targets: ``r`` userName lookups, ``page_requests`` (default ``r``) pages at
+    random offsets and a quarter as many in the last 10% of ``total`` users. The random draws
+    are made whichever are measured, so the users later operations pick stay the same."""
 
     def one_hit(resp: Any) -> bool:
         return resp.ok and resp.json()["totalResults"] == 1
@@ -583,19 +654,30 @@ def measure_reads(
         return ("GET", "/Users", {"params": {"startIndex": k, "count": 100}})
 
     n = len(names)
-    lookups = [names[rng.randrange(n)] for _ in range(r)]
-    starts = [rng.randrange(1, total - 99) for _ in range(r)]
-    deep = [rng.randrange(int(total * 0.9), total - 99) for _ in range(max(1, r // 4))]
-    return [
-        client.run(
-            'GET filter userName eq "..."',
-            lookups,
-            lambda nm: ("GET", "/Users", {"params": {"filter": f'userName eq "{nm}"'}}),
-            one_hit,
-        ),
-        client.run("GET page count=100 (random offset)", starts, page, full_page),
-        client.run("GET page count=100 (last 10%)", deep, page, full_page),
-    ]
+    pr = r if page_requests is None else page_requests
+    picked = [names[rng.randrange(n)] for _ in range(r)]
+    starts = [rng.randrange(1, total - 99) for _ in range(pr)]
+    tail = min(int(total * 0.9), total - 100)  # the last 10%, or the last page if that is less
+    deep = [rng.randrange(tail, total - 99) for _ in range(max(1, pr // 4))]
+    out = []
+    if lookups:
+        out.append(
+            client.run(
+                'GET filter userName eq "..."',
+                picked,
+                lambda nm: ("GET", "/Users", {"params": {"filter": f'userName eq "{nm}"'}}),
+                one_hit,
+                key="lookup",
+            )
+        )
+    if pages:
+        out.append(
+            client.run("GET page count=100 (random offset)", starts, page, full_page, key="page")
+        )
+        out.append(
+            client.run("GET page count=100 (last 10%)", deep, page, full_page, key="page-last-10%")
+        )
+    return out
 
 
 def read_rounds(
@@ -613,14 +695,28 @@ def read_rounds(
     return out
 
 
-def measure(client: Client, ids: list[str], names: list[str], args: argparse.Namespace) -> list:
-    rng = random.Random(args.random_seed)
+def inactive(resp: Any) -> bool:
+    """A deactivating PATCH went through: 200 with ``active`` false in the body, or 204 No
+    Content, which RFC 7644 section 3.5.2 also allows (scim2-server answers so)."""
+    return resp.status_code == 204 or (resp.ok and resp.json().get("active") is False)
+
+
+def measure(
+    client: Client,
+    ids: list[str],
+    names: list[str],
+    args: argparse.Namespace,
+    ops: Iterable[str] = OPS,
+    random_seed: int | None = None,
+) -> list[Result]:
+    """Time each of ``ops`` (see OPS) against the seeded users ``ids``/``names``. Creates are
+    deleted again (DELETE measures exactly those), so the seeded population is the same
+    afterwards and another concurrency level can follow on the same server."""
+    ops = set(ops)
+    rng = random.Random(args.random_seed if random_seed is None else random_seed)
     r = args.requests
     n = len(ids)
     results: list[Result] = []
-
-    def created(resp: Any) -> bool:
-        return resp.status_code == 201
 
     new_names = [f"new{i:06d}.{uuid.uuid4().hex[:6]}@bench.example" for i in range(r)]
     new_ids: list[str] = []
@@ -633,72 +729,108 @@ def measure(client: Client, ids: list[str], names: list[str], args: argparse.Nam
             return True
         return False
 
-    results.append(
-        client.run(
-            "POST /Users",
-            new_names,
-            lambda nm: ("POST", "/Users", {"json": user_body(nm)}),
-            record_create,
+    def create(nm: str) -> tuple[str, str, dict[str, Any]]:
+        return "POST", "/Users", {"json": user_body(nm)}
+
+    if "create" in ops:
+        results.append(client.run("POST /Users", new_names, create, record_create, key="create"))
+    elif "delete" in ops:
+        # DELETE needs users of its own: created here, not timed (the output says so).
+        client.run("POST /Users (for DELETE, not measured)", new_names, create, record_create)
+
+    results.extend(
+        measure_reads(
+            client,
+            names,
+            n + len(new_ids),
+            r,
+            rng,
+            lookups="lookup" in ops,
+            pages="page" in ops,
+            page_requests=args.page_requests,
         )
     )
-
-    results.extend(measure_reads(client, names, n + len(new_ids), r, rng))
 
     picked = rng.sample(range(n), min(n, 3 * r))
     okta, entra, put = picked[:r], picked[r : 2 * r], picked[2 * r : 3 * r]
 
-    def inactive(resp: Any) -> bool:
-        return resp.ok and resp.json().get("active") is False
+    if "patch" in ops:
+        results.append(
+            client.run(
+                "PATCH active (Okta form)",
+                okta,
+                lambda i: (
+                    "PATCH",
+                    f"/Users/{ids[i]}",
+                    {
+                        "json": {
+                            "schemas": [PATCH_SCHEMA],
+                            "Operations": [{"op": "replace", "value": {"active": False}}],
+                        }
+                    },
+                ),
+                inactive,
+                key="patch-okta",
+            )
+        )
+        results.append(
+            client.run(
+                "PATCH active (Entra form)",
+                entra,
+                lambda i: (
+                    "PATCH",
+                    f"/Users/{ids[i]}",
+                    {
+                        "json": {
+                            "schemas": [PATCH_SCHEMA],
+                            "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
+                        }
+                    },
+                ),
+                inactive,
+                key="patch-entra",
+            )
+        )
+    if "put" in ops:
+        results.append(
+            client.run(
+                "PUT /Users/{id}",
+                put,
+                lambda i: (
+                    "PUT",
+                    f"/Users/{ids[i]}",
+                    {"json": user_body(names[i], "Staff Engineer")},
+                ),
+                key="put",
+            )
+        )
+    if "group" in ops:
+        results.extend(measure_group(client, ids, args.group_members, rng))
+    if "delete" in ops:
+        results.append(
+            client.run(
+                "DELETE /Users/{id}",
+                new_ids,
+                lambda uid: ("DELETE", f"/Users/{uid}", {}),
+                lambda resp: resp.status_code == 204,
+                key="delete",
+            )
+        )
+    return results
 
-    results.append(
-        client.run(
-            "PATCH active (Okta form)",
-            okta,
-            lambda i: (
-                "PATCH",
-                f"/Users/{ids[i]}",
-                {
-                    "json": {
-                        "schemas": [PATCH_SCHEMA],
-                        "Operations": [{"op": "replace", "value": {"active": False}}],
-                    }
-                },
-            ),
-            inactive,
-        )
-    )
-    results.append(
-        client.run(
-            "PATCH active (Entra form)",
-            entra,
-            lambda i: (
-                "PATCH",
-                f"/Users/{ids[i]}",
-                {
-                    "json": {
-                        "schemas": [PATCH_SCHEMA],
-                        "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
-                    }
-                },
-            ),
-            inactive,
-        )
-    )
-    results.append(
-        client.run(
-            "PUT /Users/{id}",
-            put,
-            lambda i: ("PUT", f"/Users/{ids[i]}", {"json": user_body(names[i], "Staff Engineer")}),
-        )
-    )
 
-    # One large group, filled 100 members per PATCH; first and last tenth compared.
+def measure_group(
+    client: Client, ids: list[str], group_members: int, rng: random.Random
+) -> list[Result]:
+    """One large group, filled 100 members per PATCH; first and last tenth shown apart."""
     resp = client.call(
-        "POST", "/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": "Bench Everyone"}
+        "POST",
+        "/Groups",
+        json={"schemas": [GROUP_SCHEMA], "displayName": f"Bench Everyone {uuid.uuid4().hex[:6]}"},
     )
     resp.raise_for_status()
     group_id = resp.json()["id"]
-    size = min(args.group_members, n)
+    size = min(group_members, len(ids))
     members = rng.sample(ids, size)
     batches = [members[s : s + 100] for s in range(0, size, 100)]
 
@@ -712,43 +844,65 @@ def measure(client: Client, ids: list[str], names: list[str], args: argparse.Nam
         return "PATCH", f"/Groups/{group_id}", {"json": body}
 
     # Sequential, in order, so "first" and "last" really are the group at its smallest/largest.
-    group = client.run(f"PATCH group +100 members (to {size})", batches, add_batch, concurrency=1)
+    group = client.run(
+        f"PATCH group +100 members (to {size})", batches, add_batch, concurrency=1, key="group"
+    )
     tenth = max(1, len(batches) // 10)
-    first = Result("  first 10% of batches", group.latencies[:tenth], 0, 0.0)
-    last = Result("  last 10% of batches", group.latencies[-tenth:], 0, 0.0)
-    results.extend([group, first, last])
+    first = Result("  first 10% of batches", group.latencies[:tenth], 0, 0.0, key="group-first")
+    last = Result("  last 10% of batches", group.latencies[-tenth:], 0, 0.0, key="group-last")
     check = client.call("GET", f'/Users?filter=groups.value eq "{group_id}"&count=0')
     group_total = check.json().get("totalResults") if check.ok else None
     if group_total != size:
         print(f"WARNING: group holds {group_total} members, expected {size}", file=sys.stderr)
-
-    results.append(
-        client.run(
-            "DELETE /Users/{id}",
-            new_ids,
-            lambda uid: ("DELETE", f"/Users/{uid}", {}),
-            lambda resp: resp.status_code == 204,
-        )
-    )
-    return results
+    return [group, first, last]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--pg", default=PG_BASE, help="PostgreSQL base URL (a schema is created)")
-    p.add_argument("--url", help="target a running server (SCIM base URL, .../scim/v2)")
+    p.add_argument(
+        "--url",
+        help="target a running SCIM server instead (its SCIM base URL, e.g. .../scim/v2): "
+        "seat-agent or any other, without users yet (seeding POSTs seed0000000.user@... over "
+        "HTTP)",
+    )
     p.add_argument("--token", help="SCIM bearer token for --url")
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        help="with --url: the server's process id, to report its CPU ms per request "
+        "(that process and its children)",
+    )
+    p.add_argument("--label", help="a name for the target in the output and --json")
     p.add_argument("--users", type=int, default=10_000, help="users seeded before measuring")
     p.add_argument("--requests", type=int, default=2_000, help="requests per measured operation")
+    p.add_argument(
+        "--page-requests",
+        type=int,
+        help="pages of 100 at random offsets (default --requests; a quarter as many in the "
+        "last 10%%)",
+    )
+    p.add_argument(
+        "--ops",
+        type=parse_ops,
+        default=list(OPS),
+        help=f"operations to measure, comma separated (default all): {','.join(OPS)}",
+    )
     p.add_argument("--group-members", type=int, default=10_000, help="size the big group reaches")
     p.add_argument("--seed", choices=["http", "store", "bulk"], default="http")
     p.add_argument("--seed-concurrency", type=int, default=8)
-    p.add_argument("--concurrency", type=int, default=2, help="client threads while measuring")
+    p.add_argument(
+        "--concurrency",
+        type=parse_levels,
+        default=[2],
+        help="client threads while measuring; 1,4 measures at 1 then at 4 on the same users",
+    )
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers (own server)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker (own server)")
     p.add_argument("--time-limit", type=float, default=1800, help="seconds; the run stops")
     p.add_argument("--random-seed", type=int, default=7)
+    p.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server log, db)")
     p.add_argument(
         "--http-client",
@@ -768,35 +922,49 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seed {args.seed} needs the bench's own server")
     if args.url and not args.token:
         p.error("--url needs --token")
+    if args.server_pid and not args.url:
+        p.error("--server-pid is for --url (the own server's CPU is always measured)")
+    if args.users < 200:
+        p.error("--users: at least 200 (pages of 100 at random offsets)")
 
     deadline = time.monotonic() + args.time_limit
     workdir = Path(tempfile.mkdtemp(prefix="seat-bench-"))
     server = None
     seats = args.users + 2 * args.requests + 1000
     try:
+        server_cpu: Callable[[], float] | None = None
         if args.url:
             base, token = args.url, args.token
+            if args.server_pid:
+                pid = args.server_pid
+                server_cpu = lambda: process_tree_cpu(pid)  # noqa: E731
         else:
             server = Server(args.db, seats, args.workers, args.pg, workdir, args.threads)
             server.start()
             base, token = server.base, SCIM_TOKEN
-        client = Client(
-            base,
-            token,
-            args.concurrency,
-            deadline,
-            server.cpu if server is not None else None,
-            http=args.http_client,
-        )
+            server_cpu = server.cpu
+        levels = args.concurrency
+        client = Client(base, token, levels[0], deadline, server_cpu, http=args.http_client)
         target = args.url or (
             f"own server, {args.db}, {args.workers} gunicorn workers x {args.threads} threads"
         )
-        print(f"seat-agent SCIM load: {target}")
+        label = args.label or ("seat-agent" if server is not None else args.url)
+        print(f"SCIM load: {label}: {target}")
         print(
             f"cpus={os.cpu_count()} users={args.users} requests/op={args.requests} "
-            f"concurrency={args.concurrency} group_members={min(args.group_members, args.users)} "
-            f"http_client={args.http_client}"
+            f"page_requests={args.page_requests or args.requests} "
+            f"concurrency={','.join(map(str, levels))} "
+            f"group_members={min(args.group_members, args.users)} "
+            f"http_client={args.http_client} ops={','.join(args.ops)}"
         )
+        if server is None:
+            print(
+                "running server: seeded over HTTP; the own server's steps are skipped (store "
+                "or bulk seeding, VACUUM ANALYZE, server RSS, gunicorn log)"
+                + ("" if server_cpu else ", and server CPU per request (no --server-pid)")
+            )
+        if "delete" in args.ops and "create" not in args.ops:
+            print("DELETE removes users created for it just before (those creates not timed)")
         t0 = time.perf_counter()
         if args.seed == "store":
             assert server is not None
@@ -831,16 +999,32 @@ def main(argv: list[str] | None = None) -> int:
                     f"{p99s[-1]:.1f})"
                 )
             return 1 if any(r.errors for rs in rounds for r in rs) else 0
-        results = measure(client, ids, names, args)
-        probe_after = host_probe()
+        runs: list[tuple[int, list[Result], float, float]] = []
+        for k, level in enumerate(levels):
+            client.concurrency = level
+            probe = host_probe() if k else probe_before
+            results = measure(client, ids, names, args, args.ops, args.random_seed + k)
+            runs.append((level, results, probe, host_probe()))
+        probe_after = runs[-1][3]
         load_after = Path("/proc/loadavg").read_text().split()[:3]
-        print()
-        print(
-            table(
-                [r.row() for r in results],
-                ["op", "requests", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"],
+        for level, results, before, after in runs:
+            print()
+            print(f"concurrency {level} (host probe {before:.1f} ms before, {after:.1f} ms after):")
+            print(
+                table(
+                    [r.row() for r in results],
+                    [
+                        "op",
+                        "requests",
+                        "req/s",
+                        "p50 ms",
+                        "p95 ms",
+                        "p99 ms",
+                        "server CPU ms/req",
+                        "errors",
+                    ],
+                )
             )
-        )
         if server is not None:
             rss = server.rss()
             print()
@@ -859,7 +1043,35 @@ def main(argv: list[str] | None = None) -> int:
             f"measuring, {probe_after:.1f} ms after"
         )
         print(f"total run {time.monotonic() - (deadline - args.time_limit):.0f} s")
-        return 1 if any(r.errors for r in results) else 0
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "label": label,
+                        "target": target,
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "users": len(ids),
+                        "seeded_via": how,
+                        "seed_seconds": round(seed_s, 1),
+                        "http_client": args.http_client,
+                        "ops": args.ops,
+                        "load_average_before": load_before,
+                        "load_average_after": load_after,
+                        "runs": [
+                            {
+                                "concurrency": level,
+                                "host_probe_ms_before": round(before, 2),
+                                "host_probe_ms_after": round(after, 2),
+                                "results": [r.summary() for r in results],
+                            }
+                            for level, results, before, after in runs
+                        ],
+                    },
+                    indent=1,
+                )
+                + "\n"
+            )
+        return 1 if any(r.errors for _, results, *_ in runs for r in results) else 0
     except OutOfTime as exc:
         print(f"stopped: --time-limit reached during {exc}", file=sys.stderr)
         return 2
