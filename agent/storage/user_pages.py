@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 from agent.storage.filter_sql import LOOKUP_VALUE, Lookup
 from agent.storage.records import Page, UserRecord
-from agent.storage.rows import WITH_GROUPS, user_with_groups
+from agent.storage.rows import WITH_GROUPS, user_records
 from agent.storage.tables import users
 from agent.storage.transaction import Transaction
 from agent.storage.users import USERS_TOTAL, Users
@@ -156,7 +156,7 @@ class UserPages:
         params: Mapping[str, Any],
     ) -> list[UserRecord]:
         if rows_statement is not None:
-            rows: Iterable[Any] = self.conn.execute(rows_statement, params).all()
+            rows: Sequence[Any] = self.conn.execute(rows_statement, params).all()
         else:
             seqs = list(self.conn.execute(keys, params).scalars())
             if not ordered:
@@ -166,7 +166,7 @@ class UserPages:
                 self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}).all() if seqs else ()
             )
             rows = sorted(found, key=lambda r: place[r.seq])
-        return [user_with_groups(r) for r in rows]
+        return user_records(rows)
 
     def _user_page(
         self,

@@ -35,8 +35,8 @@ from agent.storage.rows import (
     seat_columns,
     user_columns,
     user_from_row,
+    user_records,
     user_value_rows,
-    user_with_groups,
 )
 from agent.storage.tables import group_members, groups, seat_pool, user_values, users
 from agent.storage.transaction import Transaction
@@ -198,7 +198,7 @@ class Users:
             row = self.conn.execute(select(*RECORD_COLUMNS).where(users.c.id == user_id)).first()
         if row is None:
             return None
-        record = user_with_groups(row) if with_groups else user_from_row(row)
+        record = user_from_row(row)
         self.attach_queue_positions([record])
         return record
 
@@ -208,7 +208,7 @@ class Users:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self.conn.execute(select(*RECORD_COLUMNS).where(users.c.id.in_(chunk))).all()
-            out.extend(user_from_row(r) for r in rows)
+            out.extend(user_records(rows))
         return out
 
     def attach_queue_positions(self, records: list[UserRecord]) -> None:
@@ -234,7 +234,7 @@ class Users:
         )
         if limit is not None:
             q = q.limit(limit)
-        records = [user_from_row(r) for r in self.conn.execute(q)]
+        records = user_records(self.conn.execute(q).all())
         for pos, r in enumerate(records, start=1):
             r.queue_position = pos
         return records
@@ -308,7 +308,7 @@ class Users:
         rows = self.conn.execute(q.order_by(users.c.seq).limit(limit)).all()
         if not rows:
             return SeqBatch([], seq)
-        return SeqBatch([user_from_row(r) for r in rows], rows[-1].seq)
+        return SeqBatch(user_records(rows), rows[-1].seq)
 
     def seat_rows_after(self, seq: int, limit: int) -> SeqBatch[SeatRow]:
         """Up to ``limit`` users after ``seq``, in ``seq`` order, as their directory state
