@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import threading
 import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
+log = logging.getLogger("seat_agent.storage")
+
 WRITE = "seat_write"
 READ = "seat_read"  # a read: only SELECT may run on the connection
 # A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
 PING_AFTER_SECONDS = 10.0
+# How long a SQLite writer waits for its turn (as SQLite's busy_timeout did): then the
+# request fails with "database is locked" (a 503 on /scim) instead of hanging.
+WRITER_WAIT_SECONDS = 30.0
 
 
 class WriteInRead(RuntimeError):
@@ -56,7 +65,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             **kwargs,
         )
-        _sqlite_events(engine)
+        _sqlite_events(engine, writer_queue(sqlite_file(url)))
     else:
         ping_after = kwargs.pop("ping_after_seconds", PING_AFTER_SECONDS)
         kwargs.setdefault("pool_size", 5)
@@ -136,7 +145,80 @@ def _read_guard(engine: Engine) -> None:
             raise WriteInRead(f"not a read: {statement[:80]!r}")
 
 
-def _sqlite_events(engine: Engine) -> None:
+class WriterQueue:
+    """SQLite writers of one database file take turns here, before BEGIN IMMEDIATE.
+
+    SQLite has one write lock per database. A writer that finds it taken waits in SQLite's
+    busy handler, which sleeps and retries in growing steps (up to 100 ms): it is not woken
+    when the lock frees, so at four concurrent writers a write's p99 was 100 to 170 ms of
+    sleeping (docs/performance.md, "Writes"). Here a writer waits where it is woken at once:
+    on a ``threading.Lock`` against the other threads of its process, then on an exclusive
+    ``flock`` of a lock file beside the database against other processes (gunicorn workers,
+    the scheduler, the command line); the kernel hands the lock over when its holder lets go.
+    ``release`` runs when the connection goes back to the pool, after its COMMIT or ROLLBACK.
+
+    This only orders the writers: BEGIN IMMEDIATE still takes SQLite's own lock, which is
+    what keeps a seat decision and its write atomic. A process that does not queue here (an
+    older version during an upgrade) still waits in the busy handler, as before. A lock file
+    that cannot be opened (a read-only directory) leaves only the thread lock. A process
+    killed while holding the lock loses it with its file descriptors.
+    """
+
+    def __init__(self, lock_path: str | None):
+        self.lock_path = lock_path
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._fd_pid: int | None = None
+
+    def _file(self) -> int | None:
+        """The lock file, opened once per process (a forked worker opens its own: flock
+        locks belong to an open file, which a fork would share with the parent)."""
+        if self.lock_path is None:
+            return None
+        if self._fd is None or self._fd_pid != os.getpid():
+            try:
+                self._fd = os.open(self.lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as err:
+                log.warning("SQLite writers queue within each process only: %s", err)
+                self.lock_path = None
+                return None
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def acquire(self) -> None:
+        if not self._threads.acquire(timeout=WRITER_WAIT_SECONDS):
+            raise exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("database is locked"))
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None and self._fd_pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
+_QUEUES: dict[str | None, WriterQueue] = {}
+_QUEUES_LOCK = threading.Lock()
+
+
+def writer_queue(database: str | None) -> WriterQueue:
+    """The queue of a SQLite database file, shared by every engine of this process on it."""
+    key = os.path.realpath(database) if database else None
+    with _QUEUES_LOCK:
+        found = _QUEUES.get(key)
+        if found is None:
+            found = _QUEUES[key] = WriterQueue(f"{key}.writers" if key else None)
+        return found
+
+
+def _sqlite_events(engine: Engine, writers: WriterQueue) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
@@ -152,7 +234,24 @@ def _sqlite_events(engine: Engine) -> None:
         # Straight to the driver: SQLAlchemy's statement machinery for a bare BEGIN cost as
         # much as the indexed probe of a lookup.
         write = conn.get_execution_options().get(WRITE, False)
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not write:
+            conn.connection.driver_connection.execute("BEGIN")
+            return
+        info = conn.connection.info  # the pool record's: what checkin is given
+        if _QUEUED not in info:
+            writers.acquire()
+            info[_QUEUED] = writers
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "checkin")
+    def _done(_dbapi_connection: Any, record: Any) -> None:
+        # Back in the pool: its transaction committed or rolled back (the pool's reset).
+        queued = record.info.pop(_QUEUED, None) if record is not None else None
+        if queued is not None:
+            queued.release()
+
+
+_QUEUED = "seat_writer_queued"
 
 
 def shown_url(url: str) -> str:
