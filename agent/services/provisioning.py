@@ -90,18 +90,22 @@ class Provisioning:
         user_id = self.new_id()
         cause = cause.via("POST /Users")
         with self.store.write() as tx, _mapped_errors():
-            if tx.users.name_taken(resource["userName"]):
-                raise ScimError(
-                    409, f"userName '{resource['userName']}' is already in use", "uniqueness"
+            # A userName in use is found by the insert (the unique index; Conflict is a 409):
+            # no lookup first. Only a refused seat looks, so that a name in use is still a 409
+            # rather than a 403 when the seats are full.
+            try:
+                seat = self.seats.settle(
+                    tx,
+                    user_id=user_id,
+                    user_name=resource["userName"],
+                    state=directory_state(resource, ()),
+                    previous=None,
+                    cause=cause,
                 )
-            seat = self.seats.settle(
-                tx,
-                user_id=user_id,
-                user_name=resource["userName"],
-                state=directory_state(resource, ()),
-                previous=None,
-                cause=cause,
-            )
+            except SeatRefused:
+                if tx.users.name_taken(resource["userName"]):
+                    raise Conflict(f"userName '{resource['userName']}' is already in use") from None
+                raise
             record = tx.users.insert(user_id, resource, seat, self.clock())
             self.seats.notifier.user_changed(tx, record.id)
             tx.users.attach_queue_positions([record])  # a new user belongs to no group yet
@@ -234,7 +238,8 @@ class Provisioning:
             self.seats.release_deleted(tx, record, cause)
             tx.users.delete(user_id)
             self.seats.notifier.user_deleted(tx, user_id)
-            self.seats.promote_queue(tx, cause)
+            if record.seat.holds_seat:
+                self.seats.promote_queue(tx, cause)  # the freed seat, as PATCH does
 
     # -- groups ----------------------------------------------------------------------------
 
