@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
+from agent.storage import write_behind
+
 log = logging.getLogger("seat_agent.storage")
 
 WRITE = "seat_write"
@@ -73,6 +75,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _ping_when_idle(engine, ping_after)
         _custom_plans(engine)
     _read_guard(engine)
+    write_behind.install(engine)
     return engine
 
 

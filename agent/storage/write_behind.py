@@ -1,0 +1,172 @@
+"""Writes whose results nobody reads, sent together: before the transaction's next statement,
+or before its COMMIT.
+
+A SCIM create is a seat-pool update, a ledger entry, the user row and its multi-valued rows;
+a DELETE a pool update, a ledger entry and the delete. None of them returns anything the
+request needs. Sent one by one, each is a round trip to PostgreSQL (a context switch to its
+backend and back, 0.2 ms and more on a busy two-core machine) and a pass through SQLAlchemy's
+execution machinery (about 0.1 ms of Python), all while the seat-pool lock is held, so every
+other writer waits for them too. Here they are queued and sent at once: on PostgreSQL in one
+pipeline (psycopg's pipeline mode: one network exchange for all of them), on SQLite straight
+through the driver's cursor.
+
+Order is kept: every statement the transaction runs through SQLAlchemy first sends what is
+queued (``before_cursor_execute``), and so does COMMIT; a rollback drops the queue, which
+the database never saw. A queued write that fails (a constraint) raises from the statement or
+COMMIT that sent it, as a ``sqlalchemy.exc.DBAPIError`` like any other, and the transaction
+rolls back. Callers that must answer for a failure themselves (a userName in use is a 409)
+call ``WriteBehind.send`` where they can.
+
+Statements are compiled once per dialect (``DriverStatement``) with SQLAlchemy's own
+compiler and type processors, so the SQL and the values are exactly what ``conn.execute``
+would have sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.dml import UpdateBase
+
+_KEY = "seat_write_behind"
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    positional: tuple[str, ...] | None  # parameter order (SQLite's ?), None for named
+    processors: dict[str, Any]
+    compiled: Any
+
+
+class DriverStatement:
+    """A Core INSERT, UPDATE or DELETE compiled once per dialect, run on the DBAPI cursor.
+
+    ``column_keys``: for an INSERT without ``.values()``, the columns it sets (as
+    ``conn.execute(insert(t), {...})`` would take them from the first parameter set).
+    """
+
+    def __init__(self, statement: UpdateBase, column_keys: tuple[str, ...] | None = None):
+        self.statement = statement
+        self.column_keys = column_keys
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def _compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is not None:
+            return found
+        kw: dict[str, Any] = {}
+        if self.column_keys is not None:
+            kw["column_keys"] = list(self.column_keys)
+        compiled = self.statement.compile(dialect=dialect, **kw)
+        processors = {}
+        for bind, name in compiled.bind_names.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors[name] = process
+        positional = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+        made = _Compiled(compiled.string, positional, processors, compiled)
+        return self._by_dialect.setdefault(dialect.name, made)
+
+    def parameters(self, dialect: Dialect, values: Mapping[str, Any]) -> Any:
+        """The DBAPI parameters for ``values`` (bind name -> value)."""
+        c = self._compiled(dialect)
+        params = c.compiled.construct_params(values)
+        for name, process in c.processors.items():
+            if name in params:
+                params[name] = process(params[name])
+        if c.positional is not None:
+            return tuple(params[name] for name in c.positional)
+        return params
+
+    def sql(self, dialect: Dialect) -> str:
+        return self._compiled(dialect).sql
+
+
+class WriteBehind:
+    """The queued writes of one transaction's connection (see the module docstring)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.dialect = conn.dialect
+        self.queue: list[tuple[DriverStatement, Mapping[str, Any]]] = []
+        conn.info[_KEY] = self
+
+    def add(self, statement: DriverStatement, values: Mapping[str, Any]) -> None:
+        self.queue.append((statement, values))
+
+    def send(self) -> None:
+        """Send the queue now (in order); a failure raises here as a DBAPIError."""
+        if not self.queue:
+            return
+        batch, self.queue = self.queue, []
+        driver = self.conn.connection.driver_connection
+        work = [(s.sql(self.dialect), s.parameters(self.dialect, v)) for s, v in batch]
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            if self.dialect.name == "postgresql":
+                with driver.pipeline():  # type: ignore[union-attr]
+                    for sql, params in work:
+                        cursor.execute(sql, params)
+            else:
+                for sql, params in work:
+                    cursor.execute(sql, params)
+        except (psycopg.Error, self.dialect.loaded_dbapi.Error) as err:
+            gone = self.dialect.is_disconnect(err, driver, cursor)  # type: ignore[arg-type]
+            if gone:
+                self.conn.invalidate(err)
+            sql, params = work[0] if len(work) == 1 else ("(queued writes)", None)
+            raise DBAPIError.instance(
+                sql, params, err, self.dialect.loaded_dbapi.Error, connection_invalidated=gone
+            ) from err
+        finally:
+            cursor.close()
+
+    def drop(self) -> None:
+        self.queue = []
+
+
+def write_behind(conn: Connection) -> WriteBehind:
+    """The connection's queue, made on first use."""
+    found = conn.info.get(_KEY)
+    return found if isinstance(found, WriteBehind) else WriteBehind(conn)
+
+
+def send_queued(conn: Connection) -> None:
+    """Send the connection's queue, if it has one (before a statement run past SQLAlchemy)."""
+    found = conn.info.get(_KEY)
+    if isinstance(found, WriteBehind):
+        found.send()
+
+
+def install(engine: Engine) -> None:
+    """Send the queue before every statement and before COMMIT; drop it on ROLLBACK (and
+    at BEGIN, in case a transaction ended without either, an invalidated connection)."""
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.info.pop(_KEY, None)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Connection, *_args: Any) -> None:
+        found = conn.info.get(_KEY)
+        if found is not None and found.queue:
+            found.send()
+
+    @event.listens_for(engine, "commit")
+    def _commit(conn: Connection) -> None:
+        found = conn.info.pop(_KEY, None)
+        if found is not None:
+            found.send()
+
+    @event.listens_for(engine, "rollback")
+    def _rollback(conn: Connection) -> None:
+        found = conn.info.pop(_KEY, None)
+        if found is not None:
+            found.drop()
