@@ -53,7 +53,7 @@ def test_a_writer_waits_for_the_lock_file_before_it_takes_sqlites_lock(tmp_path)
     def write() -> None:
         with store.write() as tx:
             entered.set()
-            tx.set_pool(7, 0, NOW)
+            tx.pool.update(7, 0, NOW)
         done.set()
 
     # Another process's writer holds the queue: this one waits in the kernel, before BEGIN.
@@ -70,7 +70,7 @@ def test_a_writer_waits_for_the_lock_file_before_it_takes_sqlites_lock(tmp_path)
     writer.join(10)
     assert done.is_set()
     with store.read() as tx:
-        assert tx.pool().seats == 7
+        assert tx.pool.current().seats == 7
     # Its turn ended with the transaction: the queue is free again.
     fd = os.open(lock_file, os.O_RDONLY)
     try:
@@ -89,9 +89,9 @@ def test_a_failed_write_gives_up_its_turn(tmp_path):
     except Exception:
         pass
     with store.write() as tx:  # would wait forever if the turn were still held
-        tx.set_pool(9, 0, NOW)
+        tx.pool.update(9, 0, NOW)
     with store.read() as tx:
-        assert tx.pool().seats == 9
+        assert tx.pool.current().seats == 9
     store.dispose()
 
 
@@ -114,14 +114,14 @@ def test_writers_in_two_processes_and_threads_lose_no_update(tmp_path):
         def work(tag):
             for i in range(25):
                 with store.write() as tx:
-                    pool = tx.pool()
-                    tx.set_pool(pool.seats, pool.consumed + 1, now)
+                    pool = tx.pool.current()
+                    tx.pool.update(pool.seats, pool.consumed + 1, now)
                     name = f"{{sys.argv[1]}}-{{tag}}-{{i}}@example.com"
-                    tx.insert_user(
+                    tx.users.insert(
                         str(uuid.uuid4()), normalize_user({{"userName": name}}),
                         SeatState(holds_seat=True), now,
                     )
-                    tx.append_ledger(at=now, kind="grant", cause="test", seats_after=pool.seats,
+                    tx.ledger.append(at=now, kind="grant", cause="test", seats_after=pool.seats,
                                      consumed_after=pool.consumed + 1)
 
         threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]

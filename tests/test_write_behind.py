@@ -54,7 +54,7 @@ def test_queued_writes_are_sent_before_the_next_statement_in_order(store):
         assert seats == 12  # both updates, in order, before this SELECT
         assert not queue.queue
     with store.read() as tx:
-        entries = tx.ledger(kinds=["licenses"])
+        entries = tx.ledger.entries(kinds=["licenses"])
     assert entries[-1].detail == "queued"
     assert entries[-1].at == NOW  # the dialect's own datetime handling
 
@@ -68,27 +68,27 @@ def test_queued_writes_are_sent_at_commit_and_dropped_on_rollback(store):
     with store.write() as tx:  # a new transaction does not inherit a dropped queue
         tx.conn.execute(select(func.count()).select_from(seat_ledger))
     with store.read() as tx:
-        details = [e.detail for e in tx.ledger(kinds=["licenses"])]
+        details = [e.detail for e in tx.ledger.entries(kinds=["licenses"])]
     assert "committed" in details
     assert "rolled back" not in details
 
 
 def test_a_failing_queued_write_fails_the_transaction(store):
     with store.write() as tx:
-        tx.put_state("k", "v")
+        tx.state.put("k", "v")
     with pytest.raises(IntegrityError), store.write() as tx:
         queue = write_behind(tx.conn)
         queue.add(LEDGER, _entry("lost with the rest"))
         queue.add(STATE, {"key": "k", "value": "again"})  # primary key taken
     with store.read() as tx:
-        details = [e.detail for e in tx.ledger(kinds=["licenses"])]
-        assert tx.get_state("k") == "v"
+        details = [e.detail for e in tx.ledger.entries(kinds=["licenses"])]
+        assert tx.state.get("k") == "v"
     assert "lost with the rest" not in details
 
 
 def test_send_raises_where_the_caller_can_answer_for_it(store):
     with store.write() as tx:
-        tx.put_state("k", "v")
+        tx.state.put("k", "v")
     with store.write() as tx:
         queue = write_behind(tx.conn)
         queue.add(STATE, {"key": "k", "value": "again"})
