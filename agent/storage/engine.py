@@ -13,20 +13,17 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 from agent.storage import write_behind
+from agent.storage.access import READ, WRITE, WriteInRead
+
+__all__ = ["READ", "WRITE", "WriteInRead", "make_engine"]
 
 log = logging.getLogger("seat_agent.storage")
 
-WRITE = "seat_write"
-READ = "seat_read"  # a read: only SELECT may run on the connection
 # A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
 PING_AFTER_SECONDS = 10.0
 # How long a SQLite writer waits for its turn (as SQLite's busy_timeout did): then the
 # request fails with "database is locked" (a 503 on /scim) instead of hanging.
 WRITER_WAIT_SECONDS = 30.0
-
-
-class WriteInRead(RuntimeError):
-    """A statement other than SELECT on a read connection: a store bug, never run."""
 
 
 def normalize_url(url: str) -> str:

@@ -14,8 +14,23 @@ from agent.storage.records import LedgerEntry
 from agent.storage.rows import utc
 from agent.storage.tables import seat_ledger, users
 from agent.storage.transaction import Transaction
+from agent.storage.write_behind import DriverStatement
 
 LEDGER_INSERT = insert(seat_ledger)
+_ENTRY_COLUMNS = (
+    "at",
+    "kind",
+    "cause",
+    "user_id",
+    "user_name",
+    "detail",
+    "request_id",
+    "seats_after",
+    "consumed_after",
+    "cost",
+)
+# One entry, queued with the transaction's other writes (agent.storage.write_behind).
+_QUEUED_ENTRY = DriverStatement(insert(seat_ledger).inline(), _ENTRY_COLUMNS)
 _FREE_SEATS = seat_ledger.c.seats_after - seat_ledger.c.consumed_after
 # Ledger kinds that show a user held a seat at that moment (metered billing, seed 002).
 _HELD_A_SEAT = ("grant", "promote", "release")
@@ -74,7 +89,7 @@ class SeatLedger:
         if self._tx.deferred is not None:
             self._tx.deferred.ledger.append(entry)
             return
-        self.conn.execute(LEDGER_INSERT, entry)
+        self._tx.writes.add(_QUEUED_ENTRY, entry)
 
     def entries(
         self,

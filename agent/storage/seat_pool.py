@@ -55,7 +55,7 @@ class SeatPool:
         if self._tx.deferred is not None:
             self._tx.deferred.pool = params
             return
-        self.conn.execute(_SET_POOL, params)
+        self._tx.change_pool(seats=seats, consumed=consumed, updated=now)
 
     @contextmanager
     def deferred_writes(self) -> Iterator[None]:

@@ -8,10 +8,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Integer, bindparam, func, update
 from sqlalchemy.exc import DBAPIError
 
 from agent.storage.records import PoolRow
+from agent.storage.tables import seat_pool
+from agent.storage.write_behind import DriverStatement, WriteBehind, send_queued, write_behind
+
+# The seat-pool row's change of one transaction, queued (Transaction.change_pool): counts
+# given are set, the others kept; the user total moves by ``n``.
+_POOL_CHANGE = DriverStatement(
+    update(seat_pool)
+    .where(seat_pool.c.id == 1)
+    .values(
+        seats=func.coalesce(bindparam("p_seats", type_=Integer()), seat_pool.c.seats),
+        consumed=func.coalesce(bindparam("p_consumed", type_=Integer()), seat_pool.c.consumed),
+        updated=func.coalesce(
+            bindparam("p_updated", type_=seat_pool.c.updated.type), seat_pool.c.updated
+        ),
+        users_total=seat_pool.c.users_total + bindparam("n", type_=Integer()),
+    )
+)
 
 
 @dataclass
@@ -34,6 +51,37 @@ class Transaction:
         # nobody else can change the row until it commits, so it need not be read again.
         self.pool_row: PoolRow | None = None
         self.deferred: DeferredWrites | None = None
+        self._pool_change: dict[str, Any] | None = None
+
+    @property
+    def writes(self) -> WriteBehind:
+        """This transaction's queued writes (agent.storage.write_behind)."""
+        return write_behind(self.conn)
+
+    def change_pool(
+        self,
+        *,
+        seats: int | None = None,
+        consumed: int | None = None,
+        updated: Any = None,
+        users: int = 0,
+    ) -> None:
+        """Queue a change of the seat-pool row, merged into the one still queued: a create's
+        seat grant and its user count are one UPDATE. (Merging is safe: any statement that
+        could read the row first sends the queue, and the next change queues a new one.)"""
+        writes = self.writes
+        change = self._pool_change
+        if change is None or not writes.holds(change):
+            change = {"p_seats": None, "p_consumed": None, "p_updated": None, "n": 0}
+            writes.add(_POOL_CHANGE, change)
+            self._pool_change = change
+        if seats is not None:
+            change["p_seats"] = seats
+        if consumed is not None:
+            change["p_consumed"] = consumed
+        if updated is not None:
+            change["p_updated"] = updated
+        change["n"] += users
 
 
 def per_key(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -44,6 +92,7 @@ def per_key(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> list[t
     (autovacuum may be off, or not yet caught up with a group filled in minutes)."""
     if not params:
         return []
+    send_queued(conn)  # what the transaction wrote before, in order
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     try:

@@ -40,6 +40,7 @@ from agent.storage.rows import (
 )
 from agent.storage.tables import group_members, groups, seat_pool, user_values, users
 from agent.storage.transaction import Transaction
+from agent.storage.write_behind import DriverStatement
 
 USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
 _ADD_USERS_TOTAL = (
@@ -48,6 +49,33 @@ _ADD_USERS_TOTAL = (
     .values(users_total=seat_pool.c.users_total + bindparam("n"))
 )
 _INSERT_USER = insert(users)
+# A user row's columns as a create or an update writes them (user_columns, the meta, the
+# resource, the seat state), for the statements below: compiled once, run through the driver
+# with the transaction's other queued writes (agent.storage.write_behind).
+_FILTER_COLUMNS = tuple(user_columns({"userName": ""}))
+_ROW_COLUMNS = (*_FILTER_COLUMNS, "last_modified", "version", "resource", *SEAT_FIELDS)
+_QUEUED_INSERT = DriverStatement(insert(users).inline(), ("id", "created", *_ROW_COLUMNS))
+_QUEUED_UPDATE = DriverStatement(
+    update(users)
+    .where(users.c.id == bindparam("u_id"))
+    .values(**{c: bindparam(f"u_{c}") for c in _ROW_COLUMNS})
+)
+_QUEUED_DELETE = DriverStatement(delete(users).where(users.c.id == bindparam("d_id")))
+# Before the delete: one user fewer, if the user is there to delete.
+_QUEUED_ONE_FEWER = DriverStatement(
+    update(seat_pool)
+    .where(
+        seat_pool.c.id == 1,
+        select(users.c.id).where(users.c.id == bindparam("d_id")).exists(),
+    )
+    .values(users_total=seat_pool.c.users_total - 1)
+)
+_QUEUED_VALUES = DriverStatement(
+    insert(user_values).inline(), ("user_id", "attr", "type", "value_ci", "is_primary")
+)
+_QUEUED_VALUES_GONE = DriverStatement(
+    delete(user_values).where(user_values.c.user_id == bindparam("d_id"))
+)
 _RECORD_BY_ID = {
     pg: select(*cols).where(users.c.id == bindparam("user_id")) for pg, cols in WITH_GROUPS.items()
 }
@@ -117,51 +145,57 @@ class Users:
         return found is not None and found != except_id
 
     def insert(self, user_id: str, resource: dict, seat: SeatState, now: datetime) -> UserRecord:
-        # The unique index on user_name_ci decides (callers check first for a clear error).
-        values = {
-            "id": user_id,
-            **user_columns(resource),
-            "created": now,
-            "last_modified": now,
-            "version": 1,
-            "resource": dump(resource),
-            **seat_columns(seat),
-        }
+        """Write a new user: its row, its multi-valued rows and the user total, sent now with
+        whatever the transaction queued before (the seat grant and its ledger entry): one
+        exchange with the database. A userName in use is refused by the unique index
+        (Conflict); the transaction is then unusable and the caller lets it roll back."""
+        writes = self._tx.writes
+        writes.add(
+            _QUEUED_INSERT,
+            {
+                "id": user_id,
+                **user_columns(resource),
+                "created": now,
+                "last_modified": now,
+                "version": 1,
+                "resource": dump(resource),
+                **seat_columns(seat),
+            },
+        )
+        for row in user_value_rows(user_id, resource):
+            writes.add(_QUEUED_VALUES, row)
+        self._tx.change_pool(users=1)
         try:
-            with self.conn.begin_nested():
-                self.conn.execute(_INSERT_USER, values)
-        except IntegrityError:
+            writes.send()
+        except IntegrityError as err:
+            if "user_name_ci" not in str(err.orig):
+                raise
             raise Conflict(f"userName '{resource['userName']}' is already in use") from None
-        self.conn.execute(_ADD_USERS_TOTAL, {"n": 1})
-        rows = user_value_rows(user_id, resource)
-        if rows:
-            self.conn.execute(insert(user_values), rows)
         return UserRecord(user_id, resource, now, now, 1, seat)
 
     def update(
         self, record: UserRecord, resource: dict, seat: SeatState, now: datetime
     ) -> UserRecord:
+        """Queue the new row of a user read in this transaction (the seat-pool lock keeps
+        every other writer out, so a userName found free here stays free until commit)."""
         if resource["userName"].lower() != record.user_name.lower() and self.name_taken(
             resource["userName"], except_id=record.id
         ):
             raise Conflict(f"userName '{resource['userName']}' is already in use")
         version = record.version + 1
-        self.conn.execute(
-            update(users)
-            .where(users.c.id == record.id)
-            .values(
-                **user_columns(resource),
-                last_modified=now,
-                version=version,
-                resource=dump(resource),
-                **seat_columns(seat),
-            )
-        )
+        row = {
+            **user_columns(resource),
+            "last_modified": now,
+            "version": version,
+            "resource": dump(resource),
+            **seat_columns(seat),
+        }
+        writes = self._tx.writes
+        writes.add(_QUEUED_UPDATE, {"u_id": record.id, **{f"u_{k}": v for k, v in row.items()}})
         if _multi_changed(record.resource, resource):
-            self.conn.execute(delete(user_values).where(user_values.c.user_id == record.id))
-            rows = user_value_rows(record.id, resource)
-            if rows:
-                self.conn.execute(insert(user_values), rows)
+            writes.add(_QUEUED_VALUES_GONE, {"d_id": record.id})
+            for value_row in user_value_rows(record.id, resource):
+                writes.add(_QUEUED_VALUES, value_row)
         return UserRecord(record.id, resource, record.created, now, version, seat, record.groups)
 
     def set_seat(self, user_id: str, seat: SeatState, now: datetime) -> None:
@@ -177,11 +211,11 @@ class Users:
         self.conn.execute(SET_SEAT, params)
 
     def delete(self, user_id: str) -> None:
-        self.conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
-        self.conn.execute(delete(user_values).where(user_values.c.user_id == user_id))
-        gone = self.conn.execute(delete(users).where(users.c.id == user_id)).rowcount
-        if gone:
-            self.conn.execute(_ADD_USERS_TOTAL, {"n": -gone})
+        """Queue the delete of a user and the user total's decrement (only if the user is
+        there); its multi-valued rows and memberships go with it (ON DELETE CASCADE)."""
+        writes = self._tx.writes
+        writes.add(_QUEUED_ONE_FEWER, {"d_id": user_id})
+        writes.add(_QUEUED_DELETE, {"d_id": user_id})
 
     def recount(self) -> tuple[int, int]:
         """Set the stored user total from COUNT(*) (reconcile); returns (was, now)."""

@@ -34,6 +34,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import UpdateBase
 
+from agent.storage.access import READ, WriteInRead
+
 _KEY = "seat_write_behind"
 
 
@@ -99,7 +101,13 @@ class WriteBehind:
         conn.info[_KEY] = self
 
     def add(self, statement: DriverStatement, values: Mapping[str, Any]) -> None:
+        if self.conn.get_execution_options().get(READ):
+            raise WriteInRead(f"not a read: {statement.sql(self.dialect)[:80]!r}")
         self.queue.append((statement, values))
+
+    def holds(self, values: Mapping[str, Any]) -> bool:
+        """Whether these very values are still queued (not sent yet)."""
+        return any(queued is values for _, queued in self.queue)
 
     def send(self) -> None:
         """Send the queue now (in order); a failure raises here as a DBAPIError."""
@@ -140,9 +148,18 @@ def write_behind(conn: Connection) -> WriteBehind:
 
 def send_queued(conn: Connection) -> None:
     """Send the connection's queue, if it has one (before a statement run past SQLAlchemy)."""
-    found = conn.info.get(_KEY)
-    if isinstance(found, WriteBehind):
+    found = _queue_of(conn)
+    if found is not None:
         found.send()
+
+
+def _queue_of(conn: Connection, take: bool = False) -> WriteBehind | None:
+    """The connection's queue, if any (``take``: and forget it). An invalidated connection
+    (the server went away) has none: its transaction is lost with everything queued."""
+    if conn.invalidated:
+        return None
+    found = conn.info.pop(_KEY, None) if take else conn.info.get(_KEY)
+    return found if isinstance(found, WriteBehind) else None
 
 
 def install(engine: Engine) -> None:
@@ -151,22 +168,22 @@ def install(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.info.pop(_KEY, None)
+        _queue_of(conn, take=True)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Connection, *_args: Any) -> None:
-        found = conn.info.get(_KEY)
+        found = _queue_of(conn)
         if found is not None and found.queue:
             found.send()
 
     @event.listens_for(engine, "commit")
     def _commit(conn: Connection) -> None:
-        found = conn.info.pop(_KEY, None)
+        found = _queue_of(conn, take=True)
         if found is not None:
             found.send()
 
     @event.listens_for(engine, "rollback")
     def _rollback(conn: Connection) -> None:
-        found = conn.info.pop(_KEY, None)
+        found = _queue_of(conn, take=True)
         if found is not None:
             found.drop()
