@@ -51,6 +51,7 @@ def _row(r: Any) -> ReductionRow:
 
 
 def insert_reduction(tx: StoreTx, row: ReductionRow) -> None:
+    tx.ceilings.clear()
     tx.conn.execute(
         insert(reductions).values(
             id=row.id,
@@ -92,6 +93,7 @@ def latest_created(tx: StoreTx) -> datetime | None:
 def save_reduction(tx: StoreTx, row: ReductionRow, expected_state: str) -> bool:
     """Write ``row`` only if the stored state is still ``expected_state`` (compare and set), so
     a cancel that slipped in between read and write is never overwritten."""
+    tx.ceilings.clear()
     result = tx.conn.execute(
         update(reductions)
         .where(reductions.c.id == row.id, reductions.c.state == expected_state)
@@ -109,7 +111,11 @@ def save_reduction(tx: StoreTx, row: ReductionRow, expected_state: str) -> bool:
 def reduction_ceiling(tx: StoreTx, states: Sequence[str]) -> int | None:
     """The lowest target of the reduction workflows in ``states``, None when there is none
     (the queue is not served above it while a workflow reduces consumption)."""
+    key = tuple(states)
+    if key in tx.ceilings:  # read with the seat-pool lock, or earlier in this transaction
+        return tx.ceilings[key]
     found = tx.conn.execute(
         select(func.min(reductions.c.target)).where(reductions.c.state.in_(list(states)))
     ).scalar()
-    return int(found) if found is not None else None
+    ceiling = tx.ceilings[key] = int(found) if found is not None else None
+    return ceiling

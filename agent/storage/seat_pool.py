@@ -7,18 +7,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 
+from agent.domain.reduction import SEAT_HOLDING_STATES
 from agent.storage.ledger import LEDGER_INSERT
 from agent.storage.records import PoolRow
-from agent.storage.tables import seat_pool
+from agent.storage.tables import reductions, seat_pool, users
 from agent.storage.transaction import DeferredWrites, Transaction
 from agent.storage.users import SET_SEAT
 
 # Hot statements built once: SQLAlchemy memoises a statement's cache key per object, so the
 # seat decision does not pay for building and keying its statements on every call.
 _POOL = select(seat_pool.c.seats, seat_pool.c.consumed).where(seat_pool.c.id == 1)
-_POOL_FOR_UPDATE = _POOL.with_for_update()
+# What every write reads as it takes the lock: the pool, the ceiling of the reductions that
+# hold seats (the seat decision's and the queue's) and whether anyone is queued (the queue is
+# served after each freed seat). SQLite: one statement, BEGIN IMMEDIATE holds the lock before
+# it runs. PostgreSQL: three statements in one pipeline, the lock first, so the other two
+# (each with its own READ COMMITTED snapshot, taken once the lock is held) see what the
+# previous lock holder committed; folded into the FOR UPDATE statement they would see the
+# snapshot taken before it waited for the lock.
+_HOLDING = tuple(SEAT_HOLDING_STATES)
+_CEILING = (
+    select(func.min(reductions.c.target)).where(reductions.c.state.in_(_HOLDING)).scalar_subquery()
+)
+_ANY_QUEUED = exists().where(users.c.license_state == "queued")
+_SQLITE_LOCK = select(seat_pool.c.seats, seat_pool.c.consumed, _CEILING, _ANY_QUEUED).where(
+    seat_pool.c.id == 1
+)
+_PG_LOCK = [
+    ("SELECT seats, consumed FROM seat_pool WHERE id = 1 FOR UPDATE", None),
+    ("SELECT min(target) FROM reductions WHERE state = ANY(%s)", (list(_HOLDING),)),
+    ("SELECT EXISTS (SELECT 1 FROM users WHERE license_state = 'queued')", None),
+]
 _SET_POOL = (
     update(seat_pool)
     .where(seat_pool.c.id == 1)
@@ -37,9 +57,17 @@ class SeatPool:
         self.is_postgres = tx.is_postgres
 
     def lock(self) -> PoolRow:
-        q = _POOL_FOR_UPDATE if self.is_postgres else _POOL
-        row = self.conn.execute(q).one()
-        self._tx.pool_row = PoolRow(seats=row.seats, consumed=row.consumed)
+        """Take the seat-pool lock (a write transaction's first statement) and read the pool,
+        the seat-holding reductions' ceiling and whether anyone is queued."""
+        if self.is_postgres:
+            pool, ceiling, queued = self._tx.writes.fetch(_PG_LOCK)
+            assert pool is not None and ceiling is not None and queued is not None
+            seats, consumed, target, anyone = pool[0], pool[1], ceiling[0], queued[0]
+        else:
+            seats, consumed, target, anyone = self.conn.execute(_SQLITE_LOCK).one()
+        self._tx.ceilings[_HOLDING] = int(target) if target is not None else None
+        self._tx.may_have_queued = bool(anyone)
+        self._tx.pool_row = PoolRow(seats=seats, consumed=consumed)
         return self._tx.pool_row
 
     def current(self) -> PoolRow:

@@ -52,6 +52,18 @@ class Transaction:
         self.pool_row: PoolRow | None = None
         self.deferred: DeferredWrites | None = None
         self._pool_change: dict[str, Any] | None = None
+        # Reduction ceilings read in this transaction, by workflow states; forgotten when it
+        # writes a workflow (agent.storage.reductions).
+        self.ceilings: dict[tuple[str, ...], int | None] = {}
+        # Whether any user may be queued for a seat: unknown (True) until the seat-pool lock
+        # reads it; then true once this transaction queues a user. Nobody else can queue one
+        # meanwhile: every write holds the lock.
+        self.may_have_queued = True
+
+    def seat_written(self, license_state: str | None) -> None:
+        """A user's seat state is being written with this license state."""
+        if license_state == "queued":
+            self.may_have_queued = True
 
     @property
     def writes(self) -> WriteBehind:

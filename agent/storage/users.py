@@ -149,6 +149,7 @@ class Users:
         whatever the transaction queued before (the seat grant and its ledger entry): one
         exchange with the database. A userName in use is refused by the unique index
         (Conflict); the transaction is then unusable and the caller lets it roll back."""
+        self._tx.seat_written(seat.license_state)
         writes = self._tx.writes
         writes.add(
             _QUEUED_INSERT,
@@ -182,6 +183,7 @@ class Users:
             resource["userName"], except_id=record.id
         ):
             raise Conflict(f"userName '{resource['userName']}' is already in use")
+        self._tx.seat_written(seat.license_state)
         version = record.version + 1
         row = {
             **user_columns(resource),
@@ -200,6 +202,7 @@ class Users:
 
     def set_seat(self, user_id: str, seat: SeatState, now: datetime) -> None:
         """Change only a user's seat state (queue promotion, reconcile): not a directory edit."""
+        self._tx.seat_written(seat.license_state)
         params = {
             **{f"s_{k}": v for k, v in seat_columns(seat).items()},
             "s_uid": user_id,
@@ -261,6 +264,8 @@ class Users:
 
     def queued(self, limit: int | None = None) -> list[UserRecord]:
         """Queued users, first come first served (queued_at, then id)."""
+        if not self._tx.may_have_queued:  # none when the lock was taken, none queued since
+            return []
         q = (
             select(users)
             .where(users.c.license_state == "queued")

@@ -109,32 +109,54 @@ class WriteBehind:
         """Whether these very values are still queued (not sent yet)."""
         return any(queued is values for _, queued in self.queue)
 
-    def send(self) -> None:
-        """Send the queue now (in order); a failure raises here as a DBAPIError."""
-        if not self.queue:
-            return
+    def send(self, commit: bool = False) -> None:
+        """Send the queue now (in order); a failure raises here as a DBAPIError. ``commit``:
+        end the transaction with them (PostgreSQL: COMMIT in the same pipeline, one exchange
+        instead of two; the driver's own commit then finds nothing to do)."""
+        self.fetch([], commit=commit)
+
+    def fetch(
+        self, queries: list[tuple[str, Any]], commit: bool = False
+    ) -> list[tuple[Any, ...] | None]:
+        """Send the queue, then run ``queries`` (driver SQL and parameters), all in one
+        exchange on PostgreSQL; the first row of each query. For the reads that follow the
+        seat-pool lock (Transaction.lock_pool)."""
+        if not self.queue and not queries and not commit:
+            return []
+        postgres = self.dialect.name == "postgresql"
         batch, self.queue = self.queue, []
-        driver = self.conn.connection.driver_connection
         work = [(s.sql(self.dialect), s.parameters(self.dialect, v)) for s, v in batch]
+        if commit and postgres:
+            work.append(("COMMIT", None))
+        driver = self.conn.connection.driver_connection
         cursor = driver.cursor()  # type: ignore[union-attr]
+        readers = [driver.cursor() for _ in queries]  # type: ignore[union-attr]
         try:
-            if self.dialect.name == "postgresql":
+            if postgres:
                 with driver.pipeline():  # type: ignore[union-attr]
                     for sql, params in work:
                         cursor.execute(sql, params)
+                    for reader, (sql, params) in zip(readers, queries, strict=True):
+                        reader.execute(sql, params)
             else:
                 for sql, params in work:
                     cursor.execute(sql, params)
+                for reader, (sql, params) in zip(readers, queries, strict=True):
+                    reader.execute(sql, params)
+            return [reader.fetchone() for reader in readers]
         except (psycopg.Error, self.dialect.loaded_dbapi.Error) as err:
             gone = self.dialect.is_disconnect(err, driver, cursor)  # type: ignore[arg-type]
             if gone:
                 self.conn.invalidate(err)
-            sql, params = work[0] if len(work) == 1 else ("(queued writes)", None)
+            everything = work + queries
+            sql, params = everything[0] if len(everything) == 1 else ("(queued writes)", None)
             raise DBAPIError.instance(
                 sql, params, err, self.dialect.loaded_dbapi.Error, connection_invalidated=gone
             ) from err
         finally:
             cursor.close()
+            for reader in readers:
+                reader.close()
 
     def drop(self) -> None:
         self.queue = []
@@ -179,8 +201,8 @@ def install(engine: Engine) -> None:
     @event.listens_for(engine, "commit")
     def _commit(conn: Connection) -> None:
         found = _queue_of(conn, take=True)
-        if found is not None:
-            found.send()
+        if found is not None and found.queue:
+            found.send(commit=True)
 
     @event.listens_for(engine, "rollback")
     def _rollback(conn: Connection) -> None:
