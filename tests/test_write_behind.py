@@ -95,3 +95,35 @@ def test_send_raises_where_the_caller_can_answer_for_it(store):
         with pytest.raises(IntegrityError):
             queue.send()
         tx.conn.rollback()
+
+
+def test_a_postgresql_write_holds_the_pool_lock_in_one_transaction_to_its_end(pg_url):
+    """Store.write begins the transaction in the lock's own exchange (the driver is in
+    autocommit mode): the lock must still be held, and the writes atomic, until COMMIT."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    store = Store.from_url(pg_url)
+    store.upgrade(10, NOW)
+    url = make_url(pg_url).set(drivername="postgresql")
+    other = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+    try:
+        with pytest.raises(RuntimeError), store.write() as tx:
+            tx.pool.update(99, 0, NOW)
+            tx.state.put("k", "v")
+            tx.conn.execute(select(seat_pool.c.seats))  # the queue is sent: written, uncommitted
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("SELECT 1 FROM seat_pool WHERE id = 1 FOR UPDATE NOWAIT")
+            assert other.execute("SELECT seats FROM seat_pool").fetchone() == (10,)
+            raise RuntimeError("rolled back")
+        assert other.execute("SELECT seats FROM seat_pool").fetchone() == (10,)
+        assert other.execute("SELECT count(*) FROM agent_state WHERE key = 'k'").fetchone() == (0,)
+        with store.write() as tx:
+            tx.pool.update(12, 0, NOW)
+        assert other.execute("SELECT seats FROM seat_pool").fetchone() == (12,)
+        # The connection went back to the pool out of autocommit mode.
+        with store.engine.connect() as conn:
+            assert conn.connection.driver_connection.autocommit is False
+    finally:
+        other.close()
+        store.dispose()

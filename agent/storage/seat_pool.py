@@ -60,7 +60,10 @@ class SeatPool:
         """Take the seat-pool lock (a write transaction's first statement) and read the pool,
         the seat-holding reductions' ceiling and whether anyone is queued."""
         if self.is_postgres:
-            pool, ceiling, queued = self._tx.writes.fetch(_PG_LOCK)
+            # Store.write leaves the driver in autocommit mode, so that BEGIN goes in the
+            # same exchange as the lock (psycopg would send its own BEGIN alone first).
+            begin = bool(self.conn.connection.driver_connection.autocommit)  # type: ignore[union-attr]
+            pool, ceiling, queued = self._tx.writes.fetch(_PG_LOCK, begin=begin)
             assert pool is not None and ceiling is not None and queued is not None
             seats, consumed, target, anyone = pool[0], pool[1], ceiling[0], queued[0]
         else:

@@ -6,7 +6,10 @@ and PostgreSQL.
 and the write it guards are one atomic step across workers and hosts. ``StoreTx`` is one
 transaction: its repositories (``tx.users``, ``tx.user_pages``, ``tx.groups``, ``tx.pool``,
 ``tx.ledger``, ``tx.state``) share its connection and state and return plain dataclasses
-(agent.storage.records).
+(agent.storage.records). The writes of a SCIM change whose results nobody reads (the pool
+row, the ledger entry, the user row) are queued and sent together, before the next statement
+or with the COMMIT (agent.storage.write_behind): one exchange with PostgreSQL instead of one
+each, all of them before the transaction commits and the request is answered.
 """
 
 from __future__ import annotations
@@ -108,8 +111,17 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[StoreTx]:
-        """A write transaction holding the seat-pool lock for its whole life."""
-        with self.engine.connect().execution_options(**{WRITE: True}) as conn:
+        """A write transaction holding the seat-pool lock for its whole life.
+
+        On PostgreSQL the driver is put in autocommit mode and the transaction is begun by the
+        lock itself, BEGIN and the lock in one exchange (SeatPool.lock). The lock is the first
+        statement, so nothing runs outside the transaction; COMMIT and ROLLBACK go through the
+        driver as usual (psycopg ends the transaction the server reports, autocommit or not),
+        and the connection leaves autocommit mode when it goes back to the pool."""
+        options: dict[str, Any] = {WRITE: True}
+        if self.engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        with self.engine.connect().execution_options(**options) as conn:
             with conn.begin():
                 tx = StoreTx(conn)
                 tx.pool.lock()

@@ -116,16 +116,19 @@ class WriteBehind:
         self.fetch([], commit=commit)
 
     def fetch(
-        self, queries: list[tuple[str, Any]], commit: bool = False
+        self, queries: list[tuple[str, Any]], commit: bool = False, begin: bool = False
     ) -> list[tuple[Any, ...] | None]:
         """Send the queue, then run ``queries`` (driver SQL and parameters), all in one
-        exchange on PostgreSQL; the first row of each query. For the reads that follow the
-        seat-pool lock (Transaction.lock_pool)."""
+        exchange on PostgreSQL; the first row of each query. For the seat-pool lock and the
+        reads that go with it (SeatPool.lock). ``begin``: start the transaction in the same
+        exchange (PostgreSQL, a connection in autocommit mode: Store.write)."""
         if not self.queue and not queries and not commit:
             return []
         postgres = self.dialect.name == "postgresql"
         batch, self.queue = self.queue, []
         work = [(s.sql(self.dialect), s.parameters(self.dialect, v)) for s, v in batch]
+        if begin and postgres:
+            work.insert(0, ("BEGIN", None))
         if commit and postgres:
             work.append(("COMMIT", None))
         driver = self.conn.connection.driver_connection
