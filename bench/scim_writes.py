@@ -51,7 +51,7 @@ from scim_load import (  # noqa: E402
 )
 
 PEER_TOKEN = "bench-peer-token"
-HEADERS = ["op", "requests", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
+HEADERS = ["op", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "server CPU ms/req", "errors"]
 OPS = ("POST /Users", "PATCH active", "PUT /Users/{id}", "DELETE /Users/{id}")
 
 
