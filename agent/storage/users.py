@@ -43,12 +43,6 @@ from agent.storage.transaction import Transaction
 from agent.storage.write_behind import DriverStatement
 
 USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
-_ADD_USERS_TOTAL = (
-    update(seat_pool)
-    .where(seat_pool.c.id == 1)
-    .values(users_total=seat_pool.c.users_total + bindparam("n"))
-)
-_INSERT_USER = insert(users)
 # A user row's columns as a create or an update writes them (user_columns, the meta, the
 # resource, the seat state), for the statements below: compiled once, run through the driver
 # with the transaction's other queued writes (agent.storage.write_behind).
