@@ -127,3 +127,24 @@ def test_a_postgresql_write_holds_the_pool_lock_in_one_transaction_to_its_end(pg
     finally:
         other.close()
         store.dispose()
+
+
+def test_the_user_read_with_the_lock_is_not_handed_out_after_a_write(db_url):
+    """Store.write(user_id) reads the user in the lock's exchange (PostgreSQL); the first
+    tx.users.get gets that row, unless the transaction wrote something since."""
+    from agent.storage.records import SeatState
+
+    store = Store.from_url(db_url)
+    store.upgrade(10, NOW)
+    try:
+        with store.write() as tx:
+            tx.users.insert("u1", {"userName": "one@example.com", "active": True}, SeatState(), NOW)
+        with store.write("u1") as tx:
+            assert tx.users.get("u1").user_name == "one@example.com"
+        with store.write("nobody") as tx:
+            assert tx.users.get("nobody") is None
+        with store.write("u1") as tx:
+            tx.users.delete("u1")
+            assert tx.users.get("u1") is None  # not the row read before the delete
+    finally:
+        store.dispose()

@@ -24,7 +24,7 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 # statements, each its own exchange on PostgreSQL, plus BEGIN and COMMIT.
 MOST = {
     "sqlite": {"create": 5, "deactivate": 5, "put": 3, "delete holder": 6, "delete": 4},
-    "postgresql": {"create": 3, "deactivate": 3, "put": 3, "delete holder": 3, "delete": 3},
+    "postgresql": {"create": 3, "deactivate": 2, "put": 2, "delete holder": 2, "delete": 2},
 }
 
 

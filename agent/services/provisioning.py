@@ -186,7 +186,7 @@ class Provisioning:
         if_match: str | None,
         cause: Cause,
     ) -> UserRecord:
-        with self.store.write() as tx, _mapped_errors():
+        with self.store.write(user_id) as tx, _mapped_errors():
             record = _require_user(tx, user_id)
             _check_etag(if_match, record.version)
             resource = change(record.resource)
@@ -212,7 +212,7 @@ class Provisioning:
         """Admin path to a seat: decide again for a user (a fallback user asking for a real
         seat, a refused one after seats were added). Same decision, same outcome at the limit."""
         cause = cause.via("re-evaluate")
-        with self.store.write() as tx, _mapped_errors():
+        with self.store.write(user_id) as tx, _mapped_errors():
             record = _require_user(tx, user_id)
             previous = replace(record.seat, on_fallback=False)
             seat = self.seats.settle(
@@ -232,7 +232,7 @@ class Provisioning:
 
     def delete_user(self, user_id: str, if_match: str | None = None, cause: Cause = SCIM) -> None:
         """RFC 7644 §3.6: delete; a held seat is freed and handed to the queue."""
-        with self.store.write() as tx, _mapped_errors():
+        with self.store.write(user_id) as tx, _mapped_errors():
             record = _require_user(tx, user_id)
             _check_etag(if_match, record.version)
             self.seats.release_deleted(tx, record, cause)

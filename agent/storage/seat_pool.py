@@ -3,9 +3,10 @@ its counts, and the seat writes a job defers to one bulk write at the end of a b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, exists, func, select, update
 
@@ -56,14 +57,17 @@ class SeatPool:
         self.conn = tx.conn
         self.is_postgres = tx.is_postgres
 
-    def lock(self) -> PoolRow:
+    def lock(self, also: Sequence[tuple[str, Any]] = ()) -> list[Any]:
         """Take the seat-pool lock (a write transaction's first statement) and read the pool,
-        the seat-holding reductions' ceiling and whether anyone is queued."""
+        the seat-holding reductions' ceiling and whether anyone is queued. On PostgreSQL
+        ``also`` (driver queries, each after the lock with a snapshot of its own) go in the
+        same exchange; their first rows are returned (SQLite: none, nothing to save)."""
+        rest: list[Any] = []
         if self.is_postgres:
             # Store.write leaves the driver in autocommit mode, so that BEGIN goes in the
             # same exchange as the lock (psycopg would send its own BEGIN alone first).
             begin = bool(self.conn.connection.driver_connection.autocommit)  # type: ignore[union-attr]
-            pool, ceiling, queued = self._tx.writes.fetch(_PG_LOCK, begin=begin)
+            pool, ceiling, queued, *rest = self._tx.writes.fetch([*_PG_LOCK, *also], begin=begin)
             assert pool is not None and ceiling is not None and queued is not None
             seats, consumed, target, anyone = pool[0], pool[1], ceiling[0], queued[0]
         else:
@@ -71,7 +75,7 @@ class SeatPool:
         self._tx.ceilings[_HOLDING] = int(target) if target is not None else None
         self._tx.may_have_queued = bool(anyone)
         self._tx.pool_row = PoolRow(seats=seats, consumed=consumed)
-        return self._tx.pool_row
+        return rest
 
     def current(self) -> PoolRow:
         if self._tx.pool_row is not None:

@@ -110,21 +110,28 @@ class Store:
         return migrate.is_current(self.engine)
 
     @contextmanager
-    def write(self) -> Iterator[StoreTx]:
+    def write(self, user_id: str | None = None) -> Iterator[StoreTx]:
         """A write transaction holding the seat-pool lock for its whole life.
 
         On PostgreSQL the driver is put in autocommit mode and the transaction is begun by the
         lock itself, BEGIN and the lock in one exchange (SeatPool.lock). The lock is the first
         statement, so nothing runs outside the transaction; COMMIT and ROLLBACK go through the
         driver as usual (psycopg ends the transaction the server reports, autocommit or not),
-        and the connection leaves autocommit mode when it goes back to the pool."""
+        and the connection leaves autocommit mode when it goes back to the pool.
+
+        ``user_id``: the user the transaction reads first (``tx.users.get``), whose row then
+        comes in the lock's exchange on PostgreSQL (read after the lock is held, so it is
+        what the previous lock holder committed)."""
         options: dict[str, Any] = {WRITE: True}
         if self.engine.dialect.name == "postgresql":
             options["isolation_level"] = "AUTOCOMMIT"
         with self.engine.connect().execution_options(**options) as conn:
             with conn.begin():
                 tx = StoreTx(conn)
-                tx.pool.lock()
+                also = [tx.users.read_with_lock(user_id)] if user_id and tx.is_postgres else []
+                rows = tx.pool.lock(also)
+                if user_id and also:
+                    tx.users.keep(user_id, rows[0])
                 yield tx
                 tx.flush_at_commit()
 

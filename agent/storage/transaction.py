@@ -59,6 +59,8 @@ class Transaction:
         # reads it; then true once this transaction queues a user. Nobody else can queue one
         # meanwhile: every write holds the lock.
         self.may_have_queued = True
+        # A user's row read in the lock's exchange, for the first Users.get (Users.keep).
+        self.kept_user_row: tuple[str, Any] | None = None
 
     def seat_written(self, license_state: str | None) -> None:
         """A user's seat state is being written with this license state."""
@@ -67,7 +69,9 @@ class Transaction:
 
     @property
     def writes(self) -> WriteBehind:
-        """This transaction's queued writes (agent.storage.write_behind)."""
+        """This transaction's queued writes (agent.storage.write_behind). Asked for by every
+        write, so a row read with the lock is not handed out after one."""
+        self.kept_user_row = None
         return write_behind(self.conn)
 
     def change_pool(

@@ -70,6 +70,10 @@ _QUEUED_VALUES = DriverStatement(
 _QUEUED_VALUES_GONE = DriverStatement(
     delete(user_values).where(user_values.c.user_id == bindparam("d_id"))
 )
+# PostgreSQL: a user's record read in the lock's exchange (Users.read_with_lock).
+_PG_RECORD_BY_ID = DriverStatement(
+    select(*WITH_GROUPS[True]).where(users.c.id == bindparam("user_id"))
+)
 _RECORD_BY_ID = {
     pg: select(*cols).where(users.c.id == bindparam("user_id")) for pg, cols in WITH_GROUPS.items()
 }
@@ -222,7 +226,25 @@ class Users:
             self.conn.execute(update(seat_pool).where(seat_pool.c.id == 1).values(users_total=now))
         return was, now
 
+    def read_with_lock(self, user_id: str) -> tuple[str, Any]:
+        """PostgreSQL: the query of ``user_id``'s record, to run in the seat-pool lock's
+        exchange (SeatPool.lock); hand its row to ``keep``."""
+        params = _PG_RECORD_BY_ID.parameters(self.conn.dialect, {"user_id": user_id})
+        return _PG_RECORD_BY_ID.sql(self.conn.dialect), params
+
+    def keep(self, user_id: str, row: Any) -> None:
+        """The row of ``read_with_lock``: the next ``get(user_id)`` returns its record, if
+        this transaction has queued no write since (Transaction.writes forgets it)."""
+        self._tx.kept_user_row = (user_id, row)
+
     def get(self, user_id: str, with_groups: bool = True) -> UserRecord | None:
+        kept, self._tx.kept_user_row = self._tx.kept_user_row, None
+        if kept is not None and kept[0] == user_id and with_groups:
+            if kept[1] is None:
+                return None
+            record = user_from_row(kept[1])
+            self.attach_queue_positions([record])
+            return record
         if with_groups:
             row = self.conn.execute(_RECORD_BY_ID[self.is_postgres], {"user_id": user_id}).first()
         else:

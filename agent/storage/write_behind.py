@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from agent.storage.access import READ, WriteInRead
 
@@ -48,13 +50,14 @@ class _Compiled:
 
 
 class DriverStatement:
-    """A Core INSERT, UPDATE or DELETE compiled once per dialect, run on the DBAPI cursor.
+    """A Core statement compiled once per dialect, run on the DBAPI cursor: an INSERT,
+    UPDATE or DELETE queued, or a SELECT that goes with the seat-pool lock.
 
     ``column_keys``: for an INSERT without ``.values()``, the columns it sets (as
     ``conn.execute(insert(t), {...})`` would take them from the first parameter set).
     """
 
-    def __init__(self, statement: UpdateBase, column_keys: tuple[str, ...] | None = None):
+    def __init__(self, statement: ClauseElement, column_keys: tuple[str, ...] | None = None):
         self.statement = statement
         self.column_keys = column_keys
         self._by_dialect: dict[str, _Compiled] = {}
@@ -67,6 +70,7 @@ class DriverStatement:
         if self.column_keys is not None:
             kw["column_keys"] = list(self.column_keys)
         compiled = self.statement.compile(dialect=dialect, **kw)
+        assert isinstance(compiled, SQLCompiler)
         processors = {}
         for bind, name in compiled.bind_names.items():
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -133,7 +137,9 @@ class WriteBehind:
             work.append(("COMMIT", None))
         driver = self.conn.connection.driver_connection
         cursor = driver.cursor()  # type: ignore[union-attr]
-        readers = [driver.cursor() for _ in queries]  # type: ignore[union-attr]
+        # Named rows (PostgreSQL): agent.storage.rows reads a record's columns by name.
+        factory = {"row_factory": namedtuple_row} if postgres else {}
+        readers = [driver.cursor(**factory) for _ in queries]  # type: ignore[union-attr]
         try:
             if postgres:
                 with driver.pipeline():  # type: ignore[union-attr]
