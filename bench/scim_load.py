@@ -504,6 +504,7 @@ def bulk_insert(agent: Any, rows: Iterable[tuple[str, dict[str, Any]]], batch: i
 
     from agent.domain import license as lic
     from agent.services.seats import directory_state
+    from agent.storage import user_order
     from agent.storage.rows import user_columns, user_value_rows
     from agent.storage.tables import user_values, users
 
@@ -536,7 +537,8 @@ def bulk_insert(agent: Any, rows: Iterable[tuple[str, dict[str, Any]]], batch: i
             )
             value_rows.extend(user_value_rows(uid, resource))
         with agent.store.write() as tx:
-            tx.conn.execute(insert(users), user_rows)
+            seqs = tx.conn.execute(insert(users).returning(users.c.seq), user_rows).scalars()
+            user_order.count_in(tx.conn, list(seqs), 1)  # the counted buckets of the order
             tx.conn.execute(insert(user_values), value_rows)
     with agent.store.write() as tx:
         tx.pool.update(tx.pool.current().seats, consumed, now)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
+from agent.storage import user_order
 from agent.storage.errors import Conflict
 from agent.storage.records import SeatRow, SeatState, SeqBatch, UserRecord
 from agent.storage.rows import (
@@ -47,7 +48,8 @@ _ADD_USERS_TOTAL = (
     .where(seat_pool.c.id == 1)
     .values(users_total=seat_pool.c.users_total + bindparam("n"))
 )
-_INSERT_USER = insert(users)
+_INSERT_USER = insert(users).returning(users.c.seq)
+_DELETE_USER = delete(users).where(users.c.id == bindparam("user_id")).returning(users.c.seq)
 _RECORD_BY_ID = {
     pg: select(*cols).where(users.c.id == bindparam("user_id")) for pg, cols in WITH_GROUPS.items()
 }
@@ -129,10 +131,11 @@ class Users:
         }
         try:
             with self.conn.begin_nested():
-                self.conn.execute(_INSERT_USER, values)
+                seq = self.conn.execute(_INSERT_USER, values).scalar_one()
         except IntegrityError:
             raise Conflict(f"userName '{resource['userName']}' is already in use") from None
         self.conn.execute(_ADD_USERS_TOTAL, {"n": 1})
+        user_order.count_in(self.conn, [seq], 1)
         rows = user_value_rows(user_id, resource)
         if rows:
             self.conn.execute(insert(user_values), rows)
@@ -179,16 +182,19 @@ class Users:
     def delete(self, user_id: str) -> None:
         self.conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
         self.conn.execute(delete(user_values).where(user_values.c.user_id == user_id))
-        gone = self.conn.execute(delete(users).where(users.c.id == user_id)).rowcount
+        gone = self.conn.execute(_DELETE_USER, {"user_id": user_id}).scalars().all()
         if gone:
-            self.conn.execute(_ADD_USERS_TOTAL, {"n": -gone})
+            self.conn.execute(_ADD_USERS_TOTAL, {"n": -len(gone)})
+            user_order.count_in(self.conn, gone, -1)
 
     def recount(self) -> tuple[int, int]:
-        """Set the stored user total from COUNT(*) (reconcile); returns (was, now)."""
+        """Set the stored user total from COUNT(*), and the counted buckets of the user order
+        (reconcile); returns the total (was, now)."""
         was = int(self.conn.execute(USERS_TOTAL).scalar_one())
         now = int(self.conn.execute(select(func.count()).select_from(users)).scalar_one())
         if was != now:
             self.conn.execute(update(seat_pool).where(seat_pool.c.id == 1).values(users_total=now))
+        user_order.recount(self.conn)
         return was, now
 
     def get(self, user_id: str, with_groups: bool = True) -> UserRecord | None:

@@ -1,0 +1,117 @@
+"""Counted buckets of the user order: a page of the unfiltered user list at any offset in
+bounded time (RFC 7644 §3.4.2.4 ``startIndex``, issue 13).
+
+Users are listed in ``seq`` order. ``user_order_buckets`` holds, for each run of
+``BUCKET_SIZE`` consecutive seq values (bucket ``seq // BUCKET_SIZE``), how many users it
+holds. Every insert and delete of a user changes its bucket's count in the same transaction
+(``count_in``), so the buckets are always exactly the users of the snapshot a reader sees.
+
+A page at offset k (``page_keys``) is one statement, so one snapshot even on PostgreSQL under
+READ COMMITTED without a transaction: a running sum over the bucket rows (one per 1,024 seq
+values: about 1,000 rows at 1,000,000 users) finds the first bucket whose running sum passes
+k and the users before it, and the walk over ``ix_users_seq`` starts at that bucket's first
+seq and skips fewer than ``BUCKET_SIZE`` entries. Without the buckets a page walked k entries.
+
+The newest bucket is written by every insert: a hot row. It adds no serialisation: every
+insert and delete already updates the seat-pool row (``users_total``) in its transaction, and
+every write transaction takes the seat-pool lock first (``Store.write``), so writers are
+already one at a time; the bucket is written after the pool row, so the lock order is the same
+for all.
+
+Filtered and sorted lists do not use the buckets (their order is not ``seq`` alone, or their
+positions depend on the filter): they walk their matches as before, and cursor paging
+(``agent.scim.cursor``) is flat at any depth for them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from agent.storage.tables import user_order_buckets, users
+
+# Seq values per bucket: a page walks fewer than this many index entries past the running sum.
+# The migration that created the table filled it with 1,024 (0005); changing it needs a
+# migration that refills the table.
+BUCKET_SIZE = 1024
+
+_buckets = user_order_buckets
+
+
+def _upsert(is_postgres: bool) -> Any:
+    """``users += :n`` for bucket ``:b``, creating the row when it is the bucket's first user."""
+    stmt = (pg_insert if is_postgres else sqlite_insert)(_buckets).values(
+        bucket=bindparam("b"), users=bindparam("n")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[_buckets.c.bucket], set_={"users": _buckets.c.users + stmt.excluded.users}
+    )
+
+
+_UPSERT = {True: _upsert(True), False: _upsert(False)}
+
+
+def count_in(conn: Connection, seqs: Iterable[int], delta: int) -> None:
+    """Add ``delta`` (1: inserted, -1: deleted) to the bucket of each of ``seqs``, in the
+    caller's transaction: one upsert per bucket touched."""
+    per_bucket = Counter(seq // BUCKET_SIZE for seq in seqs)
+    if not per_bucket:
+        return
+    rows = [{"b": b, "n": n * delta} for b, n in sorted(per_bucket.items())]
+    conn.execute(_UPSERT[conn.dialect.name == "postgresql"], rows)
+
+
+def page_keys(offset: int, count: int) -> Select[tuple[int]]:
+    """The seqs at positions [offset, offset + count) of all users in seq order, in one
+    statement: the bucket holding position ``offset`` by a running sum of the bucket counts,
+    then ``seq >= bucket start ORDER BY seq OFFSET (offset - users before it) LIMIT count``.
+    Past the last user there is no such bucket, and no row."""
+    b = _buckets
+    running = select(
+        b.c.bucket,
+        b.c.users,
+        func.sum(b.c.users).over(order_by=b.c.bucket).label("upto"),
+    ).subquery("running")
+    # Two uncorrelated scalar subqueries, each run once per statement (a read connection
+    # takes no WITH, agent.storage.engine._read_guard; OFFSET takes no column). Running sums
+    # only grow, so the bucket holding position ``offset`` is the first whose sum passes it,
+    # and the users before it are the largest sum that does not: aggregates, no sort.
+    first_bucket = select(func.min(running.c.bucket)).where(running.c.upto > offset)
+    before = select(func.max(running.c.upto)).where(running.c.upto <= offset)
+    return (
+        select(users.c.seq)
+        .where(users.c.seq >= first_bucket.scalar_subquery() * BUCKET_SIZE)
+        .order_by(users.c.seq)
+        .offset(offset - func.coalesce(before.scalar_subquery(), 0))
+        .limit(count)
+    )
+
+
+def counted(conn: Connection) -> dict[int, int]:
+    """Bucket -> users as stored (empty buckets left out)."""
+    q = select(_buckets.c.bucket, _buckets.c.users).where(_buckets.c.users != 0)
+    return {int(bucket): int(n) for bucket, n in conn.execute(q)}
+
+
+def actual(conn: Connection) -> dict[int, int]:
+    """Bucket -> users as COUNT(*) of the users table finds them."""
+    bucket = users.c.seq // BUCKET_SIZE
+    q = select(bucket, func.count()).group_by(bucket)
+    return {int(b): int(n) for b, n in conn.execute(q)}
+
+
+def recount(conn: Connection) -> bool:
+    """Rewrite the bucket counts from the users table (reconcile repairs what a write that
+    bypassed the store left behind); whether they were wrong. In a write transaction."""
+    found = actual(conn)
+    if counted(conn) == found:
+        return False
+    conn.execute(delete(_buckets))
+    if found:
+        conn.execute(insert(_buckets), [{"bucket": b, "users": n} for b, n in found.items()])
+    return True
