@@ -378,6 +378,17 @@ def directory_user(entry: DirectoryUser) -> dict[str, Any]:
     }
 
 
+# What a refused cursor of the user list means to whoever pages it (the status page shows it).
+_CURSOR_REFUSED = {
+    "invalidCursor": "'cursor' must be the nextCursor of the previous page of this list, with the "
+    "same state, q and count; load the list again from its first page",
+    "expiredCursor": "this list was loaded more than an hour ago; load it again from its first "
+    "page",
+    "invalidCount": "'count' must stay what the first page of this list asked for; load the list "
+    "again from its first page to change it",
+}
+
+
 @bp.get("/users")
 def list_users() -> Response:
     """The user list: ``state`` (licensed, queued, free, inactive), ``q`` (part of a userName,
@@ -400,7 +411,7 @@ def list_users() -> Response:
         try:
             after = cursors.decode(request.args["cursor"], "admin users", count, query).seq
         except CursorRefused as err:
-            raise AdminError(400, err.detail) from None
+            raise AdminError(400, _CURSOR_REFUSED[err.scim_type]) from None
     found, last = _admin().users(state=state, text=text, after=after, limit=count)
     return jsonify(
         {
