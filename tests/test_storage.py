@@ -205,6 +205,14 @@ def _plan_loops(node: dict) -> int:
     return max([own] + [_plan_loops(child) for child in node.get("Plans", [])])
 
 
+def tx_seq(tx, user_id: str) -> int:
+    from sqlalchemy import select
+
+    from agent.storage.tables import users
+
+    return int(tx.conn.execute(select(users.c.seq).where(users.c.id == user_id)).scalar_one())
+
+
 def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url):
     """A new PostgreSQL table has no statistics until its first ANALYZE (autovacuum may be off
     or not yet there). The page query once became a nested loop re-scanning the users for
@@ -213,7 +221,7 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
     from sqlalchemy import event, text
 
     from agent.scim.filter import parse_filter
-    from agent.storage import filter_sql
+    from agent.storage import cursor_pages, filter_sql
 
     store = Store.from_url(pg_url)
     try:
@@ -255,6 +263,11 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
             assert lookup is not None
             assert [r.id for r in tx.user_pages.lookup(lookup, 1, 100).items] == ["u02500"]
             assert tx.user_pages.lookup(lookup, 2, 100).total == 1  # past the first page: counted
+            # Cursor pages (RFC 9865): a keyset walk, unfiltered and filtered, both directions.
+            after = cursor_pages.user_page(tx, None, after=tx_seq(tx, "u01500"), count=100)
+            assert [r.id for r in after.items] == [f"u{i:05d}" for i in range(1501, 1601)]
+            before = cursor_pages.user_page(tx, broad, before=tx_seq(tx, "u01150"), count=100)
+            assert [r.id for r in before.items] == [f"u{i:05d}" for i in range(1050, 1150)]
         event.remove(store.engine, "before_cursor_execute", capture)
         assert statements
         raw = store.engine.raw_connection()
