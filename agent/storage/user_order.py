@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Integer, Select, bindparam, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -66,12 +66,13 @@ def count_in(conn: Connection, seqs: Iterable[int], delta: int) -> None:
     conn.execute(_UPSERT[conn.dialect.name == "postgresql"], rows)
 
 
-def page_keys(offset: int, count: int) -> Select[tuple[int]]:
+def _page_keys() -> Select[tuple[int]]:
     """The seqs at positions [offset, offset + count) of all users in seq order, in one
     statement: the bucket holding position ``offset`` by a running sum of the bucket counts,
     then ``seq >= bucket start ORDER BY seq OFFSET (offset - users before it) LIMIT count``.
-    Past the last user there is no such bucket, and no row."""
+    Past the last user there is no such bucket, and no row. Bound by ``page_params``."""
     b = _buckets
+    offset = bindparam("bucket_offset", type_=Integer())
     running = select(
         b.c.bucket,
         b.c.users,
@@ -83,13 +84,28 @@ def page_keys(offset: int, count: int) -> Select[tuple[int]]:
     # and the users before it are the largest sum that does not: aggregates, no sort.
     first_bucket = select(func.min(running.c.bucket)).where(running.c.upto > offset)
     before = select(func.max(running.c.upto)).where(running.c.upto <= offset)
+    start = first_bucket.scalar_subquery() * bindparam("bucket_size", type_=Integer())
     return (
         select(users.c.seq)
-        .where(users.c.seq >= first_bucket.scalar_subquery() * BUCKET_SIZE)
+        .where(users.c.seq >= start)
         .order_by(users.c.seq)
         .offset(offset - func.coalesce(before.scalar_subquery(), 0))
-        .limit(count)
+        .limit(bindparam("bucket_count", type_=Integer()))
     )
+
+
+# Built once (a page pays for neither building nor cache-keying it), bound per page.
+PAGE_KEYS = _page_keys()
+
+
+def page_params(offset: int, count: int) -> dict[str, int]:
+    """The parameters of ``PAGE_KEYS`` for the page of ``count`` users at ``offset``."""
+    return {"bucket_offset": offset, "bucket_count": count, "bucket_size": BUCKET_SIZE}
+
+
+def page_keys(offset: int, count: int) -> Select[tuple[int]]:
+    """``PAGE_KEYS`` with its parameters bound (a statement on its own: plans, benchmarks)."""
+    return PAGE_KEYS.params(page_params(offset, count))
 
 
 def counted(conn: Connection) -> dict[int, int]:

@@ -37,6 +37,10 @@ def _page_rows(
     return select(*WITH_GROUPS[False]).where(in_page).order_by(*order, users.c.seq)
 
 
+# SQLite: a page found by the counted buckets, its rows in one statement (built once).
+_BUCKET_PAGE_ROWS = _page_rows(user_order.PAGE_KEYS, [], False)
+
+
 @dataclass(frozen=True)
 class _LookupQueries:
     """The statements of ``UserPages.lookup`` for one attribute and dialect."""
@@ -102,17 +106,19 @@ class UserPages:
         if where is None:
             total = int(self.conn.execute(USERS_TOTAL).scalar_one())
         if count > 0 and not (total is not None and offset >= total):
+            one_statement = self._one_statement(offset)
             if total is not None and not order and offset >= user_order.BUCKET_SIZE:
-                keys = user_order.page_keys(offset, count)
+                keys = user_order.PAGE_KEYS
+                rows = _BUCKET_PAGE_ROWS if one_statement else None  # SQLite: one statement
+                params = user_order.page_params(offset, count)
+                records = self._page_records(keys, rows, False, params)
             else:
                 keys = select(users.c.seq)
                 if where is not None:
                     keys = keys.where(where)
                 keys = keys.order_by(*order, users.c.seq).offset(offset).limit(count)
-            rows = (
-                _page_rows(keys, order, self.is_postgres) if self._one_statement(offset) else None
-            )
-            records = self._page_records(keys, rows, bool(order), {})
+                rows = _page_rows(keys, order, self.is_postgres) if one_statement else None
+                records = self._page_records(keys, rows, bool(order), {})
 
         def matching() -> Select[Any]:
             total_q = select(func.count()).select_from(users)
