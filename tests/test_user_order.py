@@ -202,29 +202,29 @@ def _raw_user(seq: int) -> dict:
 
 
 def test_migration_0005_fills_the_buckets_of_an_existing_database(db_url):
-    """Users stored before 0005 (seqs spread over several buckets of 1,024, with gaps) are
+    """Users stored before 0005 (seqs spread over several buckets of 8,192, with gaps) are
     counted by the migration, and pages at any depth are then the slices of the seq order."""
     store = Store.from_url(db_url)
     try:
         store.upgrade(10_000, NOW)
         migrate.downgrade(store.engine, "0004")
-        seqs = [1, 2, 3, 1023, 1024, 1025, 2047, 5000, 5001, 9999, 70_000]
+        seqs = [1, 2, 3, 8191, 8192, 8193, 16383, 40000, 40001, 81919, 700_000]
         with store.engine.begin() as conn:  # as a store before 0005 left them
             conn.execute(insert(users), [_raw_user(s) for s in seqs])
             conn.execute(text(f"UPDATE seat_pool SET users_total = {len(seqs)}"))
         store.upgrade(10_000, NOW)
         with store.read() as tx:
-            assert user_order.counted(tx.conn) == {0: 4, 1: 3, 4: 2, 9: 1, 68: 1}
+            assert user_order.counted(tx.conn) == {0: 4, 1: 3, 4: 2, 9: 1, 85: 1}
             assert user_order.counted(tx.conn) == user_order.actual(tx.conn)
         if store.engine.dialect.name == "postgresql":  # explicit seqs: move the sequence on
             with store.engine.begin() as conn:
-                conn.execute(text("SELECT setval('users_seq_seq', 70000)"))
+                conn.execute(text("SELECT setval('users_seq_seq', 700000)"))
         with store.write() as tx:  # kept from now on by the store
             tx.users.insert("new", _user("new"), SeatState(), NOW)
-            tx.users.delete("raw1024")
+            tx.users.delete("raw8192")
         with store.read() as tx:
             assert user_order.counted(tx.conn) == user_order.actual(tx.conn)
-            expected = [f"raw{s}" for s in seqs if s != 1024] + ["new"]
+            expected = [f"raw{s}" for s in seqs if s != 8192] + ["new"]
             for start in range(1, len(expected) + 1):
                 page = tx.user_pages.page(None, [], start, 3)
                 assert [r.id for r in page.items] == expected[start - 1 : start + 2], start

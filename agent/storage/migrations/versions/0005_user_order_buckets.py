@@ -1,4 +1,4 @@
-"""user_order_buckets: the number of users in each run of 1,024 seq values
+"""user_order_buckets: the number of users in each run of 8,192 seq values
 
 Revision ID: 0005
 Revises: 0004
@@ -6,7 +6,7 @@ Create Date: 2026-12-03 08:20:00
 
 An unfiltered GET /Users page at offset k walked k index entries (from the nearer end: up to
 half the users). With the users of each bucket of seq counted, a page finds the bucket holding
-position k by a running sum over the buckets and walks fewer than 1,024 entries
+position k by a running sum over the buckets and walks fewer than 8,192 entries
 (agent.storage.user_order). Filled here from the users already stored; every insert and delete
 keeps it from then on, in the same transaction.
 """
@@ -20,7 +20,7 @@ branch_labels = None
 depends_on = None
 
 # agent.storage.user_order.BUCKET_SIZE when this migration was written: the buckets it fills.
-BUCKET_SIZE = 1024
+BUCKET_SIZE = 8192
 
 
 def upgrade() -> None:
