@@ -14,6 +14,7 @@ from agent.connectors import build_connector
 from agent.connectors.scim import ScimConnector
 from agent.connectors.webhook import WebhookConnector
 from agent.notify.mail import SmtpMailer
+from agent.scim.cursor import CursorCodec
 from agent.services.admin import SeatAdmin
 from agent.services.alerts import Alerts, EmailHandler, send_digest
 from agent.services.count_drift import CountDriftCheck
@@ -52,6 +53,7 @@ class Agent:
     scim_tokens: TokenSet
     admin_tokens: TokenSet
     rate_limiter: RateLimiter
+    cursors: CursorCodec  # RFC 9865 cursors of the SCIM lists and the admin's user list
     # Optional parts (issue 4): downstream delivery, drift check, reductions, digest.
     delivery: Callable[..., Any] | None = None
     drift_check: Any = None  # agent.services.drift.DriftCheck
@@ -85,6 +87,23 @@ def ensure_tokens(settings: Settings, store: Store) -> dict[str, str]:
                 tx.state.put(key, digest(token))
                 generated[kind] = token
     return generated
+
+
+CURSOR_KEY = "cursor_hmac_key"
+
+
+def cursor_key(store: Store) -> bytes:
+    """The key that signs list cursors (agent.scim.cursor): generated once per database, so
+    every worker and host accepts the cursors any of them gave."""
+    with store.read() as tx:
+        stored = tx.state.get(CURSOR_KEY)
+    if stored is None:
+        with store.write() as tx:  # the seat-pool lock: hosts starting together make one
+            stored = tx.state.get(CURSOR_KEY)
+            if stored is None:
+                stored = secrets.token_hex(32)
+                tx.state.put(CURSOR_KEY, stored)
+    return bytes.fromhex(stored)
 
 
 def token_sets(settings: Settings, store: Store) -> tuple[TokenSet, TokenSet]:
@@ -229,6 +248,7 @@ def build_agent(
         scim_tokens=scim_tokens,
         admin_tokens=admin_tokens,
         rate_limiter=RateLimiter(settings.server.rate_limit_per_minute),
+        cursors=CursorCodec(cursor_key(store), clock),
         delivery=delivery,
         drift_check=drift,
         reductions=reductions,

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -504,6 +505,7 @@ def bulk_insert(agent: Any, rows: Iterable[tuple[str, dict[str, Any]]], batch: i
 
     from agent.domain import license as lic
     from agent.services.seats import directory_state
+    from agent.storage import user_order
     from agent.storage.rows import user_columns, user_value_rows
     from agent.storage.tables import user_values, users
 
@@ -536,7 +538,8 @@ def bulk_insert(agent: Any, rows: Iterable[tuple[str, dict[str, Any]]], batch: i
             )
             value_rows.extend(user_value_rows(uid, resource))
         with agent.store.write() as tx:
-            tx.conn.execute(insert(users), user_rows)
+            seqs = tx.conn.execute(insert(users).returning(users.c.seq), user_rows).scalars()
+            user_order.count_in(tx.conn, list(seqs), 1)  # the counted buckets of the order
             tx.conn.execute(insert(user_values), value_rows)
     with agent.store.write() as tx:
         tx.pool.update(tx.pool.current().seats, consumed, now)
@@ -630,6 +633,64 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
+class CursorStarts:
+    """Cursors of GET /Users at random points of the user order, as a walk that reached there
+    would hold: minted with the server's own cursor key (agent.scim.cursor; the bench starts
+    the server, so it reads the key from the database). A client cannot reach a random depth
+    of a cursor walk any other way than walking there."""
+
+    def __init__(self, db_url: str, count: int):
+        from sqlalchemy import func, select
+
+        from agent.bootstrap import cursor_key
+        from agent.scim.cursor import CursorCodec
+        from agent.storage.store import Store
+        from agent.storage.tables import users
+
+        store = Store.from_url(db_url)
+        try:
+            self.codec = CursorCodec(cursor_key(store), lambda: datetime.now(UTC))
+            with store.read() as tx:
+                low, high = tx.conn.execute(
+                    select(func.min(users.c.seq), func.max(users.c.seq))
+                ).one()
+        finally:
+            store.dispose()
+        self.low, self.high, self.count = int(low), int(high), count
+
+    def at_random(self, rng: random.Random) -> str:
+        from agent.scim.cursor import Position, query_digest
+
+        seq = rng.randrange(self.low, max(self.low + 1, self.high - 10 * self.count))
+        return self.codec.encode("Users", Position(seq), self.count, query_digest(None))
+
+
+def cursor_walks(client: Client, cursors: CursorStarts, r: int, rng: random.Random) -> Result:
+    """``r`` GET /Users?cursor=...&count=100, as walks of 5 pages from random points: each
+    page's request uses the previous page's nextCursor, so the walk is what a client does."""
+    result = Result("GET page count=100 (cursor, 5-page walks from random points)", key="cursor")
+    cpu0 = client.server_cpu() if client.server_cpu else None
+    t0 = time.perf_counter()
+    for _ in range(max(1, r // 5)):
+        cursor = cursors.at_random(rng)
+        for _ in range(5):
+            if time.monotonic() > client.deadline:
+                raise OutOfTime(result.op)
+            params = {"cursor": cursor, "count": cursors.count}
+            t = time.perf_counter()
+            resp = client.call("GET", "/Users", params=params)
+            result.latencies.append(time.perf_counter() - t)
+            body = resp.json() if resp.ok else {}
+            if len(body.get("Resources", ())) != cursors.count or "nextCursor" not in body:
+                result.errors += 1
+                break
+            cursor = body["nextCursor"]
+    result.wall = time.perf_counter() - t0
+    if client.server_cpu and cpu0 is not None:
+        result.server_cpu = client.server_cpu() - cpu0
+    return result
+
+
 def measure_reads(
     client: Client,
     names: list[str],
@@ -639,10 +700,13 @@ def measure_reads(
     lookups: bool = True,
     pages: bool = True,
     page_requests: int | None = None,
+    cursors: CursorStarts | None = None,
 ) -> list[Result]:
-    """The two read targets: ``r`` userName lookups, ``page_requests`` (default ``r``) pages at
-    random offsets and a quarter as many in the last 10% of ``total`` users. The random draws
-    are made whichever are measured, so the users later operations pick stay the same."""
+    """The read targets: ``r`` userName lookups, ``page_requests`` (default ``r``) pages at
+    random offsets and a quarter as many in the last 10% of ``total`` users; with ``cursors``,
+    as many cursor pages as random-offset ones: walks of 5 pages following nextCursor from
+    random points (RFC 9865). The random draws of users and offsets are made whichever are
+    measured, so the users later operations pick stay the same."""
 
     def one_hit(resp: Any) -> bool:
         return resp.ok and resp.json()["totalResults"] == 1
@@ -677,18 +741,56 @@ def measure_reads(
         out.append(
             client.run("GET page count=100 (last 10%)", deep, page, full_page, key="page-last-10%")
         )
+        if cursors is not None:
+            out.append(cursor_walks(client, cursors, pr, random.Random(rng.random())))
     return out
 
 
+def explain_pages(db_url: str, total: int) -> None:
+    """Print the database's plan (PostgreSQL: EXPLAIN ANALYZE, run; SQLite: EXPLAIN QUERY
+    PLAN) of the two deep-page statements: a startIndex page at 90% of the users (the counted
+    buckets, agent.storage.user_order) and a cursor page there (agent.storage.cursor_pages)."""
+    from sqlalchemy import func, select
+
+    from agent.storage import cursor_pages, user_order
+    from agent.storage.store import Store
+    from agent.storage.tables import users
+
+    store = Store.from_url(db_url)
+    try:
+        with store.engine.connect() as conn:
+            deep = int(total * 0.9)
+            seq = conn.execute(select(func.min(users.c.seq))).scalar_one() + deep
+            postgres = conn.dialect.name == "postgresql"
+            prefix = "EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN "
+            keyset = cursor_pages._keys(users.c.seq, None, seq, None, 100)
+            for name, statement in (
+                (f"startIndex page at offset {deep}", user_order.page_keys(deep, 100)),
+                (f"cursor page after seq {seq}", keyset),
+            ):
+                sql = str(statement.compile(conn, compile_kwargs={"literal_binds": True}))
+                print(f"plan of the {name}:")
+                for row in conn.exec_driver_sql(prefix + sql):
+                    print("   ", row[0] if postgres else row[3])
+            conn.rollback()
+    finally:
+        store.dispose()
+
+
 def read_rounds(
-    client: Client, names: list[str], rounds: int, r: int, rng: random.Random
+    client: Client,
+    names: list[str],
+    rounds: int,
+    r: int,
+    rng: random.Random,
+    cursors: CursorStarts | None = None,
 ) -> list[list[Result]]:
     """``rounds`` repetitions of measure_reads, one line per round with the host probe, so
     a reader sees how much of a p99 is the host's drift."""
     out = []
     for i in range(rounds):
         probe = host_probe()
-        results = measure_reads(client, names, len(names), r, rng)
+        results = measure_reads(client, names, len(names), r, rng, cursors=cursors)
         out.append(results)
         cells = "; ".join(f"{x.op} p50 {x.ms(50):.1f} p99 {x.ms(99):.1f}" for x in results)
         print(f"round {i + 1}: host probe {probe:.1f} ms; {cells}", flush=True)
@@ -708,6 +810,7 @@ def measure(
     args: argparse.Namespace,
     ops: Iterable[str] = OPS,
     random_seed: int | None = None,
+    cursors: CursorStarts | None = None,
 ) -> list[Result]:
     """Time each of ``ops`` (see OPS) against the seeded users ``ids``/``names``. Creates are
     deleted again (DELETE measures exactly those), so the seeded population is the same
@@ -748,6 +851,7 @@ def measure(
             lookups="lookup" in ops,
             pages="page" in ops,
             page_requests=args.page_requests,
+            cursors=cursors,
         )
     )
 
@@ -912,6 +1016,11 @@ def main(argv: list[str] | None = None) -> int:
         "requests: a requests.Session per thread, about 0.4 ms more client Python per request",
     )
     p.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the database's plans of a deep startIndex page and a deep cursor page",
+    )
+    p.add_argument(
         "--read-rounds",
         type=int,
         default=0,
@@ -982,11 +1091,19 @@ def main(argv: list[str] | None = None) -> int:
             server.vacuum()
             how += "; then VACUUM ANALYZE"
         print(f"seeded {len(ids)} users in {seed_s:.1f} s ({len(ids) / seed_s:.0f}/s) via {how}")
+        cursors = CursorStarts(server.db_url, 100) if server is not None else None
+        if args.explain and server is not None:
+            explain_pages(server.db_url, len(ids))
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         probe_before = host_probe()
         if args.read_rounds:
             rounds = read_rounds(
-                client, names, args.read_rounds, args.requests, random.Random(args.random_seed)
+                client,
+                names,
+                args.read_rounds,
+                args.requests,
+                random.Random(args.random_seed),
+                cursors,
             )
             print()
             print("median over the rounds:")
@@ -1003,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, level in enumerate(levels):
             client.concurrency = level
             probe = host_probe() if k else probe_before
-            results = measure(client, ids, names, args, args.ops, args.random_seed + k)
+            results = measure(client, ids, names, args, args.ops, args.random_seed + k, cursors)
             runs.append((level, results, probe, host_probe()))
         probe_after = runs[-1][3]
         load_after = Path("/proc/loadavg").read_text().split()[:3]

@@ -559,11 +559,15 @@ def test_delete_removes_the_user_and_its_memberships(api):
     assert [m["value"] for m in members] == [other]
 
 
-def test_user_groups_are_the_same_on_every_read_path(api):
-    """GET by id, a filter lookup, a page past the first and a page walked from the end all
-    return a user's groups, in displayName order (case-insensitive)."""
+def test_user_groups_are_the_same_on_every_read_path(api, monkeypatch):
+    """GET by id, a filter lookup, a page past the first and a page found by the counted
+    buckets of the user order (agent.storage.user_order, buckets of 4 here) all return a
+    user's groups, in displayName order (case-insensitive)."""
+    from agent.storage import user_order
+
+    monkeypatch.setattr(user_order, "BUCKET_SIZE", 4)
     ids = [create(api, f"u{i:02d}@example.com")["id"] for i in range(12)]
-    member = ids[8]  # past the middle: deep pages reach it walking from the end
+    member = ids[8]  # in the third bucket: deep pages find it by the buckets
     names = ["zeta", "Alpha", "mid"]
     for name in names:
         r = api.scim("POST", "/Groups", {"displayName": name, "members": [{"value": member}]})
@@ -576,7 +580,7 @@ def test_user_groups_are_the_same_on_every_read_path(api):
     assert displays(api.scim("GET", f"/Users/{member}").get_json()) == want
     found = api.scim("GET", '/Users?filter=userName eq "u08@example.com"').get_json()
     assert [displays(u) for u in found["Resources"]] == [want]
-    for start, count in ((5, 5), (9, 1), (2, 10)):  # forward walk, from the end, a wide page
+    for start, count in ((5, 5), (9, 1), (2, 10)):  # by bucket, by bucket, a wide page
         page = api.scim("GET", f"/Users?startIndex={start}&count={count}").get_json()
         by_id = {u["id"]: displays(u) for u in page["Resources"]}
         assert by_id[member] == want, (start, count)

@@ -130,22 +130,30 @@ def test_the_user_total_follows_inserts_deletes_and_failed_inserts(db_url):
         store.dispose()
 
 
-def test_every_unfiltered_page_is_the_forward_walk_including_those_walked_from_the_end(db_url):
-    """Pages in the second half are walked from the last user backwards. Whatever the page
-    size, offset and deletions, every page must be exactly the slice a forward walk gives,
-    with totalResults the number of users, and the walk from the end must really be used."""
+def test_every_unfiltered_page_is_the_forward_walk_including_those_found_by_bucket(
+    db_url, monkeypatch
+):
+    """Pages past the first bucket of the user order start at the bucket holding them
+    (agent.storage.user_order; buckets of 8 seq values here, so 47 users span six). Whatever
+    the page size, offset and deletions, every page must be exactly the slice a forward walk
+    gives, with totalResults the number of users, and the buckets must really be used."""
     from sqlalchemy import event
 
+    from agent.storage import user_order
+
+    monkeypatch.setattr(user_order, "BUCKET_SIZE", 8)
     store = Store.from_url(db_url)
     try:
         store.upgrade(100, NOW)
         with store.write() as tx:
             for i in range(47):
                 tx.users.insert(f"u{i:03d}", _user(f"user{i:03d}"), SeatState(), NOW)
-            for i in (0, 5, 30, 46):  # holes at the start, middle and end of the seq order
+            # Holes at the start, middle and end; bucket 2 (seq 16..23) loses every user.
+            for i in (0, 5, 30, 46, *range(15, 23)):
                 tx.users.delete(f"u{i:03d}")
-        expected = [f"u{i:03d}" for i in range(47) if i not in (0, 5, 30, 46)]
-        assert len(expected) == 43
+        gone = {0, 5, 30, 46, *range(15, 23)}
+        expected = [f"u{i:03d}" for i in range(47) if i not in gone]
+        assert len(expected) == 35
         statements: list[str] = []
 
         def capture(conn, cursor, statement, parameters, context, executemany):
@@ -153,19 +161,19 @@ def test_every_unfiltered_page_is_the_forward_walk_including_those_walked_from_t
 
         event.listen(store.engine, "before_cursor_execute", capture)
         with store.read() as tx:
-            for count in (1, 7, 10, 43, 50):
-                for start in range(1, 47):
+            for count in (1, 7, 10, 35, 50):
+                for start in range(1, 40):
                     statements.clear()
                     page = tx.user_pages.page(None, [], start, count)
                     got = [r.id for r in page.items]
                     assert got == expected[start - 1 : start - 1 + count], (start, count)
-                    assert page.total == 43, (start, count)
-                    backwards = any("DESC" in s for s in statements)
+                    assert page.total == 35, (start, count)
+                    by_bucket = any("user_order_buckets" in s for s in statements)
                     # Past the last user there is nothing to walk: no page statement at all.
-                    assert backwards == (43 < (start - 1) * 2 < 86), (start, count, statements)
-            assert tx.user_pages.page(None, [], 44, 10).items == []
-            assert tx.user_pages.page(None, [], 44, 10).total == 43
-            assert tx.user_pages.page(None, [], 30, 0).total == 43
+                    assert by_bucket == (8 <= start - 1 < 35), (start, count, statements)
+            assert tx.user_pages.page(None, [], 36, 10).items == []
+            assert tx.user_pages.page(None, [], 36, 10).total == 35
+            assert tx.user_pages.page(None, [], 30, 0).total == 35
     finally:
         store.dispose()
 
@@ -197,7 +205,15 @@ def _plan_loops(node: dict) -> int:
     return max([own] + [_plan_loops(child) for child in node.get("Plans", [])])
 
 
-def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url):
+def tx_seq(tx, user_id: str) -> int:
+    from sqlalchemy import select
+
+    from agent.storage.tables import users
+
+    return int(tx.conn.execute(select(users.c.seq).where(users.c.id == user_id)).scalar_one())
+
+
+def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url, monkeypatch):
     """A new PostgreSQL table has no statistics until its first ANALYZE (autovacuum may be off
     or not yet there). The page query once became a nested loop re-scanning the users for
     each user (3,000 loops, 2 s for one lookup at 3,000 users). Every statement a filtered
@@ -205,8 +221,9 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
     from sqlalchemy import event, text
 
     from agent.scim.filter import parse_filter
-    from agent.storage import filter_sql
+    from agent.storage import cursor_pages, filter_sql, user_order
 
+    monkeypatch.setattr(user_order, "BUCKET_SIZE", 256)  # deep pages found by the buckets
     store = Store.from_url(pg_url)
     try:
         store.upgrade(5000, NOW)
@@ -247,6 +264,11 @@ def test_a_lookup_without_planner_statistics_never_loops_over_every_user(pg_url)
             assert lookup is not None
             assert [r.id for r in tx.user_pages.lookup(lookup, 1, 100).items] == ["u02500"]
             assert tx.user_pages.lookup(lookup, 2, 100).total == 1  # past the first page: counted
+            # Cursor pages (RFC 9865): a keyset walk, unfiltered and filtered, both directions.
+            after = cursor_pages.user_page(tx, None, after=tx_seq(tx, "u01500"), count=100)
+            assert [r.id for r in after.items] == [f"u{i:05d}" for i in range(1501, 1601)]
+            before = cursor_pages.user_page(tx, broad, before=tx_seq(tx, "u01150"), count=100)
+            assert [r.id for r in before.items] == [f"u{i:05d}" for i in range(1050, 1150)]
         event.remove(store.engine, "before_cursor_execute", capture)
         assert statements
         raw = store.engine.raw_connection()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agent.scim.cursor import CURSOR_TIMEOUT_SECONDS
 from agent.scim.urns import ENTERPRISE, GROUP_SCHEMA, SEAT_EXT, USER_SCHEMA
 
 __all__ = [
@@ -614,12 +615,20 @@ def service_provider_config(
     max_results: int,
     max_payload: int,
     documentation_uri: str | None = None,
+    *,
+    default_page_size: int = 100,
+    cursor_timeout: int = CURSOR_TIMEOUT_SECONDS,
 ) -> dict:
     """The ``/ServiceProviderConfig`` resource (RFC 7643 §5).
 
     PATCH (RFC 7644 §3.5.2), filtering (§3.4.2.2, at most ``max_results`` resources per
     response), sorting (§3.4.2.3) and ETags (§3.14) are supported; bulk (§3.7) and password
     change are not. ``max_payload`` is the request size limit in bytes.
+
+    ``pagination`` (RFC 9865 §4): index (``startIndex``, RFC 7644 §3.4.2.4) and cursor paging
+    are both supported; index stays the default, as RFC 9865 §2.4 advises a server that had
+    only index paging before (Okta and Entra page by index). ``maxPageSize`` is
+    ``max_results``; ``cursorTimeout`` the seconds a cursor stays valid (agent.scim.cursor).
     """
     doc: dict[str, Any] = {"schemas": [SPC_SCHEMA]}
     if documentation_uri:
@@ -632,6 +641,14 @@ def service_provider_config(
             "changePassword": {"supported": False},
             "sort": {"supported": True},
             "etag": {"supported": True},
+            "pagination": {
+                "cursor": True,
+                "index": True,
+                "defaultPaginationMethod": "index",
+                "defaultPageSize": default_page_size,
+                "maxPageSize": max_results,
+                "cursorTimeout": cursor_timeout,
+            },
             "authenticationSchemes": [
                 {
                     "type": "oauthbearertoken",

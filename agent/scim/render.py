@@ -113,3 +113,22 @@ def list_response(resources: list[dict], total: int, start_index: int) -> dict[s
         "itemsPerPage": len(resources),
         "Resources": resources,
     }
+
+
+def cursor_list_response(
+    resources: list[dict],
+    total: int,
+    next_cursor: str | None,
+    previous_cursor: str | None,
+) -> dict[str, Any]:
+    """RFC 9865 §2: a cursor page carries ``nextCursor`` except on the last page and
+    ``previousCursor`` when there is a page before it (never on the first); no ``startIndex``,
+    which belongs to index paging."""
+    body: dict[str, Any] = {"schemas": [LIST_RESPONSE], "totalResults": total}
+    body["itemsPerPage"] = len(resources)
+    if previous_cursor is not None:
+        body["previousCursor"] = previous_cursor
+    if next_cursor is not None:
+        body["nextCursor"] = next_cursor
+    body["Resources"] = resources
+    return body

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 from agent.scim import patch as scim_patch
+from agent.scim.cursor import Position
 from agent.scim.errors import ScimError
 from agent.scim.filter import attribute_paths, parse_filter
 from agent.scim.resources import (
@@ -25,7 +26,8 @@ from agent.scim.resources import (
     sanitize_user,
 )
 from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
-from agent.storage import filter_sql
+from agent.storage import cursor_pages, filter_sql
+from agent.storage.cursor_pages import CursorPage
 from agent.storage.errors import Conflict, UnknownMembers
 from agent.storage.records import GroupRecord, Page, UserRecord
 from agent.storage.store import Store, StoreTx
@@ -134,6 +136,29 @@ class Provisioning:
             if lookup is not None:
                 return tx.user_pages.lookup(lookup, query.start_index, query.count)
             return tx.user_pages.page(where, order, query.start_index, query.count)
+
+    def user_cursor_page(
+        self, filter_text: str | None, position: Position | None, count: int
+    ) -> CursorPage[UserRecord]:
+        """RFC 9865 cursor paging of /Users: the users after (or before) ``position`` in seq
+        order, matching the filter (None: from the first)."""
+        where = None
+        if filter_text:
+            expr = parse_filter(filter_text, "User")
+            self._refuse_unserved(attribute_paths(expr), filter_text, "invalidFilter")
+            where = filter_sql.user_where(expr)
+        with self.store.read() as tx:
+            return cursor_pages.user_page(tx, where, **_keyset(position), count=count)
+
+    def group_cursor_page(
+        self, filter_text: str | None, position: Position | None, count: int, with_members: bool
+    ) -> CursorPage[GroupRecord]:
+        """RFC 9865 cursor paging of /Groups, as ``user_cursor_page``."""
+        where = filter_sql.group_where(parse_filter(filter_text, "Group")) if filter_text else None
+        with self.store.read() as tx:
+            return cursor_pages.group_page(
+                tx, where, **_keyset(position), count=count, with_members=with_members
+            )
 
     def _refuse_unserved(self, paths: Iterable[str], text: str, scim_type: str) -> None:
         """RFC 7644 §3.4.2.2/§3.4.2.3: an attribute of an extension the server does not serve
@@ -420,3 +445,12 @@ class SeatRefusedError(ScimError):
     def __init__(self, refusal: SeatRefused):
         super().__init__(403, refusal.detail)
         self.refusal = refusal
+
+
+def _keyset(position: Position | None) -> dict[str, int | None]:
+    """``after``/``before`` of a keyset page from a cursor's position (None: the first page)."""
+    if position is None:
+        return {"after": None, "before": None}
+    if position.backward:
+        return {"after": None, "before": position.seq}
+    return {"after": position.seq, "before": None}

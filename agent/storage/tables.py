@@ -79,6 +79,16 @@ users = Table(
     Index("ix_users_seq", "seq"),
 )
 
+# Counted buckets of the user order (agent.storage.user_order): how many users each run of
+# BUCKET_SIZE consecutive seq values holds, changed in the transaction of every user insert and
+# delete, so an unfiltered page at any offset finds its start without walking the users before it.
+user_order_buckets = Table(
+    "user_order_buckets",
+    metadata,
+    Column("bucket", Integer, primary_key=True, autoincrement=False),  # seq // BUCKET_SIZE
+    Column("users", Integer, nullable=False),
+)
+
 user_values = Table(
     "user_values",
     metadata,

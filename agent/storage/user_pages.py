@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, any_, bindparam, case, func, select
+from sqlalchemy import ColumnElement, Integer, Select, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 
+from agent.storage import user_order
 from agent.storage.filter_sql import LOOKUP_VALUE, Lookup
 from agent.storage.records import Page, UserRecord
 from agent.storage.rows import WITH_GROUPS, user_records
@@ -34,6 +35,10 @@ def _page_rows(
         return keys.with_only_columns(users.c.seq, *WITH_GROUPS[True])
     in_page = users.c.seq.in_(keys.correlate(None).scalar_subquery())
     return select(*WITH_GROUPS[False]).where(in_page).order_by(*order, users.c.seq)
+
+
+# SQLite: a page found by the counted buckets, its rows in one statement (built once).
+_BUCKET_PAGE_ROWS = _page_rows(user_order.PAGE_KEYS, [], False)
 
 
 @dataclass(frozen=True)
@@ -65,18 +70,6 @@ def _lookup_queries(lookup: Lookup, is_postgres: bool) -> _LookupQueries:
     return _LOOKUP_QUERIES.setdefault(key, _LookupQueries(keys, rows, matches))
 
 
-def _keys_from_the_end(offset: int, count: int) -> Select[tuple[int]]:
-    """The seqs at positions [offset, offset + count) of all users in seq order, walked from
-    the last user backwards (``ORDER BY seq DESC OFFSET total - offset - count``), so a page
-    near the end costs what a page near the start does. The total is read inside the same
-    statement, one snapshot: the page is exactly the one a forward walk would give.
-    """
-    total = USERS_TOTAL.scalar_subquery()
-    skip = case((total > offset + count, total - offset - count), else_=0)
-    take = case((total - offset >= count, count), (total > offset, total - offset), else_=0)
-    return select(users.c.seq).order_by(users.c.seq.desc()).offset(skip).limit(take)
-
-
 class UserPages:
     """Pages of users in one transaction."""
 
@@ -102,9 +95,10 @@ class UserPages:
         lookup) skips nothing, so PostgreSQL reads its rows directly, one statement.
 
         An unfiltered list reads the user total that every insert and delete keeps in
-        seat_pool (no COUNT(*)), and walks to a page in its second half from the end of the
-        index, so no page walks past more than half the users. COUNT(*) is also skipped when
-        the page itself shows where the results end (a filter lookup, the last page).
+        seat_pool (no COUNT(*)), and a page past the first bucket of the user order starts at
+        the bucket holding it (agent.storage.user_order), so no page walks more than a
+        bucket. COUNT(*) is also skipped when the page itself shows where the results end (a
+        filter lookup, the last page).
         """
         records: list[UserRecord] = []
         offset = start_index - 1
@@ -112,17 +106,19 @@ class UserPages:
         if where is None:
             total = int(self.conn.execute(USERS_TOTAL).scalar_one())
         if count > 0 and not (total is not None and offset >= total):
-            if total is not None and not order and offset * 2 > total:
-                keys = _keys_from_the_end(offset, count)
+            one_statement = self._one_statement(offset)
+            if total is not None and not order and offset >= user_order.BUCKET_SIZE:
+                keys = user_order.PAGE_KEYS
+                rows = _BUCKET_PAGE_ROWS if one_statement else None  # SQLite: one statement
+                params = user_order.page_params(offset, count)
+                records = self._page_records(keys, rows, False, params)
             else:
                 keys = select(users.c.seq)
                 if where is not None:
                     keys = keys.where(where)
                 keys = keys.order_by(*order, users.c.seq).offset(offset).limit(count)
-            rows = (
-                _page_rows(keys, order, self.is_postgres) if self._one_statement(offset) else None
-            )
-            records = self._page_records(keys, rows, bool(order), {})
+                rows = _page_rows(keys, order, self.is_postgres) if one_statement else None
+                records = self._page_records(keys, rows, bool(order), {})
 
         def matching() -> Select[Any]:
             total_q = select(func.count()).select_from(users)
@@ -160,7 +156,7 @@ class UserPages:
         else:
             seqs = list(self.conn.execute(keys, params).scalars())
             if not ordered:
-                seqs.sort()  # the walk from the end gives them newest first
+                seqs.sort()  # an unsorted page is in seq order
             place = {seq: i for i, seq in enumerate(seqs)}
             found: Iterable[Any] = (
                 self.conn.execute(_RECORDS_BY_SEQS, {"seqs": seqs}).all() if seqs else ()

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
+from agent.storage import user_order
 from agent.storage.errors import Conflict
 from agent.storage.records import SeatRow, SeatState, SeqBatch, UserRecord
 from agent.storage.rows import (
@@ -161,6 +162,7 @@ class Users:
                 **seat_columns(seat),
             },
         )
+        user_order.queue_count(writes, self._tx.is_postgres, user_id, 1)
         for row in user_value_rows(user_id, resource):
             writes.add(_QUEUED_VALUES, row)
         self._tx.change_pool(users=1)
@@ -212,18 +214,22 @@ class Users:
         self.conn.execute(SET_SEAT, params)
 
     def delete(self, user_id: str) -> None:
-        """Queue the delete of a user and the user total's decrement (only if the user is
-        there); its multi-valued rows and memberships go with it (ON DELETE CASCADE)."""
+        """Queue the delete of a user, the user total's decrement and its bucket's (only if
+        the user is there); its multi-valued rows and memberships go with it (ON DELETE
+        CASCADE)."""
         writes = self._tx.writes
         writes.add(_QUEUED_ONE_FEWER, {"d_id": user_id})
+        user_order.queue_count(writes, self._tx.is_postgres, user_id, -1)
         writes.add(_QUEUED_DELETE, {"d_id": user_id})
 
     def recount(self) -> tuple[int, int]:
-        """Set the stored user total from COUNT(*) (reconcile); returns (was, now)."""
+        """Set the stored user total from COUNT(*), and the counted buckets of the user order
+        (reconcile); returns the total (was, now)."""
         was = int(self.conn.execute(USERS_TOTAL).scalar_one())
         now = int(self.conn.execute(select(func.count()).select_from(users)).scalar_one())
         if was != now:
             self.conn.execute(update(seat_pool).where(seat_pool.c.id == 1).values(users_total=now))
+        user_order.recount(self.conn)
         return was, now
 
     def read_with_lock(self, user_id: str) -> tuple[str, Any]:

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from agent.domain.license import MAX_LICENSES, DecreaseRefused, InvalidLicenseCount
 from agent.scim.characters import describe, refusal
+from agent.scim.cursor import CursorCodec, CursorRefused, Position, query_digest
 from agent.scim.errors import ScimError
 from agent.services.admin import DirectoryUser, LicenseChange, SeatAdmin
 from agent.services.refusals import refusal_json
@@ -377,11 +378,24 @@ def directory_user(entry: DirectoryUser) -> dict[str, Any]:
     }
 
 
+# What a refused cursor of the user list means to whoever pages it (the status page shows it).
+_CURSOR_REFUSED = {
+    "invalidCursor": "'cursor' must be the nextCursor of the previous page of this list, with the "
+    "same state, q and count; load the list again from its first page",
+    "expiredCursor": "this list was loaded more than an hour ago; load it again from its first "
+    "page",
+    "invalidCount": "'count' must stay what the first page of this list asked for; load the list "
+    "again from its first page to change it",
+}
+
+
 @bp.get("/users")
 def list_users() -> Response:
     """The user list: ``state`` (licensed, queued, free, inactive), ``q`` (part of a userName,
     name, email or externalId), ``count`` (1..1000, default 100), ``cursor`` (a
-    ``nextCursor``). Like GitLab's and Google Workspace's admin user lists."""
+    ``nextCursor``). Like GitLab's and Google Workspace's admin user lists. Cursors are the
+    signed keyset positions of the SCIM lists (agent.scim.cursor): one from another filter or
+    count, altered, or older than its timeout is a 400 that says so."""
     _only_params("state", "q", "cursor", "count")
     state = request.args.get("state") or None
     if state is not None and state not in LICENSE_STATES:
@@ -389,13 +403,24 @@ def list_users() -> Response:
     text = request.args.get("q") or None
     if text is not None and len(text) > 255:
         raise AdminError(400, "'q' must be at most 255 characters")
-    found, last = _admin().users(
-        state=state, text=text, after=_cursor_param(), limit=_count_param()
-    )
+    count = _count_param()
+    query = query_digest(state, text)
+    cursors: CursorCodec = current_app.extensions["seat_agent"].cursors
+    after = 0
+    if request.args.get("cursor"):  # absent or empty: the first page
+        try:
+            after = cursors.decode(request.args["cursor"], "admin users", count, query).seq
+        except CursorRefused as err:
+            raise AdminError(400, _CURSOR_REFUSED[err.scim_type]) from None
+    found, last = _admin().users(state=state, text=text, after=after, limit=count)
     return jsonify(
         {
             "users": [directory_user(e) for e in found],
-            "nextCursor": str(last) if last is not None else None,
+            "nextCursor": (
+                cursors.encode("admin users", Position(last), count, query)
+                if last is not None
+                else None
+            ),
         }
     )
 

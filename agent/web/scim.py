@@ -12,9 +12,10 @@ from werkzeug.exceptions import HTTPException
 
 from agent.scim import discovery, search
 from agent.scim.characters import describe, refusal
+from agent.scim.cursor import CursorCodec, CursorRefused, Position, query_digest
 from agent.scim.errors import ScimError
 from agent.scim.filter import ResourceType
-from agent.scim.render import list_response, render_group, render_user
+from agent.scim.render import cursor_list_response, list_response, render_group, render_user
 from agent.scim.resources import (
     etag,
     member_display_requested,
@@ -22,6 +23,7 @@ from agent.scim.resources import (
     project,
 )
 from agent.services.provisioning import ListQuery, Provisioning
+from agent.storage.cursor_pages import CursorPage
 from agent.storage.records import Page
 from agent.web import json_body
 from agent.web.auth import TokenSet, bearer_digest
@@ -181,6 +183,89 @@ def _int_param(args: Any, name: str, default: int) -> int:
         raise ScimError(400, f"'{name}' must be an integer", "invalidValue") from None
 
 
+# -- cursor paging (RFC 9865) ----------------------------------------------------------------
+
+
+def _cursor_request(args: Any) -> tuple[str, int] | None:
+    """``(cursor, count)`` when the request asks for cursor paging (a ``cursor`` parameter,
+    empty for the first page), else None (index paging, the default: RFC 9865 §2.4).
+
+    * ``startIndex`` with ``cursor`` asks for both kinds of paging at once: 400 invalidValue.
+    * ``sortBy`` with ``cursor``: 400 invalidValue. A cursor is a position in creation order
+      (``seq``); RFC 9865 §2.2 says cursor pages "should" be sorted when sorting is offered,
+      and a page in another order than the one asked for would be wrong without a word, so
+      the request is refused and names the two ways that work.
+    * ``count`` above maxPageSize: 400 invalidCount (RFC 9865 §2.1; index paging serves fewer
+      instead, as RFC 7644 §3.4.2.4 allows); below 0 counts as 0 (RFC 9865 §2).
+    """
+    cursor = args.get("cursor")
+    if cursor is None:
+        return None
+    if args.get("startIndex") not in (None, ""):
+        raise ScimError(
+            400,
+            "startIndex and cursor ask for two kinds of paging: send startIndex (index paging) "
+            "or cursor (cursor paging, RFC 9865), not both",
+            "invalidValue",
+        )
+    if args.get("sortBy"):
+        raise ScimError(
+            400,
+            "sortBy cannot be used with cursor paging (cursor pages come in creation order): "
+            "leave sortBy out, or page a sorted list with startIndex",
+            "invalidValue",
+        )
+    settings = current_app.extensions["seat_agent"].settings.scim
+    count = max(_int_param(args, "count", settings.default_page_size), 0)
+    if count > settings.max_page_size:
+        raise ScimError(
+            400,
+            f"count must be from 0 to {settings.max_page_size} (maxPageSize) with cursor paging",
+            "invalidCount",
+        )
+    return str(cursor), count
+
+
+def _cursors() -> CursorCodec:
+    return current_app.extensions["seat_agent"].cursors
+
+
+def _position(cursor: str, walk: str, count: int, query: int) -> Position | None:
+    """The position a request's cursor continues from; None for the first page."""
+    if cursor == "":
+        return None
+    try:
+        return _cursors().decode(cursor, walk, count, query)
+    except CursorRefused as err:
+        raise ScimError(400, err.detail, err.scim_type) from None
+
+
+def _cursor_links(
+    page: CursorPage[Any], position: Position | None, count: int, walk: str, query: int
+) -> tuple[str | None, str | None]:
+    """(nextCursor, previousCursor) of a keyset page. Forward: a next page when a further
+    match exists, a previous one unless this is the first page. Backward (a previousCursor
+    was followed): a previous page when a further match exists before it, and always a next
+    one (the page it came from)."""
+    if count == 0:
+        return None, None
+    codec = _cursors()
+
+    def after(seq: int) -> str:
+        return codec.encode(walk, Position(seq), count, query)
+
+    def before(seq: int) -> str:
+        return codec.encode(walk, Position(seq, backward=True), count, query)
+
+    if position is not None and position.backward:
+        last = page.seqs[-1] if page.seqs else position.seq - 1
+        return after(last), before(page.seqs[0]) if page.more else None
+    nxt = after(page.seqs[-1]) if page.more else None
+    if position is None:
+        return nxt, None
+    return nxt, before(page.seqs[0] if page.seqs else position.seq + 1)
+
+
 def _list_query(args: Any) -> tuple[ListQuery, list[str] | None, list[str] | None]:
     """RFC 7644 §3.4.2.4: 1-based startIndex (values < 1 mean 1); count < 0 means 0."""
     settings = current_app.extensions["seat_agent"].settings.scim
@@ -281,11 +366,26 @@ def list_users() -> Response:
 
 
 def _list_users(args: Any) -> Response:
+    by_cursor = _cursor_request(args)
+    if by_cursor is not None:
+        return _users_by_cursor(args, *by_cursor)
     query, attrs, excluded = _list_query(args)
     page = _provisioning().list_users(query)
     base = _base_url()
     resources = [project(_render_user(r, base), attrs, excluded) for r in page.items]
     return scim_response(list_response(resources, page.total, query.start_index))
+
+
+def _users_by_cursor(args: Any, cursor: str, count: int) -> Response:
+    filter_text = args.get("filter") or None
+    query = query_digest(filter_text)
+    position = _position(cursor, "Users", count, query)
+    page = _provisioning().user_cursor_page(filter_text, position, count)
+    attrs, excluded = _attr_list(args.get("attributes")), _attr_list(args.get("excludedAttributes"))
+    base = _base_url()
+    resources = [project(_render_user(r, base), attrs, excluded) for r in page.items]
+    nxt, previous = _cursor_links(page, position, count, "Users", query)
+    return scim_response(cursor_list_response(resources, page.total, nxt, previous))
 
 
 @bp.get("/Users/<user_id>")
@@ -325,10 +425,25 @@ def list_groups() -> Response:
 
 
 def _list_groups(args: Any) -> Response:
+    by_cursor = _cursor_request(args)
+    if by_cursor is not None:
+        return _groups_by_cursor(args, *by_cursor)
     query, attrs, excluded = _list_query(args)
     page = _provisioning().list_groups(query)
     resources = [_group_body(r, attrs, excluded) for r in page.items]
     return scim_response(list_response(resources, page.total, query.start_index))
+
+
+def _groups_by_cursor(args: Any, cursor: str, count: int) -> Response:
+    filter_text = args.get("filter") or None
+    query = query_digest(filter_text)
+    position = _position(cursor, "Groups", count, query)
+    attrs, excluded = _attr_list(args.get("attributes")), _attr_list(args.get("excludedAttributes"))
+    with_members = _loads_members(attrs, excluded)
+    page = _provisioning().group_cursor_page(filter_text, position, count, with_members)
+    resources = [_group_body(r, attrs, excluded) for r in page.items]
+    nxt, previous = _cursor_links(page, position, count, "Groups", query)
+    return scim_response(cursor_list_response(resources, page.total, nxt, previous))
 
 
 @bp.get("/Groups/<group_id>")
@@ -377,7 +492,11 @@ def search_groups() -> Response:
 def search_root() -> Response:
     """RFC 7644 §3.4.3 search at the server root: Users and Groups in one list. The filter,
     sortBy and paging rules are in agent.scim.search."""
-    query, attrs, excluded = _list_query(_search_args())
+    args = _search_args()
+    by_cursor = _cursor_request(args)
+    if by_cursor is not None:
+        return _search_by_cursor(args, *by_cursor)
+    query, attrs, excluded = _list_query(args)
     types = search.filterable_types(query.filter)
     sort_attrs = search.sort_attrs(query.sort_by, types) if query.sort_by else {}
     provisioning = _provisioning()
@@ -416,6 +535,63 @@ def search_root() -> Response:
     return scim_response(list_response(resources, sum(totals.values()), query.start_index))
 
 
+def _search_by_cursor(args: Any, cursor: str, count: int) -> Response:
+    """Cursor paging of the root search: every matching User, then every matching Group (the
+    unsorted order of agent.scim.search), each in creation order. The cursor names the type
+    reached (its phase) and the seq in it. No previousCursor (RFC 9865 §2: optional)."""
+    filter_text = args.get("filter") or None
+    types = search.filterable_types(filter_text)
+    query = query_digest(filter_text)
+    position = _position(cursor, "search", count, query)
+    if position is not None and (position.backward or position.phase >= len(types)):
+        raise ScimError(400, "Cursor value is invalid for this search", "invalidCursor")
+    attrs, excluded = _attr_list(args.get("attributes")), _attr_list(args.get("excludedAttributes"))
+    with_members = _loads_members(attrs, excluded)
+    provisioning = _provisioning()
+    base = _base_url()
+    phase, after = (position.phase, position.seq) if position is not None else (0, 0)
+    totals: dict[int, int] = {}
+    resources: list[dict] = []
+    last: Position | None = None
+    more = False
+    full_at: int | None = None  # the type the page filled up before reaching
+    for i in range(phase, len(types)):
+        wanted = count - len(resources)
+        if wanted == 0:
+            full_at = i
+            break
+        start = Position(after if i == phase else 0)
+        page: CursorPage[Any]
+        if types[i] == "User":
+            page = provisioning.user_cursor_page(filter_text, start, wanted)
+            resources += [project(_render_user(r, base), attrs, excluded) for r in page.items]
+        else:
+            page = provisioning.group_cursor_page(filter_text, start, wanted, with_members)
+            resources += [_group_body(r, attrs, excluded) for r in page.items]
+        totals[i] = page.total
+        if page.seqs:
+            last = Position(page.seqs[-1], phase=i)
+        if page.more:
+            more = True
+            break
+    for i, resource_type in enumerate(types):
+        if i not in totals:  # a type before the cursor's, or after a full page
+            totals[i] = _search_total(provisioning, resource_type, filter_text)
+    if full_at is not None:
+        more = any(totals[i] for i in range(full_at, len(types)))
+    nxt = None
+    if more and count > 0 and last is not None:
+        nxt = _cursors().encode("search", last, count, query)
+    return scim_response(cursor_list_response(resources, sum(totals.values()), nxt, None))
+
+
+def _search_total(provisioning: Provisioning, resource_type: ResourceType, text: str | None) -> int:
+    q = ListQuery(filter=text, count=0, with_members=False)
+    return (provisioning.list_users if resource_type == "User" else provisioning.list_groups)(
+        q
+    ).total
+
+
 def _search_args() -> dict[str, Any]:
     body = _json_body()
     if not isinstance(body, dict):
@@ -424,6 +600,13 @@ def _search_args() -> dict[str, Any]:
     for key in ("filter", "startIndex", "count", "sortBy", "sortOrder"):
         if body.get(key) is not None:
             args[key] = str(body[key])
+    cursor = body.get("cursor")
+    if cursor is not None:  # RFC 9865 §3: a string, empty for the first page
+        if not isinstance(cursor, str):
+            raise ScimError(
+                400, "'cursor' must be a string (empty for the first page)", "invalidCursor"
+            )
+        args["cursor"] = cursor
     for key in ("attributes", "excludedAttributes"):
         value = body.get(key)
         if value is None:
@@ -447,7 +630,11 @@ def service_provider_config() -> Response:
     settings = current_app.extensions["seat_agent"].settings
     return scim_response(
         discovery.service_provider_config(
-            _base_url(), settings.scim.max_page_size, settings.server.max_body_bytes
+            _base_url(),
+            settings.scim.max_page_size,
+            settings.server.max_body_bytes,
+            default_page_size=settings.scim.default_page_size,
+            cursor_timeout=_cursors().timeout_seconds,
         )
     )
 
