@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from scim_load import (  # noqa: E402
     free_port,
     host_probe,
     seed_bulk,
+    seed_http,
     seed_name,
     table,
     user_body,
@@ -99,24 +99,6 @@ class Peer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def seed_peer(client: Client, n: int, concurrency: int) -> list[str]:
-    """POST ``n`` users to the peer; their ids in seed order."""
-    ids: list[str] = [""] * n
-
-    def one(i: int) -> None:
-        if time.monotonic() > client.deadline:
-            raise OutOfTime("peer seed")
-        r = client.call("POST", "/Users", json=user_body(seed_name(i)))
-        if r.status_code != 201:
-            raise RuntimeError(f"peer seed POST {i}: {r.status_code} {r.text[:300]}")
-        ids[i] = r.json()["id"]
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        for f in [pool.submit(one, i) for i in range(n)]:
-            f.result()
-    return ids
 
 
 def write_ops(
@@ -215,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             peer.start()
             clients["peer"] = Client(peer.base, PEER_TOKEN, 1, deadline, peer.cpu, "lean")
             t0 = time.perf_counter()
-            ids["peer"] = seed_peer(clients["peer"], args.users, 4)
+            ids["peer"] = seed_http(clients["peer"], args.users, 4)[0]
             print(f"scim2-server: {args.users} users in {time.perf_counter() - t0:.1f} s (HTTP)")
         print(
             f"cpus={os.cpu_count()} db={args.db} users={args.users} requests/op={r} "

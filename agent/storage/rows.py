@@ -93,23 +93,6 @@ def seat_columns(seat: SeatState) -> dict[str, Any]:
     }
 
 
-# The columns a record is read from, by name, in the order ``user_records`` unpacks them.
-_RECORD_NAMES = (
-    "id",
-    "resource",
-    "created",
-    "last_modified",
-    "version",
-    "app_status",
-    "license_state",
-    "holds_seat",
-    "on_fallback",
-    "queued_at",
-    "last_active_at",
-    "deactivated_at",
-)
-
-
 def user_records(rows: Sequence[Any]) -> list[UserRecord]:
     """The records of result rows that carry the ``RECORD_COLUMNS`` (in any order, with any
     other columns), each with its groups when the rows carry ``groups_json``.
@@ -200,6 +183,8 @@ RECORD_COLUMNS = (
     users.c.version,
     *(users.c[f] for f in SEAT_FIELDS),
 )
+# Their names, in the order ``user_records`` unpacks them.
+_RECORD_NAMES = tuple(c.name for c in RECORD_COLUMNS)
 # Each row carries its groups, so a lookup or a page is one statement, not one more for groups.
 # PostgreSQL: [[id, displayName], ...] in displayName order, NULL for none.
 _GROUPS_JSON = (
