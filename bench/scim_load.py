@@ -605,8 +605,9 @@ def vacuum_analyze(pg_base: str, schema: str | None) -> None:
 
 
 # What --ops can choose, in the order they run: "page" is both page kinds (random offset, last
-# 10%), "patch" both deactivation forms (Okta, Entra).
-OPS = ("create", "lookup", "page", "patch", "put", "group", "delete")
+# 10%), "patch" both deactivation forms (Okta, Entra), "group-read" the three group reads
+# (measure_group_reads) on --groups groups seeded first, "group" the growing group's PATCHes.
+OPS = ("create", "lookup", "page", "group-read", "patch", "put", "group", "delete")
 
 
 def parse_ops(text: str) -> list[str]:
@@ -746,6 +747,88 @@ def measure_reads(
     return out
 
 
+def seed_groups(
+    client: Client, ids: list[str], n: int, size: int, concurrency: int, rng: random.Random
+) -> list[tuple[str, str]]:
+    """``n`` groups of ``size`` members drawn from ``ids``, each made by one POST /Groups with
+    its members (as Entra and Okta push a group): (id, displayName) of each."""
+    made: list[tuple[str, str] | None] = [None] * n
+    draws = [rng.sample(ids, min(size, len(ids))) for _ in range(n)]
+
+    def one(i: int) -> None:
+        if time.monotonic() > client.deadline:
+            raise OutOfTime("seed groups")
+        name = f"Bench Team {i:05d}"
+        body = {
+            "schemas": [GROUP_SCHEMA],
+            "displayName": name,
+            "members": [{"value": u} for u in draws[i]],
+        }
+        r = client.call("POST", "/Groups", json=body)
+        if r.status_code != 201:
+            raise RuntimeError(f"seed group {i}: {r.status_code} {r.text[:300]}")
+        made[i] = (r.json()["id"], name)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(one, i) for i in range(n)]:
+            f.result()
+    return [g for g in made if g]
+
+
+def measure_group_reads(
+    client: Client, groups: list[tuple[str, str]], r: int, rng: random.Random
+) -> list[Result]:
+    """The group reads IdPs make, ``r`` each: a group by id with its members; a group by
+    ``displayName eq`` without members (Okta and Entra look a group up so before pushing
+    it); a page of 100 groups at a random offset without members (Okta's group import)."""
+    picked = [groups[rng.randrange(len(groups))] for _ in range(r)]
+    starts = [rng.randrange(1, max(2, len(groups) - 99)) for _ in range(r)]
+    size = len(client.call("GET", f"/Groups/{groups[0][0]}").json().get("members", []))
+
+    def hit(resp: Any) -> bool:
+        return resp.ok and resp.json()["totalResults"] == 1
+
+    def full_page(resp: Any) -> bool:
+        return resp.ok and len(resp.json()["Resources"]) == min(100, len(groups))
+
+    return [
+        client.run(
+            f"GET /Groups/{{id}} ({size} members)",
+            picked,
+            lambda g: ("GET", f"/Groups/{g[0]}", {}),
+            lambda resp: resp.ok and len(resp.json().get("members", [])) == size,
+            key="group-get",
+        ),
+        client.run(
+            'GET /Groups filter displayName eq "..." (no members)',
+            picked,
+            lambda g: (
+                "GET",
+                "/Groups",
+                {
+                    "params": {
+                        "filter": f'displayName eq "{g[1]}"',
+                        "excludedAttributes": "members",
+                    }
+                },
+            ),
+            hit,
+            key="group-lookup",
+        ),
+        client.run(
+            "GET /Groups page count=100 (random offset, no members)",
+            starts,
+            lambda k: (
+                "GET",
+                "/Groups",
+                {"params": {"startIndex": k, "count": 100, "excludedAttributes": "members"}},
+            ),
+            full_page,
+            key="group-page",
+        ),
+    ]
+
+
 def explain_pages(db_url: str, total: int) -> None:
     """Print the database's plan (PostgreSQL: EXPLAIN ANALYZE, run; SQLite: EXPLAIN QUERY
     PLAN) of the two deep-page statements: a startIndex page at 90% of the users (the counted
@@ -784,13 +867,17 @@ def read_rounds(
     r: int,
     rng: random.Random,
     cursors: CursorStarts | None = None,
+    groups: list[tuple[str, str]] | None = None,
 ) -> list[list[Result]]:
-    """``rounds`` repetitions of measure_reads, one line per round with the host probe, so
-    a reader sees how much of a p99 is the host's drift."""
+    """``rounds`` repetitions of measure_reads (and, given ``groups``, measure_group_reads),
+    one line per round with the host probe, so a reader sees how much of a p99 is the
+    host's drift."""
     out = []
     for i in range(rounds):
         probe = host_probe()
         results = measure_reads(client, names, len(names), r, rng, cursors=cursors)
+        if groups:
+            results += measure_group_reads(client, groups, r, rng)
         out.append(results)
         cells = "; ".join(f"{x.op} p50 {x.ms(50):.1f} p99 {x.ms(99):.1f}" for x in results)
         print(f"round {i + 1}: host probe {probe:.1f} ms; {cells}", flush=True)
@@ -811,8 +898,10 @@ def measure(
     ops: Iterable[str] = OPS,
     random_seed: int | None = None,
     cursors: CursorStarts | None = None,
+    groups: list[tuple[str, str]] | None = None,
 ) -> list[Result]:
-    """Time each of ``ops`` (see OPS) against the seeded users ``ids``/``names``. Creates are
+    """Time each of ``ops`` (see OPS) against the seeded users ``ids``/``names`` (and the
+    seeded ``groups``, for "group-read"). Creates are
     deleted again (DELETE measures exactly those), so the seeded population is the same
     afterwards and another concurrency level can follow on the same server."""
     ops = set(ops)
@@ -854,6 +943,8 @@ def measure(
             cursors=cursors,
         )
     )
+    if "group-read" in ops and groups:
+        results.extend(measure_group_reads(client, groups, r, rng))
 
     picked = rng.sample(range(n), min(n, 3 * r))
     okta, entra, put = picked[:r], picked[r : 2 * r], picked[2 * r : 3 * r]
@@ -994,6 +1085,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"operations to measure, comma separated (default all): {','.join(OPS)}",
     )
     p.add_argument("--group-members", type=int, default=10_000, help="size the big group reaches")
+    p.add_argument(
+        "--groups", type=int, default=1000, help="groups seeded for the group reads (group-read)"
+    )
+    p.add_argument("--group-size", type=int, default=100, help="members of each of those groups")
     p.add_argument("--seed", choices=["http", "store", "bulk"], default="http")
     p.add_argument("--seed-concurrency", type=int, default=8)
     p.add_argument(
@@ -1091,6 +1186,17 @@ def main(argv: list[str] | None = None) -> int:
             server.vacuum()
             how += "; then VACUUM ANALYZE"
         print(f"seeded {len(ids)} users in {seed_s:.1f} s ({len(ids) / seed_s:.0f}/s) via {how}")
+        groups = None
+        if "group-read" in args.ops:
+            t0 = time.perf_counter()
+            rng = random.Random(args.random_seed)
+            groups = seed_groups(
+                client, ids, args.groups, args.group_size, args.seed_concurrency, rng
+            )
+            print(
+                f"seeded {len(groups)} groups of {min(args.group_size, len(ids))} members in "
+                f"{time.perf_counter() - t0:.1f} s (HTTP POST /Groups with members)"
+            )
         cursors = CursorStarts(server.db_url, 100) if server is not None else None
         if args.explain and server is not None:
             explain_pages(server.db_url, len(ids))
@@ -1104,6 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.requests,
                 random.Random(args.random_seed),
                 cursors,
+                groups,
             )
             print()
             print("median over the rounds:")
@@ -1120,7 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
         for k, level in enumerate(levels):
             client.concurrency = level
             probe = host_probe() if k else probe_before
-            results = measure(client, ids, names, args, args.ops, args.random_seed + k, cursors)
+            results = measure(
+                client, ids, names, args, args.ops, args.random_seed + k, cursors, groups
+            )
             runs.append((level, results, probe, host_probe()))
         probe_after = runs[-1][3]
         load_after = Path("/proc/loadavg").read_text().split()[:3]

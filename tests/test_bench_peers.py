@@ -117,6 +117,7 @@ def test_report_names_a_missing_server(tmp_path, capsys):
             ],
         ),
         ("delete", ["delete"]),
+        ("group-read", ["group-get", "group-lookup", "group-page"]),
     ],
 )
 def test_load_run_against_scim2_server(scim2_server, tmp_path, capsys, ops, measured):
@@ -130,6 +131,7 @@ def test_load_run_against_scim2_server(scim2_server, tmp_path, capsys, ops, meas
                 "--server-pid", str(scim2_server.process.pid),
                 "--users", "200", "--requests", "6", "--page-requests", "2",
                 "--concurrency", "1,2", "--ops", ops, "--json", str(out),
+                "--groups", "3", "--group-size", "5",
             ]
         )  # fmt: skip
         left = len(peer.users())
