@@ -25,7 +25,7 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 MOST = {
     # A create and a delete also count the user in its bucket of the user order (queued).
     "sqlite": {"create": 6, "deactivate": 5, "put": 3, "delete holder": 7, "delete": 5},
-    "postgresql": {"create": 3, "deactivate": 2, "put": 2, "delete holder": 2, "delete": 2},
+    "postgresql": {"create": 2, "deactivate": 2, "put": 2, "delete holder": 2, "delete": 2},
 }
 
 
@@ -131,3 +131,42 @@ def test_a_taken_username_is_a_409_even_when_no_seat_is_free(make_api):
     r = api.scim("POST", "/Users", _user("Only@example.com"))
     assert r.status_code == 409, r.get_json()
     assert api.scim("POST", "/Users", _user("other@example.com")).status_code == 403
+
+
+def _tallies(api) -> dict[str, int]:
+    """Rows of every table a create writes, and the seat pool's counts."""
+    from sqlalchemy import text
+
+    with api.agent.store.engine.connect() as conn:
+        tables = ("users", "user_values", "seat_ledger", "outbox", "user_order_buckets")
+        counts = {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in tables}
+        counted = conn.execute(text("SELECT COALESCE(SUM(users), 0) FROM user_order_buckets"))
+        counts["bucket total"] = counted.scalar_one()
+        pool = conn.execute(text("SELECT consumed, users_total FROM seat_pool")).one()
+        counts["consumed"], counts["users_total"] = pool
+    return counts
+
+
+@pytest.mark.parametrize("on_full", ["refuse", "queue"])
+def test_a_taken_username_found_at_commit_changes_nothing(make_api, monkeypatch, on_full):
+    """The insert goes with the COMMIT (PostgreSQL: one exchange after the lock's), so a taken
+    userName is found there: still a 409, and the seat grant, its ledger entry, the outbox
+    row, the user count and the bucket count queued with it are all rolled back. With the
+    seats full and a queue, the create's queue position is read before the commit, which
+    sends the insert earlier: the same answer."""
+    api = make_api(seats=3 if on_full == "refuse" else 2, on_full=on_full)
+    for name in ("a@example.com", "b@example.com"):
+        assert api.scim("POST", "/Users", _user(name)).status_code == 201
+    if on_full == "queue":
+        assert api.scim("POST", "/Users", _user("c@example.com")).status_code == 201
+    before = _tallies(api)
+    with _counted(api, monkeypatch) as sent:
+        r = api.scim("POST", "/Users", _user("B@Example.com"))
+    assert r.status_code == 409, r.get_json()
+    assert r.get_json()["scimType"] == "uniqueness"
+    assert "B@Example.com" in r.get_json()["detail"]
+    assert _tallies(api) == before
+    if api.agent.store.engine.dialect.name == "postgresql" and on_full == "refuse":
+        assert sent.committed_in_pipeline  # found by the COMMIT's exchange
+    # The connection is usable again: the next create goes through.
+    assert api.scim("POST", "/Users", _user("d@example.com")).status_code == 201

@@ -91,10 +91,11 @@ class Provisioning:
         resource = normalize_user(body)
         user_id = self.new_id()
         cause = cause.via("POST /Users")
-        with self.store.write() as tx, _mapped_errors():
-            # A userName in use is found by the insert (the unique index; Conflict is a 409):
-            # no lookup first. Only a refused seat looks, so that a name in use is still a 409
-            # rather than a 403 when the seats are full.
+        # A userName in use is found by the insert (the unique index; Conflict is a 409),
+        # which is sent with the COMMIT: no lookup first, so the errors are mapped around the
+        # commit too. Only a refused seat looks, so that a name in use is still a 409 rather
+        # than a 403 when the seats are full.
+        with _mapped_errors(), self.store.write() as tx:
             try:
                 seat = self.seats.settle(
                     tx,

@@ -21,7 +21,6 @@ from sqlalchemy import (
     union,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
@@ -49,7 +48,18 @@ USERS_TOTAL = select(seat_pool.c.users_total).where(seat_pool.c.id == 1)
 # with the transaction's other queued writes (agent.storage.write_behind).
 _FILTER_COLUMNS = tuple(user_columns({"userName": ""}))
 _ROW_COLUMNS = (*_FILTER_COLUMNS, "last_modified", "version", "resource", *SEAT_FIELDS)
-_QUEUED_INSERT = DriverStatement(insert(users).inline(), ("id", "created", *_ROW_COLUMNS))
+
+
+def _name_in_use(values: Mapping[str, Any]) -> Conflict:
+    return Conflict(f"userName '{values['user_name']}' is already in use")
+
+
+# A userName in use (in any case) is refused by the unique index on user_name_ci: Conflict.
+_QUEUED_INSERT = DriverStatement(
+    insert(users).inline(),
+    ("id", "created", *_ROW_COLUMNS),
+    unique=("user_name_ci", _name_in_use),
+)
 _QUEUED_UPDATE = DriverStatement(
     update(users)
     .where(users.c.id == bindparam("u_id"))
@@ -144,10 +154,11 @@ class Users:
         return found is not None and found != except_id
 
     def insert(self, user_id: str, resource: dict, seat: SeatState, now: datetime) -> UserRecord:
-        """Write a new user: its row, its multi-valued rows and the user total, sent now with
-        whatever the transaction queued before (the seat grant and its ledger entry): one
-        exchange with the database. A userName in use is refused by the unique index
-        (Conflict); the transaction is then unusable and the caller lets it roll back."""
+        """Queue a new user: its row, its multi-valued rows and the user total, sent with
+        whatever the transaction queued before (the seat grant and its ledger entry) and
+        after (its outbox row), and on PostgreSQL with the COMMIT: one exchange. A userName
+        in use is refused by the unique index: Conflict, raised by the statement or COMMIT
+        that sends the insert; the transaction is then unusable and rolls back."""
         self._tx.seat_written(seat.license_state)
         writes = self._tx.writes
         writes.add(
@@ -166,12 +177,6 @@ class Users:
         for row in user_value_rows(user_id, resource):
             writes.add(_QUEUED_VALUES, row)
         self._tx.change_pool(users=1)
-        try:
-            writes.send()
-        except IntegrityError as err:
-            if "user_name_ci" not in str(err.orig):
-                raise
-            raise Conflict(f"userName '{resource['userName']}' is already in use") from None
         return UserRecord(user_id, resource, now, now, 1, seat)
 
     def update(

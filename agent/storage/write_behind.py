@@ -24,7 +24,7 @@ would have sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +55,21 @@ class DriverStatement:
 
     ``column_keys``: for an INSERT without ``.values()``, the columns it sets (as
     ``conn.execute(insert(t), {...})`` would take them from the first parameter set).
+
+    ``unique``: (a unique index's name, what to raise when it refuses the statement, made from
+    the statement's values): a queued statement that breaks that index raises this instead of
+    the driver's IntegrityError, from whichever statement or COMMIT sends it.
     """
 
-    def __init__(self, statement: ClauseElement, column_keys: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        statement: ClauseElement,
+        column_keys: tuple[str, ...] | None = None,
+        unique: tuple[str, Callable[[Mapping[str, Any]], Exception]] | None = None,
+    ):
         self.statement = statement
         self.column_keys = column_keys
+        self.unique = unique
         self._by_dialect: dict[str, _Compiled] = {}
 
     def _compiled(self, dialect: Dialect) -> _Compiled:
@@ -157,6 +167,9 @@ class WriteBehind:
             gone = self.dialect.is_disconnect(err, driver, cursor)  # type: ignore[arg-type]
             if gone:
                 self.conn.invalidate(err)
+            refused = _refusal(batch, err, self.dialect.loaded_dbapi.IntegrityError)
+            if refused is not None:
+                raise refused from err
             everything = work + queries
             sql, params = everything[0] if len(everything) == 1 else ("(queued writes)", None)
             raise DBAPIError.instance(
@@ -169,6 +182,22 @@ class WriteBehind:
 
     def drop(self) -> None:
         self.queue = []
+
+
+def _refusal(
+    batch: list[tuple[DriverStatement, Mapping[str, Any]]], err: Exception, integrity: type
+) -> Exception | None:
+    """What a queued statement of ``batch`` with ``unique`` raises for ``err``, if ``err`` is
+    that index refusing it: named by psycopg's diagnostics (not its message, whose detail
+    quotes the value), or in SQLite's message ("UNIQUE constraint failed: users.user_name_ci",
+    no value)."""
+    if not isinstance(err, integrity):
+        return None
+    named = (err.diag.constraint_name or "") if isinstance(err, psycopg.Error) else str(err)
+    for statement, values in batch:
+        if statement.unique is not None and statement.unique[0] in named:
+            return statement.unique[1](values)
+    return None
 
 
 def write_behind(conn: Connection) -> WriteBehind:
