@@ -255,6 +255,82 @@ def test_header_block_over_the_limit_is_431(server: LiveServer) -> None:
     assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
 
 
+def _answer(port: int, data: bytes) -> tuple[int, str, bytes]:
+    """Send raw bytes; the status code, Content-Type and body of the one answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        f = s.makefile("rb")
+        status = int(f.readline().split(b" ")[1])
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers.get("content-type", ""), f.read(int(headers["content-length"]))
+
+
+_SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/scim/v2/Users?filter=", "scim"),
+        ("/scim/v2/Groups?filter=", "scim"),
+        ("/admin/users?cursor=", "admin"),
+        ("/healthz?x=", "text"),
+    ],
+)
+def test_refused_before_the_app_answers_in_the_shape_of_its_door(
+    server: LiveServer, path: str, kind: str
+) -> None:
+    """A request line over gunicorn's limit (414), a header block over the front's (431) and
+    bytes that are not HTTP/1.1 (400) never reach the app: still a SCIM error under /scim,
+    JSON under /admin (what every other refusal there is), plain text elsewhere."""
+    port = int(server.url.rsplit(":", 1)[1])
+    door = path.split("?")[0]
+    big = "".join(f"X-Filler-{i}: {'a' * 1000}\r\n" for i in range(MAX_HEADER_BYTES // 1000 + 2))
+    cases = [
+        (414, _request("GET", path + "a" * 5000), "request line is longer than the 4094 bytes"),
+        (431, _request("GET", door, extra=big), "header fields are more or larger"),
+        (400, _request("GET", door).replace(b"HTTP/1.1", b"HTTP/9.9", 1), "not valid HTTP/1.1"),
+    ]
+    for status, data, said in cases:
+        got, content_type, body = _answer(port, data)
+        assert got == status, body
+        if kind == "scim":
+            assert content_type == "application/scim+json"
+            error = json.loads(body)
+            assert error["schemas"] == [_SCIM_ERROR] and error["status"] == str(status)
+            detail = error["detail"]
+        elif kind == "admin":
+            assert content_type == "application/json"
+            detail = json.loads(body)["error"]
+        else:
+            assert content_type.startswith("text/plain")
+            detail = body.decode()
+        assert said in detail
+        assert ("POST /scim/v2/.search" in detail) == (status == 414 and kind == "scim")
+    assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "target"),
+    [
+        (b"GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\n\r\n", "/scim/v2/Users"),
+        (b"GET /admin/users?x=\xff\xfe HTTP/1.1\r\n", "/admin/users?x=\xff\xfe"),
+        (b"GET\r\n\r\n", ""),
+        (b"", ""),
+        (b"\x00\x01 \x02", "\x02"),
+    ],
+)
+def test_the_door_is_read_from_any_bytes(data: bytes, target: str) -> None:
+    from agent.web.early_errors import is_admin, is_scim, request_target
+
+    assert request_target(data) == target
+    assert is_scim(target) == target.startswith("/scim/")
+    assert is_admin(target) == target.startswith("/admin")
+
+
 @pytest.mark.parametrize(
     "framing",
     [

@@ -42,6 +42,8 @@ from gunicorn import http
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from agent.web import early_errors
+
 # Request line and header fields together; nginx's large_client_header_buffers is 4 x 8 KiB.
 MAX_HEADER_BYTES = 64 * 1024
 # A chunk-size line longer than this is not a chunk size (RFC 9112 §7.1).
@@ -197,6 +199,27 @@ class PendingRequest:
         return Progress.MORE
 
 
+class _Captured:
+    """Stands in for the socket while gunicorn's ``handle_error`` decides the status of a
+    request it cannot parse (and logs it); its HTML page is kept here, not sent."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0  # gunicorn's write_nonblock then writes straight to sendall
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def status(self) -> tuple[int, str] | None:
+        """The status code and reason of the captured answer, if there is one."""
+        parts = self.data.split(b"\r\n", 1)[0].split(b" ", 2)
+        if len(parts) < 3 or not parts[1].isdigit():
+            return None
+        return int(parts[1]), parts[2].decode("latin-1")
+
+
 class BufferingWorker(ThreadWorker):  # type: ignore[misc]
     """gthread with a reading front; the limits are set by ``worker_class``."""
 
@@ -269,9 +292,10 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
 
     def _take(self, conn: TConn, pending: PendingRequest, progress: Progress) -> None:
         if progress is Progress.HEADERS_TOO_LARGE:
-            self._refuse(conn, b"431 Request Header Fields Too Large")
+            self._refuse(conn, pending, 431, "Request Header Fields Too Large")
             return
         request = bytes(pending.data[: pending.end])
+        conn.target = early_errors.request_target(request)
         conn.surplus = bytes(pending.data[pending.end :]) if pending.reusable else b""
         conn.reusable = pending.reusable
         conn.parser = http.get_parser(self.cfg, [request], conn.client)
@@ -293,11 +317,21 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             pass
 
-    def _refuse(self, conn: TConn, status: bytes) -> None:
-        self._send_now(
-            conn, b"HTTP/1.1 " + status + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        )
+    def _refuse(self, conn: TConn, pending: PendingRequest, status: int, reason: str) -> None:
+        """Answer a request the front will not buffer (agent.web.early_errors), then close."""
+        target = early_errors.request_target(pending.data)
+        self._send_now(conn, self._early_answer(status, reason, target, ""))
         self._linger(conn)
+
+    def _early_answer(self, status: int, reason: str, target: str, said: str) -> bytes:
+        limits = early_errors.Limits(
+            line=self.cfg.limit_request_line,
+            fields=self.cfg.limit_request_fields,
+            field_bytes=self.cfg.limit_request_field_size,
+            head_bytes=MAX_HEADER_BYTES,
+        )
+        detail = early_errors.detail_for(status, target, limits, said)
+        return early_errors.response(status, reason, target, detail)
 
     def _linger(self, conn: TConn) -> None:
         """Close after the response: half-close, then let the client's remaining bytes drain
@@ -353,7 +387,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
                 continue
             self._stop_reading(conn)
             if pending.started:
-                self._refuse(conn, b"408 Request Timeout")
+                self._refuse(conn, pending, 408, "Request Timeout")
             else:
                 self._close(conn)
         for conn in [c for c in self.lingering if c.timeout <= now]:
@@ -401,8 +435,23 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 self.log.exception("Socket error processing request.")
         except Exception as e:
-            self.handle_error(req, conn.sock, conn.client, e)
+            self._answer_error(conn, req, e)
         return False
+
+    def _answer_error(self, conn: TConn, req: Any, exc: Exception) -> None:
+        """gunicorn decides the status of what it could not parse or serve, and logs it; the
+        answer is made in the shape of the door the request came to (early_errors)."""
+        captured = _Captured()
+        self.handle_error(req, captured, conn.client, exc)
+        found = captured.status()
+        if found is None:
+            return
+        status, reason = found
+        answer = self._early_answer(status, reason, getattr(conn, "target", ""), str(exc))
+        try:
+            conn.sock.sendall(answer)
+        except OSError:
+            pass
 
 
 def worker_class(
