@@ -238,6 +238,10 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     if dry_run:
         lines.append("dry run: nothing was changed")
     _emit(data, as_json, "\n".join(lines))
+    if report.downstream_error is not None:
+        # The seats were recounted, but the application could not be compared: a script or
+        # timer running this must notice (exit 1, as a plan that cannot be carried out).
+        sys.exit(1)
 
 
 @main.command()

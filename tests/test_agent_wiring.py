@@ -297,9 +297,14 @@ def test_cli_reconcile_with_the_downstream_down_prints_the_finding(
     config = _cli_config(tmp_path, db_url, downstream)
     downstream.stop()
     result = CliRunner().invoke(main, ["reconcile", "--config", str(config)])
-    assert result.exit_code == 0, result.output
+    # The recount is done and reported; the comparison is not: exit 1 for scripts and timers.
+    assert result.exit_code == 1, result.output
     assert "downstream unreachable" in result.output
+    assert "users: 1" in result.output
     assert "Traceback" not in result.output
+    as_json = CliRunner().invoke(main, ["reconcile", "--config", str(config), "--json"])
+    assert as_json.exit_code == 1, as_json.output
+    assert "cannot connect" in json.loads(as_json.stdout)["downstream_error"]
     with api.agent.store.read() as tx:
         assert tx.state.get("last_reconcile") is not None
     status = CliRunner().invoke(main, ["status", "--config", str(config), "--json"])
