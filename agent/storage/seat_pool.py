@@ -32,8 +32,14 @@ _CEILING = (
     select(func.min(reductions.c.target)).where(reductions.c.state.in_(_HOLDING)).scalar_subquery()
 )
 _ANY_QUEUED = exists().where(users.c.license_state == "queued")
-_SQLITE_LOCK = select(seat_pool.c.seats, seat_pool.c.consumed, _CEILING, _ANY_QUEUED).where(
-    seat_pool.c.id == 1
+# SQLite: driver SQL, run on the driver's cursor (SQLAlchemy's execution machinery costs
+# about as much as the statement, on every write).
+_SQLITE_LOCK = (
+    "SELECT seats, consumed,"
+    f" (SELECT min(target) FROM reductions WHERE state IN ({', '.join('?' * len(_HOLDING))})),"
+    " EXISTS (SELECT 1 FROM users WHERE license_state = 'queued')"
+    " FROM seat_pool WHERE id = 1",
+    _HOLDING,
 )
 _PG_LOCK = [
     ("SELECT seats, consumed FROM seat_pool WHERE id = 1 FOR UPDATE", None),
@@ -71,7 +77,9 @@ class SeatPool:
             assert pool is not None and ceiling is not None and queued is not None
             seats, consumed, target, anyone = pool[0], pool[1], ceiling[0], queued[0]
         else:
-            seats, consumed, target, anyone = self.conn.execute(_SQLITE_LOCK).one()
+            (row,) = self._tx.writes.fetch([_SQLITE_LOCK])
+            assert row is not None
+            seats, consumed, target, anyone = row
         self._tx.ceilings[_HOLDING] = int(target) if target is not None else None
         self._tx.may_have_queued = bool(anyone)
         self._tx.pool_row = PoolRow(seats=seats, consumed=consumed)
