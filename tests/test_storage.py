@@ -652,12 +652,3 @@ def test_no_connection_keeps_a_plan_made_while_a_table_was_small(pg_url):
     finally:
         store.dispose()
 
-
-def test_a_stored_resource_is_read_whatever_its_numbers():
-    """Stored resources are read with orjson, which refuses integers beyond 64 bits; such a
-    number (the standard library wrote it) is still read, exactly."""
-    from agent.storage.rows import _loads
-
-    big = 123456789012345678901234567890
-    assert _loads('{"userName": "a", "n": %d}' % big) == {"userName": "a", "n": big}
-    assert _loads(b'{"userName": "\xc3\xa9"}') == {"userName": "\u00e9"}

@@ -10,22 +10,12 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
 from agent.scim.resources import MULTI_VALUED
 from agent.storage.records import SeatState, UserRecord
 from agent.storage.tables import group_members, groups, users
-
-
-def _loads(text: str | bytes) -> Any:
-    """A stored resource: orjson reads one in a third of the standard library's time; the
-    integers beyond 64 bits a client may have sent (which orjson refuses) go the slow way."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def utc(dt: datetime | None) -> datetime | None:
@@ -134,7 +124,7 @@ def user_records(rows: Sequence[Any]) -> list[UserRecord]:
         ) = columns(row)
         record = UserRecord(
             user_id,
-            _loads(resource),
+            json.loads(resource),
             utc(created),  # type: ignore[arg-type]
             utc(modified),  # type: ignore[arg-type]
             version,
