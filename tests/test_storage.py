@@ -651,4 +651,3 @@ def test_no_connection_keeps_a_plan_made_while_a_table_was_small(pg_url):
             assert tx.conn.execute(seq_scans).scalar_one() == before
     finally:
         store.dispose()
-
