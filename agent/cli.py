@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from agent.cli_support import (  # noqa: E402
     CONFIG_OPTION,
     JSON_OPTION,
+    SeatAgentGroup,
     _agent,
     _emit,
     _settings,
@@ -33,7 +34,7 @@ from agent.cli_support import (  # noqa: E402
 )
 
 
-@click.group()
+@click.group(cls=SeatAgentGroup)
 def main() -> None:
     """seat-agent: SCIM 2.0 provisioning with license seat enforcement."""
 

@@ -40,6 +40,53 @@ class ConfigProblem(click.ClickException):
         click.echo(f"seat-agent: {self.format_message()}", err=True)
 
 
+# click 8.2 and later: a group named without a command raises this to show its help.
+class _NeverRaised(Exception):
+    pass
+
+
+_NO_ARGS_IS_HELP: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
+
+
+class SeatAgentGroup(click.Group):
+    """The ``seat-agent`` group: a usage error (an unknown command or option, a missing or bad
+    argument) is one line on stderr naming the command and its ``--help``, exit 2, instead of
+    click's usage block; with ``--json`` on the command line it is ``{"error": ...}`` on
+    stdout instead, as the commands' own checks give it (``usage_error``)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            result = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.UsageError as err:
+            if isinstance(err, _NO_ARGS_IS_HELP):  # a group named alone: its help, as click
+                err.show()
+                sys.exit(err.exit_code)
+            where = err.ctx.command_path if err.ctx is not None else "seat-agent"
+            message = err.format_message()
+            if "--json" in argv:
+                click.echo(json.dumps({"error": message}))
+            else:
+                click.echo(f"{where}: {message} (see '{where} --help')", err=True)
+            sys.exit(2)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",

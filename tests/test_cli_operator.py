@@ -222,3 +222,35 @@ def test_an_unsupported_database_or_a_binary_config_is_one_line_exit_2(tmp_path)
     assert r.returncode == 2
     [line] = r.stderr.strip().splitlines()
     assert "not a text (TOML) file" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["seats", "--bogus"], "No such option '--bogus'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["licenses", "set", "abc"], "COUNT"),
+        (["ledger", "--limit", "0"], "--limit"),
+        (["reduce"], "--to"),
+        (["users", "--state", "sleeping"], "--state"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(tmp_path, args, said):
+    """Whatever click itself refuses (an unknown option or command, a missing or bad
+    argument) reads like the commands' own refusals: one line naming the command and its
+    --help, exit 2, nothing on stdout; with --json, {"error": ...} on stdout instead."""
+    config = tmp_path / "agent.toml"
+    write_config(config, f"sqlite:///{tmp_path}/data.db", 8080, seats=10)
+    assert run(tmp_path, "db", "upgrade", "--config", str(config)).returncode == 0
+    r = run(tmp_path, *args, "--config", str(config))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    line = one_line(r.stderr)
+    assert said in line and "--help" in line and "Usage:" not in line
+    assert r.stdout == ""
+    if args[0] != "nosuch":
+        as_json = run(tmp_path, *args, "--json", "--config", str(config))
+        assert as_json.returncode == 2
+        assert said in json.loads(as_json.stdout)["error"]
+        assert as_json.stderr == ""
+    helped = run(tmp_path, *([] if args[0] == "nosuch" else [args[0]]), "--help")
+    assert helped.returncode == 0 and "Usage:" in helped.stdout
