@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from agent.cli_support import CONFIG_OPTION, JSON_OPTION, _settings
+from agent.cli_support import CONFIG_OPTION, JSON_OPTION, _settings, terminal_safe
 from agent.connectors import EffectiveUser, build_connector
 
 SAMPLE = EffectiveUser(
@@ -150,7 +150,7 @@ def register(main: click.Group) -> None:
         if as_json:
             click.echo(json.dumps({"ok": ok, "application": facts, "dryRun": dry}, indent=2))
         else:
-            click.echo(_human(facts, dry))
+            click.echo(terminal_safe(_human(facts, dry)))
         sys.exit(0 if ok else 1)
 
 

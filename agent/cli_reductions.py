@@ -14,7 +14,15 @@ from typing import Any
 
 import click
 
-from agent.cli_support import CONFIG_OPTION, JSON_OPTION, _agent, _emit, _table, usage_error
+from agent.cli_support import (
+    CONFIG_OPTION,
+    JSON_OPTION,
+    _agent,
+    _emit,
+    _table,
+    terminal_safe,
+    usage_error,
+)
 
 
 def _fail(message: str, as_json: bool, **extra: Any) -> None:
@@ -144,7 +152,7 @@ def register(main: click.Group) -> None:
             if dry_run:
                 if not plan["feasible"]:
                     if not as_json:
-                        click.echo(plan_text(plan, with_problem=False))
+                        click.echo(terminal_safe(plan_text(plan, with_problem=False)))
                     _fail("NOT POSSIBLE: " + plan["problem"], as_json, dry_run=True, plan=plan)
                 _emit(
                     {"dry_run": True, "plan": plan},
@@ -157,7 +165,7 @@ def register(main: click.Group) -> None:
                     click.echo(plan_text(plan, with_problem=False), err=True)
                 _fail(plan["problem"], as_json, plan=plan)
             if not as_json:
-                click.echo(plan_text(plan))
+                click.echo(terminal_safe(plan_text(plan)))
             if not yes and not click.confirm(
                 "\nCreate this reduction?", default=False, err=as_json
             ):
@@ -198,7 +206,11 @@ def register(main: click.Group) -> None:
                 if as_json:
                     click.echo(json.dumps({"id": reduction_id, **entry}))
                 else:
-                    click.echo(f"{entry['at'][:19]}  {entry['state']:<32}{entry['note'] or ''}")
+                    click.echo(
+                        terminal_safe(
+                            f"{entry['at'][:19]}  {entry['state']:<32}{entry['note'] or ''}"
+                        )
+                    )
             shown = len(data["history"])
             if data["state"] in FINAL:
                 if not as_json:

@@ -207,8 +207,33 @@ def _agent(config_path: str | None) -> Iterator[Agent]:
         agent.store.dispose()
 
 
+def _escaped(code: int) -> str:
+    return chr(code).encode("unicode_escape").decode("ascii")
+
+
+# What the directory may send and a terminal would act on rather than show: C0 and C1
+# control characters (an escape sequence recolours the screen or moves the cursor, a carriage
+# return overwrites the line), DEL, the Unicode line and paragraph separators and the
+# bidirectional overrides (which reorder what is shown). Shown escaped instead (\x1b, \u202e).
+_UNSHOWN = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_UNSHOWN += [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_IN_TEXT = {code: _escaped(code) for code in _UNSHOWN if chr(code) not in "\n\t"}
+_IN_CELL = {code: _escaped(code) for code in _UNSHOWN}  # a newline would break the row
+
+
+def terminal_safe(text: str) -> str:
+    """Human output with what came from the directory made harmless to the operator's
+    terminal; the output's own newlines and tabs kept."""
+    return text if text.isprintable() else text.translate(_IN_TEXT)
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if text.isprintable() else text.translate(_IN_CELL)
+
+
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
-    cells = [headers] + [["" if c is None else str(c) for c in r] for r in rows]
+    cells = [headers] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -219,7 +244,7 @@ def _emit(data: Any, as_json: bool, human: str) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
-        click.echo(human)
+        click.echo(terminal_safe(human))
 
 
 def usage_error(as_json: bool, message: str, param_hint: str) -> NoReturn:

@@ -241,3 +241,22 @@ def test_ledger_without_since_shows_the_newest_entries_in_time_order(cli):
     cli.create_users(["a", "b", "c"])  # initial licenses, 2 grants, 1 queue
     entries = json.loads(cli("ledger", "--limit", "2", "--json").output)["entries"]
     assert [(e["kind"], e["userName"]) for e in entries] == [("grant", "b"), ("queue", "c")]
+
+
+def test_directory_text_cannot_drive_the_operators_terminal(cli):
+    """A userName from the directory with an escape sequence, a carriage return, a newline or
+    a bidirectional override is shown escaped in the CLI's tables and text, so it cannot
+    recolour the screen, overwrite a line or break a row; --json keeps the text as stored."""
+    hostile = "eve\x1b[31m\r\n\u202eevil@example.com"
+    cli.create_users(["alice@example.com", "bob@example.com", hostile])  # 2 seats: eve queued
+    for args in (["users"], ["queue"], ["user", hostile], ["ledger"]):
+        r = cli(*args)
+        assert r.exit_code == 0, (args, r.output)
+        for raw in ("\x1b", "\r", "\u202e"):
+            assert raw not in r.output, args
+        if args[0] != "ledger":  # the ledger entry of a queued user names no seat change
+            assert "eve\\x1b[31m\\r\\n\\u202eevil@example.com" in r.output, args
+    rows = cli("users").output.strip().splitlines()
+    assert len(rows) == 2 + 3  # header, rule, one line per user
+    stored = json.loads(cli("users", "--json").output)["users"]
+    assert hostile in [u["userName"] for u in stored]
