@@ -373,6 +373,60 @@ def test_framing_finds_the_end_of_each_request_byte_by_byte() -> None:
     assert pending.end == len(chunked)
 
 
+@pytest.mark.parametrize(
+    ("body", "progress"),
+    [
+        (b"ZZ\r\n\r\n", Progress.BAD_CHUNKS),  # not a hexadecimal size
+        (b"-1\r\n\r\n", Progress.BAD_CHUNKS),
+        (b'5\r\n{"a":1}\r\n0\r\n\r\n', Progress.BAD_CHUNKS),  # 7 bytes of data for 5
+        (b"3\r\nabc\r\n" + b"f" * 2000, Progress.BAD_CHUNKS),  # a size line with no end
+        (b"3\r\nabc\r\n0\r\n\r\n", Progress.COMPLETE),
+        (b"3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\n", Progress.COMPLETE),
+    ],
+)
+def test_a_chunked_body_is_checked_whole_before_the_app_reads_it(body, progress) -> None:
+    head = b"POST /scim/v2/Users HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert PendingRequest(100_000).feed(head + body) is progress
+    assert _feed_bytewise(PendingRequest(100_000), head + body) is progress
+
+
+def test_a_transfer_coding_besides_chunked_is_not_taken() -> None:
+    head = b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert PendingRequest(1000).feed(head) is Progress.UNKNOWN_CODING
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/scim/v2/Users", b"ZZ\r\n\r\n"),
+        ("/scim/v2/Users/.search", b"-1\r\n\r\n"),
+        ("/scim/v2/Users", b'5\r\n{"a":1}\r\n0\r\n\r\n'),
+        ("/admin/licenses", b'5\r\n{"a":1}\r\n0\r\n\r\n'),
+    ],
+)
+def test_a_malformed_chunked_body_is_a_400_not_a_500(server: LiveServer, path, body) -> None:
+    """Found by trying the product from outside: gunicorn decodes chunks only as the app reads
+    them, so a bad chunk was an exception inside the app (a 500). The front checks them."""
+    port = int(server.url.rsplit(":", 1)[1])
+    method = "PUT" if path.startswith("/admin") else "POST"
+    status, content_type, answer = _answer(
+        port, _request(method, path, extra="Transfer-Encoding: chunked\r\n") + body
+    )
+    assert status == 400, answer
+    if path.startswith("/scim"):
+        assert content_type == "application/scim+json"
+        assert "chunked" in json.loads(answer)["detail"]
+    else:
+        assert "chunked" in json.loads(answer)["error"]
+    status, content_type, answer = _answer(
+        port,
+        _request(method, path, extra="Transfer-Encoding: gzip, chunked\r\n")
+        + b"3\r\nabc\r\n0\r\n\r\n",
+    )
+    assert status == 501 and "gzip" in answer.decode()
+    assert "Traceback" not in Path(server.log.name).read_text(errors="replace")
+
+
 def test_framing_refuses_to_buffer_past_the_limits() -> None:
     pending = PendingRequest(10)
     progress = pending.feed(b"POST /x HTTP/1.1\r\nContent-Length: 11\r\n\r\n")

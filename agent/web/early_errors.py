@@ -62,6 +62,11 @@ def detail_for(status: int, target: str, limits: Limits, said: str) -> str:
         )
     if status == 408:
         return "The request did not arrive in time; send it again."
+    if status == 501:
+        return (
+            "This server reads a request body as sent or chunked, nothing else; send it"
+            " without another transfer coding (such as gzip)."
+        )
     quoted = "".join(c if c.isprintable() else "?" for c in said[:_DETAIL_LIMIT])
     if status == 500:
         return "The server could not handle this request; nothing was changed."

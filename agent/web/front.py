@@ -24,8 +24,12 @@ Limits, each ending the connection:
   connection is closed after the answer.
 
 Bytes the front cannot frame (two different ``Content-Length`` values, a ``Transfer-Encoding``
-other than chunked, a malformed chunk size) go to gunicorn's parser as they are, which refuses
-them with 400; the connection is then closed.
+that does not end in chunked) go to gunicorn's parser as they are, which refuses them with 400
+or 501 while reading the headers. A chunked body that breaks RFC 9112 §7.1 (a chunk size that
+is not hexadecimal or a line too long, data longer than its size) is answered 400 by the front
+itself, and another transfer coding before chunked (``gzip, chunked``) 501: gunicorn would
+find the first only while the application reads the body, a 500, and would hand the second
+over undecoded. The connection is then closed.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class Progress(Enum):
     MORE = "more"  # the request is not complete yet
     COMPLETE = "complete"  # request bytes [0:end] are ready for the parser
     HEADERS_TOO_LARGE = "headers too large"
+    BAD_CHUNKS = "bad chunks"  # a chunked body that breaks RFC 9112 §7.1: answered 400 here
+    UNKNOWN_CODING = "unknown coding"  # a transfer coding besides chunked: answered 501 here
 
 
 class PendingRequest:
@@ -80,6 +86,7 @@ class PendingRequest:
         self._scanned = 0
         self._length = 0
         self._chunked = False
+        self._unknown_coding = False
         self._chunk_pos = 0
         self._chunk_payload = 0
         self._in_trailers = False
@@ -111,6 +118,8 @@ class PendingRequest:
                 return Progress.HEADERS_TOO_LARGE
             self._read_framing(bytes(self.data[:found]))
             self._chunk_pos = self.header_end
+        if self._unknown_coding:
+            return Progress.UNKNOWN_CODING
         if self.end >= 0:
             return Progress.COMPLETE
         if self._chunked:
@@ -139,6 +148,8 @@ class PendingRequest:
         if codings:
             if lengths or codings[-1] != b"chunked":
                 self._unframable()
+            elif codings != [b"chunked"]:
+                self._unknown_coding = True  # gzip, chunked: the body would be read as sent
             else:
                 self._chunked = True
         elif lengths:
@@ -163,8 +174,7 @@ class PendingRequest:
             eol = data.find(b"\r\n", pos)
             if eol < 0:
                 if len(data) - pos > MAX_CHUNK_LINE and not self._in_trailers:
-                    self._unframable()
-                    return Progress.COMPLETE
+                    return Progress.BAD_CHUNKS
                 break
             if self._in_trailers:
                 if eol == pos:  # the empty line after the trailer fields
@@ -174,8 +184,7 @@ class PendingRequest:
                 continue
             size_text = bytes(data[pos:eol]).split(b";", 1)[0].strip()
             if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
-                self._unframable()
-                return Progress.COMPLETE
+                return Progress.BAD_CHUNKS
             size = int(size_text, 16)
             if size == 0:
                 self._in_trailers = True
@@ -189,6 +198,8 @@ class PendingRequest:
                     self.reusable = False
                     return Progress.COMPLETE
                 break
+            if data[chunk_end - 2 : chunk_end] != b"\r\n":  # the data is longer than its size
+                return Progress.BAD_CHUNKS
             self._chunk_payload += size
             pos = chunk_end
             if self._chunk_payload > self.max_body_bytes:
@@ -294,6 +305,13 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         if progress is Progress.HEADERS_TOO_LARGE:
             self._refuse(conn, pending, 431, "Request Header Fields Too Large")
             return
+        if progress is Progress.BAD_CHUNKS:
+            # gunicorn would only find it while the application reads the body (a 500).
+            self._refuse(conn, pending, 400, "Bad Request", "a malformed chunked body")
+            return
+        if progress is Progress.UNKNOWN_CODING:
+            self._refuse(conn, pending, 501, "Not Implemented", "a transfer coding besides chunked")
+            return
         request = bytes(pending.data[: pending.end])
         conn.target = early_errors.request_target(request)
         conn.surplus = bytes(pending.data[pending.end :]) if pending.reusable else b""
@@ -317,10 +335,12 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             pass
 
-    def _refuse(self, conn: TConn, pending: PendingRequest, status: int, reason: str) -> None:
+    def _refuse(
+        self, conn: TConn, pending: PendingRequest, status: int, reason: str, said: str = ""
+    ) -> None:
         """Answer a request the front will not buffer (agent.web.early_errors), then close."""
         target = early_errors.request_target(pending.data)
-        self._send_now(conn, self._early_answer(status, reason, target, ""))
+        self._send_now(conn, self._early_answer(status, reason, target, said))
         self._linger(conn)
 
     def _early_answer(self, status: int, reason: str, target: str, said: str) -> bytes:
