@@ -31,11 +31,13 @@ def create_app(
         ratelimit,
         reductions,
         scim,
+        scim_response,
         status_page,
     )
 
     observability.init_app(app)
     ratelimit.init_app(app)
+    app.after_request(scim_response.no_type_without_content)
     app.register_blueprint(scim.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(reductions.bp)

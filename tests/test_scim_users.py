@@ -634,3 +634,16 @@ def test_excluded_attributes_on_users(api):
     # id, schemas and meta are always returned (RFC 7643 §7 returned "always").
     body = api.scim("GET", f"/Users/{uid}?excludedAttributes=id,meta").get_json()
     assert body["id"] == uid and "meta" in body
+
+
+def test_an_answer_without_content_names_no_media_type(api):
+    """Found by trying the product from outside: a DELETE's 204 and the automatic answer to
+    OPTIONS said ``text/html`` (Flask's default) under /scim and /admin, which never answer
+    HTML; with no content there is no media type to name."""
+    uid = create(api, "gone@example.com")["id"]
+    r = api.scim("DELETE", f"/Users/{uid}")
+    assert r.status_code == 204 and "Content-Type" not in r.headers
+    for r in (api.scim("OPTIONS", "/Users"), api.admin("OPTIONS", "/seats")):
+        assert r.status_code == 200 and "GET" in r.headers["Allow"]
+        assert "Content-Type" not in r.headers
+    assert api.scim("GET", "/Users").headers["Content-Type"] == "application/scim+json"

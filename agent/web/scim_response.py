@@ -54,3 +54,14 @@ def error_response(err: ScimError) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="seat-agent"'
     g.scim_error = err
     return scim_response(body, err.status, headers)
+
+
+def no_type_without_content(response: Response) -> Response:
+    """A response with no content names no media type (RFC 9110 §8.3: Content-Type describes
+    content): a 204, and Flask's automatic answer to OPTIONS, would otherwise say
+    ``text/html``, Flask's default, under /scim and /admin, which never answer HTML."""
+    if response.status_code == 204 or (
+        request.method == "OPTIONS" and not response.is_streamed and not response.get_data()
+    ):
+        del response.headers["Content-Type"]
+    return response
