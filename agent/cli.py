@@ -188,6 +188,7 @@ def scheduler(config_path: str | None) -> None:
 def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     """Recount seats, repair drift, and report what was found and done."""
     from agent.jobs.tasks import Jobs
+    from agent.services.reconcile import NO_DOWNSTREAM
 
     with _agent(config_path) as agent:
         with agent.store.read() as tx:
@@ -201,18 +202,22 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
             bars.append(bar)
             return bar
 
-        seats_bar = bar_for("seats     ")
+        # Bars only on a terminal: elsewhere click prints their labels, which a script
+        # reading ``2>&1`` would find in the middle of its --json.
+        seats_bar = bar_for("seats     ") if _stderr_is_terminal() else None
         downstream_bar: list[Any] = []
 
         def downstream_progress(n: int) -> None:
             if not downstream_bar:
-                seats_bar.render_finish()
+                seats_bar.render_finish()  # type: ignore[union-attr]
                 downstream_bar.append(bar_for("downstream"))
             downstream_bar[0].update(n)
 
         try:
             report = Jobs(agent).reconcile(
-                dry_run=dry_run, progress=seats_bar.update, downstream_progress=downstream_progress
+                dry_run=dry_run,
+                progress=seats_bar.update if seats_bar is not None else None,
+                downstream_progress=downstream_progress if seats_bar is not None else None,
             )
         finally:
             for bar in bars:
@@ -229,6 +234,8 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     ]
     if report.downstream_error is not None:
         lines.append(f"downstream unreachable: {report.downstream_error} (comparison skipped)")
+    elif report.downstream_note == NO_DOWNSTREAM:
+        pass  # said below: nothing was compared
     else:
         lines.append(f"downstream drift: {len(report.drift)}")
         for d in report.drift[:50]:
@@ -243,6 +250,10 @@ def reconcile(config_path: str | None, as_json: bool, dry_run: bool) -> None:
         # The seats were recounted, but the application could not be compared: a script or
         # timer running this must notice (exit 1, as a plan that cannot be carried out).
         sys.exit(1)
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 @main.command()

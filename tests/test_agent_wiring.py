@@ -313,7 +313,7 @@ def test_cli_reconcile_with_the_downstream_down_prints_the_finding(
 
 
 def test_cli_reconcile_shows_progress_for_the_downstream_pass_too(
-    wired, downstream, db_url, tmp_path
+    wired, downstream, db_url, tmp_path, monkeypatch
 ):
     from click.testing import CliRunner
 
@@ -322,10 +322,17 @@ def test_cli_reconcile_shows_progress_for_the_downstream_pass_too(
     api = wired(seats=10)
     create(api, "ann@example.com")
     config = _cli_config(tmp_path, db_url, downstream)
+    monkeypatch.setattr("agent.cli._stderr_is_terminal", lambda: True)
     result = CliRunner().invoke(main, ["reconcile", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "seats" in result.stderr and "downstream" in result.stderr
     assert "downstream drift: 1" in result.stdout  # ann was never delivered: missing
+    # Not on a terminal (a script, a timer, 2>&1): no bars, so nothing but the report.
+    monkeypatch.setattr("agent.cli._stderr_is_terminal", lambda: False)
+    result = CliRunner().invoke(main, ["reconcile", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert len(json.loads(result.stdout)["drift"]) == 1
 
 
 def _cli_config(tmp_path, db_url, downstream):

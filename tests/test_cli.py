@@ -166,8 +166,12 @@ def test_reconcile_and_status_commands(cli):
     assert "dry run: nothing was changed" in r.output
     assert json.loads(cli("seats", "--json").output)["consumed"] == 5
 
+    assert "no application is set up to compare with" in r.output
+    assert "downstream drift" not in r.output  # nothing was compared: no count to show
+
     data = json.loads(_json_tail(cli("reconcile", "--json").output))
     assert data["counter_before"] == 5 and data["counter_after"] == 2
+    assert data["downstream_note"].startswith("no application is set up")
     assert json.loads(cli("seats", "--json").output)["consumed"] == 2
 
     status = json.loads(cli("status", "--json").output)

@@ -32,6 +32,10 @@ class Drift:
     remote_id: str | None = None  # the downstream id, for users unknown to seat-agent
 
 
+# The note of a reconcile with no application to compare with.
+NO_DOWNSTREAM = 'no application is set up to compare with ([downstream] type = "none")'
+
+
 @dataclass
 class ReconcileReport:
     users: int = 0
@@ -164,6 +168,8 @@ def reconcile(
             seats.promote_queue(tx, RECONCILE)
     if compare_downstream is not None:
         compare_downstream(report, progress=downstream_progress)
+    else:
+        report.downstream_note = NO_DOWNSTREAM
     return report
 
 
