@@ -110,8 +110,8 @@ def _settings(config_path: str | None, creates_database: bool = False) -> Settin
         path = SYSTEM_CONFIG
     if path is None and not creates_database and not Path(WORKING_DATABASE).exists():
         raise ConfigProblem(
-            "no configuration found: looked at --config, $SEAT_AGENT_CONFIG, "
-            f"{SYSTEM_CONFIG} and {Path.cwd() / WORKING_DATABASE} (none exist); "
+            "no configuration found: none given with --config or $SEAT_AGENT_CONFIG, and "
+            f"neither {SYSTEM_CONFIG} nor {Path.cwd() / WORKING_DATABASE} exists; "
             "pass --config FILE or create one with `seat-agent init`"
         )
     try:
