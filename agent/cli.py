@@ -410,7 +410,8 @@ def licenses() -> None:
     """License count."""
 
 
-@licenses.command("set")
+# A negative COUNT is a bad count, not an unknown option: "-5" reaches the check below.
+@licenses.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("count")
 @CONFIG_OPTION
 @JSON_OPTION

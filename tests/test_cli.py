@@ -191,7 +191,7 @@ def _no_traceback(r) -> None:
     assert r.exception is None or isinstance(r.exception, SystemExit)
 
 
-@pytest.mark.parametrize("count", ["10000000000000000000000", "1000001", "abc", "1.5"])
+@pytest.mark.parametrize("count", ["10000000000000000000000", "1000001", "abc", "1.5", "-5"])
 def test_licenses_set_bad_count_is_a_clear_error(cli, count):
     assert cli("db", "upgrade").exit_code == 0
     r = cli("licenses", "set", count, "--json")
