@@ -8,6 +8,7 @@ import csv
 import io
 
 import pytest
+from conftest import ADMIN_TOKEN
 from test_seat_engine import create, user
 
 
@@ -119,3 +120,26 @@ def test_billable_csv_cells_never_run_as_spreadsheet_formulas(make_api):
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
     names = sorted(row["userName"] for row in rows)
     assert names == ["'+1 555", '\'=HYPERLINK("http://evil","x")']
+
+
+@pytest.mark.parametrize(
+    "ctype", ["text/plain", "application/xml", "application/x-www-form-urlencoded"]
+)
+def test_an_admin_body_declared_as_not_json_is_a_415_and_changes_nothing(api, ctype):
+    """As on /scim: a body declared as something else than JSON is refused (415, JSON error)
+    even when its bytes happen to be JSON; no Content-Type at all is still read as JSON."""
+    before = api.admin("GET", "/seats").get_json()["licensed"]
+    r = api.client.put(
+        "/admin/licenses",
+        data='{"seats": 42}',
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": ctype},
+    )
+    assert r.status_code == 415 and ctype in r.get_json()["error"]
+    assert api.admin("GET", "/seats").get_json()["licensed"] == before
+    r = api.client.put(
+        "/admin/licenses",
+        data='{"seats": 42}',
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert r.status_code == 200, r.get_json()
+    assert api.admin("GET", "/seats").get_json()["licensed"] == 42

@@ -134,7 +134,11 @@ def _refuse_unstorable_text() -> None:
 
 def _json_object(allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object of ``allowed`` fields, through the same size, depth and
-    character guards as SCIM bodies (agent.web.json_body)."""
+    character guards as SCIM bodies (agent.web.json_body). A body declared as something else
+    than JSON is a 415, as on /scim (no Content-Type at all is read as JSON)."""
+    ctype = (request.mimetype or "").lower()
+    if ctype and "json" not in ctype:
+        raise AdminError(415, f"unsupported content type {ctype}; send application/json")
     try:
         raw = json_body.read()
         body = json_body.parse(raw) if raw.strip() else None
