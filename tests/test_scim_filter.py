@@ -112,6 +112,25 @@ def test_json_escapes_are_decoded():
     assert user(r'displayName eq "a\\b\u00e9"') == cmp("displayName", "eq", "a\\bé")
 
 
+def test_an_escaped_quote_stays_inside_its_string():
+    """RFC 8259 §7 escapes in a compValue include ``\\"``: scim2-filter-parser's lexer ended the
+    string at it, so a name with a quote could be stored but never looked up (found by trying
+    the product from outside)."""
+    assert user(r'userName eq "a\"b"') == cmp("userName", "eq", 'a"b')
+    assert user(r'userName co "\"" or title eq "x\"y\""') == Or(
+        cmp("userName", "co", '"'), cmp("title", "eq", 'x"y"')
+    )
+    assert user(r'emails[value eq "a\"b@x"]') == ValuePath(
+        "emails", cmp("emails.value", "eq", 'a"b@x')
+    )
+    assert group(r'displayName eq "O\"Brien Team"') == cmp(
+        "displayName", "eq", 'O"Brien Team', GROUP_ATTRS
+    )
+    # The quote after a backslash is not the end: the string runs on to the next quote.
+    with pytest.raises(ScimError, match="position 28"):
+        user(r'userName eq "abc\" or x eq "y"')
+
+
 def test_string_literal_null_is_a_string():
     assert user('title eq "null"') == cmp("title", "eq", "null")
     assert user('title eq "true"') == cmp("title", "eq", "true")

@@ -334,3 +334,28 @@ def test_adding_one_member_to_a_group_of_2000(api, clock):
     assert ids[0] not in member_rows(api, gid)
     listed = api.scim("GET", '/Groups?filter=displayName eq "Everyone"').get_json()
     assert len(listed["Resources"][0]["members"]) == 2000
+
+
+def test_names_with_a_quote_are_found_by_the_idps_lookup(api):
+    """Entra and Okta look a group or user up by ``eq`` before they create it; a name with a
+    double quote is sent escaped (``\\"``) in the filter and must be found, or the IdP would
+    create it again and again meet a 409."""
+    from urllib.parse import quote
+
+    r = api.scim("POST", "/Groups", {"schemas": [GROUP], "displayName": 'O"Brien Team'})
+    assert r.status_code == 201, r.get_json()
+    r = api.scim("POST", "/Users", {"schemas": [USER], "userName": 'o"brien@example.com'})
+    assert r.status_code == 201, r.get_json()
+    found = api.scim("GET", "/Groups?filter=" + quote(r'displayName eq "O\"Brien Team"'))
+    assert found.status_code == 200 and found.get_json()["totalResults"] == 1
+    found = api.scim("GET", "/Users?filter=" + quote(r'userName eq "O\"BRIEN@example.com"'))
+    assert found.status_code == 200 and found.get_json()["totalResults"] == 1
+    searched = api.scim(
+        "POST",
+        "/Users/.search",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": r'userName co "\"brien"',
+        },
+    )
+    assert searched.status_code == 200 and searched.get_json()["totalResults"] == 1

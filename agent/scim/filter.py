@@ -352,18 +352,38 @@ def _decode_string(raw: str) -> str:
     return decoded
 
 
+# A JSON string literal (RFC 8259 §7), escaped quotes included. scim2-filter-parser's lexer
+# ends a string at the first quote ("[^"]*"), so ``displayName eq "O\"Brien"`` came apart.
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_FILLER = "\ue000"  # a private-use character: neither quote nor backslash
+
+
+def _masked_literals(text: str) -> tuple[str, dict[int, str]]:
+    """``text`` with the inside of each string literal replaced by as many filler characters
+    (so the lexer sees one string there and every position stays the same), and the literals'
+    raw insides by their opening quote's position."""
+    literals: dict[int, str] = {}
+
+    def mask(found: re.Match[str]) -> str:
+        literals[found.start()] = found.group()[1:-1]
+        return '"' + _FILLER * (len(found.group()) - 2) + '"'
+
+    return _STRING_LITERAL.sub(mask, text), literals
+
+
 class _TokenStream:
     """Wraps the lexer's tokens: marks string literals and remembers the last token seen."""
 
     def __init__(self, text: str) -> None:
-        self.text = text
+        self.text, self._literals = _masked_literals(text)
         self.last: Any = None
         self.comparisons = 0
 
     def __iter__(self) -> Iterator[Any]:
         for tok in SCIMLexer().tokenize(self.text):
             if tok.type == "COMP_VALUE":
-                tok.value = _Quoted(_decode_string(tok.value))
+                raw = self._literals.get(tok.index, tok.value)
+                tok.value = _Quoted(_decode_string(raw))
             elif tok.type in _COMPARISON_TOKENS:
                 self.comparisons += 1
                 if self.comparisons > MAX_COMPARISONS:
