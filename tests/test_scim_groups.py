@@ -359,3 +359,32 @@ def test_names_with_a_quote_are_found_by_the_idps_lookup(api):
         },
     )
     assert searched.status_code == 200 and searched.get_json()["totalResults"] == 1
+
+
+def test_deleting_a_member_gives_its_groups_a_new_version(api):
+    """A group's member list changes when a member user is deleted (its membership rows go
+    with it): the group's ETag must change too, or a client holding the old one would see a
+    stale group as current and an If-Match with it would still pass (found by trying the
+    product from outside)."""
+    ann = create_user(api, "ann@example.com")
+    bob = create_user(api, "bob@example.com")
+    team = create_group(api, "Team", [ann, bob])
+    other = create_group(api, "Other", [bob])
+    alone = create_group(api, "Alone", [ann])
+    before = {g["id"]: api.scim("GET", f"/Groups/{g['id']}") for g in (team, other, alone)}
+    assert api.scim("DELETE", f"/Users/{bob}").status_code == 204
+    for g, changed in ((team, True), (other, True), (alone, False)):
+        now = api.scim("GET", f"/Groups/{g['id']}")
+        was = before[g["id"]]
+        assert (now.headers["ETag"] != was.headers["ETag"]) is changed, g["displayName"]
+        assert (now.get_json()["meta"]["version"] != was.get_json()["meta"]["version"]) is changed
+    assert [m["value"] for m in api.scim("GET", f"/Groups/{team['id']}").get_json()["members"]] == [
+        ann
+    ]
+    stale = api.scim(
+        "PUT",
+        f"/Groups/{team['id']}",
+        {"schemas": [GROUP], "displayName": "Team", "members": [{"value": ann}]},
+        headers={"If-Match": before[team["id"]].headers["ETag"]},
+    )
+    assert stale.status_code == 412

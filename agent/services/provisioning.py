@@ -262,6 +262,8 @@ class Provisioning:
             record = _require_user(tx, user_id)
             _check_etag(if_match, record.version)
             self.seats.release_deleted(tx, record, cause)
+            if record.groups:  # their member lists change: a new version and lastModified
+                tx.groups.touch_all([gid for gid, _ in record.groups], self.clock())
             tx.users.delete(user_id)
             self.seats.notifier.user_deleted(tx, user_id)
             if record.seat.holds_seat:

@@ -101,6 +101,15 @@ class Groups:
             .values(last_modified=now, version=groups.c.version + 1)
         )
 
+    def touch_all(self, group_ids: Sequence[str], now: datetime) -> None:
+        """A new version of each of these groups (a member of them is being deleted)."""
+        for start in range(0, len(group_ids), 500):
+            self.conn.execute(
+                update(groups)
+                .where(groups.c.id.in_(group_ids[start : start + 500]))
+                .values(last_modified=now, version=groups.c.version + 1)
+            )
+
     def delete(self, group_id: str) -> list[str]:
         """Delete a group; return the ids of its former members."""
         members = self.member_ids(group_id)
