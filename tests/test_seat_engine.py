@@ -174,6 +174,9 @@ def test_queue_first_come_first_served_on_every_freeing_path(make_api):
     r = api.admin("PUT", "/licenses", {"seats": 3})  # license increase -> q4
     assert r.status_code == 200
     assert [u["userName"] for u in r.get_json()["promoted"]] == ["q4"]
+    # Out of the queue: no position left (it said 1, the place it had left).
+    assert [u["queuePosition"] for u in r.get_json()["promoted"]] == [None]
+    assert [u["licenseState"] for u in r.get_json()["promoted"]] == ["licensed"]
     assert seat_of(api, q4["id"])["licenseState"] == "licensed"
     report = seats(api)
     assert (report["licensed"], report["consumed"], report["queued"]) == (3, 3, 0)

@@ -526,6 +526,7 @@ class SeatEngine:
                 consumed_after=pool.consumed + 1,
             )
             user.seat = seat
+            user.queue_position = None  # out of the queue now
             promoted.append(user)
             self.notifier.user_changed(tx, user.id)
             self._announce(
