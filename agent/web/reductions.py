@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from agent.domain.license import MAX_LICENSES
 from agent.services.reductions import (
     InvalidTransition,
     ReductionConflict,
@@ -29,6 +30,13 @@ bp = Blueprint("reductions", __name__, url_prefix="/admin/reductions")
 bp.before_request(admin_web._authenticate)
 # Ids and query parameters no database can hold: 404 / 400, as on the rest of /admin.
 bp.before_request(admin_web._refuse_unstorable_text)
+
+
+@bp.before_request
+def _no_query_parameters() -> None:
+    """None of these routes takes one: an unknown query parameter is a 400, as on the rest of
+    /admin (README)."""
+    admin_web._only_params()
 
 
 def _reductions() -> Reductions:
@@ -92,6 +100,8 @@ def create_reduction() -> Response:
         raise AdminError(400, "'target' must be an integer")
     if target < 0:
         raise AdminError(400, "'target' must not be negative")
+    if target > MAX_LICENSES:  # no license count can be that high (PUT /admin/licenses)
+        raise AdminError(400, f"'target' must be at most {MAX_LICENSES:,}")
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise AdminError(400, "'dry_run' must be a boolean")
