@@ -143,3 +143,16 @@ def test_an_admin_body_declared_as_not_json_is_a_415_and_changes_nothing(api, ct
     )
     assert r.status_code == 200, r.get_json()
     assert api.admin("GET", "/seats").get_json()["licensed"] == 42
+
+
+def test_a_plus_sign_lost_in_the_url_is_explained(api):
+    """``?since=...+00:00`` unencoded arrives with a space for the '+': still a 400, which now
+    says how to write the offset."""
+    for path in ("/seats?at=", "/ledger?since="):
+        r = api.admin("GET", path + "2026-12-03T12:21:17.210+00:00")
+        assert r.status_code == 400
+        assert "%2B" in r.get_json()["error"], path
+        r = api.admin("GET", path + "2026-12-03T12:21:17.210%2B00:00")
+        assert r.status_code != 400 or "%2B" not in r.get_json()["error"]
+    r = api.admin("GET", "/ledger?since=yesterday")
+    assert r.status_code == 400 and "%2B" not in r.get_json()["error"]

@@ -221,7 +221,12 @@ def _iso_param(name: str) -> datetime:
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise AdminError(400, f"'{name}' must be an ISO 8601 date or time") from None
+        hint = (
+            " (a '+' in a URL arrives as a space: write the offset as %2B, or end with Z)"
+            if " " in raw.strip()
+            else ""
+        )
+        raise AdminError(400, f"'{name}' must be an ISO 8601 date or time{hint}") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
