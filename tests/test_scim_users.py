@@ -647,3 +647,15 @@ def test_an_answer_without_content_names_no_media_type(api):
         assert r.status_code == 200 and "GET" in r.headers["Allow"]
         assert "Content-Type" not in r.headers
     assert api.scim("GET", "/Users").headers["Content-Type"] == "application/scim+json"
+
+
+def test_a_path_outside_scim_and_admin_is_answered_in_json(api):
+    """Not Flask's HTML page: a JSON error that says where the service is (an admin typing
+    /status finds the status page's address in it)."""
+    r = api.client.get("/status")
+    assert r.status_code == 404 and r.mimetype == "application/json"
+    assert "/admin/" in r.get_json()["error"]
+    r = api.client.post("/healthz")
+    assert r.status_code == 405 and r.mimetype == "application/json"
+    assert "GET" in r.headers["Allow"] and "POST" in r.get_json()["error"]
+    assert api.client.get("/healthz").status_code == 200

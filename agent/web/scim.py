@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -117,10 +117,30 @@ def _unrouted(err: HTTPException) -> Response | HTTPException:
     """A path under /scim/v2 that no route matches is still answered with a SCIM error body
     (RFC 7644 §3.12); blueprint handlers never see unrouted requests."""
     if request.path != bp.url_prefix and not request.path.startswith(f"{bp.url_prefix}/"):
-        return err
+        return _elsewhere(err)
     resp = _http_error(err)
     if err.code == 405 and getattr(err, "valid_methods", None):
         resp.headers["Allow"] = ", ".join(err.valid_methods)  # type: ignore[attr-defined]
+    return resp
+
+
+def _elsewhere(err: HTTPException) -> Response | HTTPException:
+    """Outside /scim/v2 and /admin (whose own handler answers first): JSON that says where the
+    service is, rather than Flask's HTML page."""
+    if request.path == "/admin" or request.path.startswith("/admin/"):
+        return err
+    if err.code == 405:
+        resp = jsonify({"error": f"{request.method} is not allowed on {describe(request.path)}"})
+        if getattr(err, "valid_methods", None):
+            resp.headers["Allow"] = ", ".join(err.valid_methods)  # type: ignore[attr-defined]
+    else:
+        resp = jsonify(
+            {
+                "error": f"nothing at {describe(request.path)}: SCIM is at /scim/v2, the admin"
+                " API under /admin, the status page at /admin/"
+            }
+        )
+    resp.status_code = err.code or 404
     return resp
 
 
