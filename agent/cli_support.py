@@ -79,7 +79,9 @@ class SeatAgentGroup(click.Group):
                 click.echo(f"{where}: {message} (see '{where} --help')", err=True)
             sys.exit(2)
         except click.ClickException as err:
-            err.show()
+            # A refusal (exit 1, or a configuration problem, exit 2): one line, the way the
+            # configuration problems always read, not click's "Error: ...".
+            click.echo(f"seat-agent: {err.format_message()}", err=True)
             sys.exit(err.exit_code)
         except click.Abort:
             click.echo("Aborted!", err=True)

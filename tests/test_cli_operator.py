@@ -254,3 +254,13 @@ def test_a_usage_error_is_one_line_and_exit_2(tmp_path, args, said):
         assert as_json.stderr == ""
     helped = run(tmp_path, *([] if args[0] == "nosuch" else [args[0]]), "--help")
     assert helped.returncode == 0 and "Usage:" in helped.stdout
+
+
+def test_a_refusal_is_one_line_too(tmp_path):
+    """A command's own refusal (exit 1) reads like the rest: "seat-agent: ...", one line."""
+    config = tmp_path / "agent.toml"
+    write_config(config, f"sqlite:///{tmp_path}/data.db", 8080, seats=10)
+    assert run(tmp_path, "db", "upgrade", "--config", str(config)).returncode == 0
+    r = run(tmp_path, "user", "nobody", "--config", str(config))
+    assert r.returncode == 1
+    assert one_line(r.stderr).startswith("seat-agent: no user with id, userName or externalId")
