@@ -717,3 +717,24 @@ def test_ledger_entries_carry_the_request_id(make_api):
     with api.agent.store.read() as tx:
         first = tx.ledger.entries(limit=1)[0]
     assert (first.cause, first.request) == ("config", None)  # first start: no request
+
+
+def test_every_release_in_the_ledger_says_why(make_api):
+    """A seat given back says why in the ledger: deactivated, no longer needing one (a free
+    role), or deleted (a free role's release said nothing; found by trying the product)."""
+    api = make_api(seats=5, free_roles=["Assistant"])
+    a, b, c = (create(api, n)["id"] for n in ("a", "b", "c"))
+    api.scim("PATCH", f"/Users/{a}", patch({"op": "replace", "value": {"active": False}}))
+    api.scim(
+        "PATCH",
+        f"/Users/{b}",
+        patch({"op": "add", "path": "roles", "value": [{"value": "Assistant"}]}),
+    )
+    assert api.scim("DELETE", f"/Users/{c}").status_code == 204
+    entries = api.admin("GET", "/ledger").get_json()["entries"]
+    details = {e["userName"]: e["detail"] for e in entries if e["kind"] == "release"}
+    assert details == {
+        "a": "deactivated",
+        "b": "needs no seat now (a free role, status or user type)",
+        "c": "user deleted",
+    }

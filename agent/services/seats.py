@@ -209,7 +209,12 @@ class SeatEngine:
     def _without_seat(self, tx: StoreTx, claim: _Claim, pool: PoolRow) -> SeatState:
         """The user wants no seat: one it holds goes back to the pool."""
         if claim.prev.holds_seat:
-            self._release(tx, claim.user_id, claim.user_name, pool, claim.cause, claim.now)
+            why = (
+                "deactivated"
+                if not claim.state.active
+                else "needs no seat now (a free role, status or user type)"
+            )
+            self._release(tx, claim.user_id, claim.user_name, pool, claim.cause, claim.now, why)
         return SeatState(
             app_status=claim.status,
             license_state=self._free_state(claim.state, claim.status),
