@@ -263,6 +263,7 @@ def test_session_reads_admin_api_and_needs_csrf_header_to_change_state(api):
     assert api.client.get("/admin/seats").json["licensed"] == 1000
     refused = api.client.put("/admin/licenses", json={"seats": 1200})
     assert refused.status_code == 401
+    assert "X-Requested-With" in refused.json["error"]  # not "invalid token": it has none
     assert api.client.get("/admin/seats").json["licensed"] == 1000
     done = api.client.put(
         "/admin/licenses", json={"seats": 1200}, headers={"X-Requested-With": "fetch"}

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, session
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -104,6 +104,14 @@ def _authenticate() -> Response | None:
     tokens: TokenSet = agent.admin_tokens
     authorization = request.headers.get("Authorization")
     if not tokens.accepts(authorization) and not session_is_admin():
+        if session.get("admin") is True and not request.headers.get("X-Requested-With"):
+            # A signed-in page's session, on a state-changing request without the header
+            # that shows it came from the page's own script (status_page.session_is_admin).
+            return _error(
+                401,
+                "a change from a signed-in browser session must carry the X-Requested-With"
+                " header (the status page's buttons send it); or use the admin bearer token",
+            )
         return _error(401, "missing or invalid admin bearer token")
     wait = agent.rate_limiter.take(bearer_digest(authorization) or "")
     if wait > 0:
