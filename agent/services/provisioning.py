@@ -28,7 +28,7 @@ from agent.scim.resources import (
 from agent.services.seats import Cause, SeatEngine, SeatRefused, directory_state
 from agent.storage import cursor_pages, filter_sql
 from agent.storage.cursor_pages import CursorPage
-from agent.storage.errors import Conflict, UnknownMembers
+from agent.storage.errors import Conflict, UnknownMembers, user_name_in_use
 from agent.storage.records import GroupRecord, Page, UserRecord
 from agent.storage.store import Store, StoreTx
 
@@ -107,7 +107,7 @@ class Provisioning:
                 )
             except SeatRefused:
                 if tx.users.name_taken(resource["userName"]):
-                    raise Conflict(f"userName '{resource['userName']}' is already in use") from None
+                    raise user_name_in_use(resource["userName"]) from None
                 raise
             record = tx.users.insert(user_id, resource, seat, self.clock())
             self.seats.notifier.user_changed(tx, record.id)
@@ -262,8 +262,8 @@ class Provisioning:
             record = _require_user(tx, user_id)
             _check_etag(if_match, record.version)
             self.seats.release_deleted(tx, record, cause)
-            if record.groups:  # their member lists change: a new version and lastModified
-                tx.groups.touch_all([gid for gid, _ in record.groups], self.clock())
+            for group_id, _ in record.groups:  # its member list changes: a new version
+                tx.groups.touch(group_id, self.clock())
             tx.users.delete(user_id)
             self.seats.notifier.user_deleted(tx, user_id)
             if record.seat.holds_seat:

@@ -9,6 +9,11 @@ class Conflict(Exception):
     """A uniqueness constraint would be violated (SCIM 409 uniqueness)."""
 
 
+def user_name_in_use(user_name: str) -> Conflict:
+    """The refusal of a userName another user holds (in any case)."""
+    return Conflict(f"userName '{user_name}' is already in use")
+
+
 class UnknownMembers(Exception):
     """Group members that name no existing user."""
 

@@ -95,20 +95,12 @@ class Groups:
         return GroupRecord(record.id, resource, record.created, now, version, record.members)
 
     def touch(self, group_id: str, now: datetime) -> None:
+        """A new version of the group (its member list changed)."""
         self.conn.execute(
             update(groups)
             .where(groups.c.id == group_id)
             .values(last_modified=now, version=groups.c.version + 1)
         )
-
-    def touch_all(self, group_ids: Sequence[str], now: datetime) -> None:
-        """A new version of each of these groups (a member of them is being deleted)."""
-        for start in range(0, len(group_ids), 500):
-            self.conn.execute(
-                update(groups)
-                .where(groups.c.id.in_(group_ids[start : start + 500]))
-                .values(last_modified=now, version=groups.c.version + 1)
-            )
 
     def delete(self, group_id: str) -> list[str]:
         """Delete a group; return the ids of its former members."""

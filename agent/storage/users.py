@@ -25,7 +25,7 @@ from sqlalchemy import (
 from agent.domain.license import DirectoryState
 from agent.scim.resources import MULTI_VALUED
 from agent.storage import user_order
-from agent.storage.errors import Conflict
+from agent.storage.errors import Conflict, user_name_in_use
 from agent.storage.records import SeatRow, SeatState, SeqBatch, UserRecord
 from agent.storage.rows import (
     RECORD_COLUMNS,
@@ -51,7 +51,7 @@ _ROW_COLUMNS = (*_FILTER_COLUMNS, "last_modified", "version", "resource", *SEAT_
 
 
 def _name_in_use(values: Mapping[str, Any]) -> Conflict:
-    return Conflict(f"userName '{values['user_name']}' is already in use")
+    return user_name_in_use(values["user_name"])
 
 
 # A userName in use (in any case) is refused by the unique index on user_name_ci: Conflict.
@@ -187,7 +187,7 @@ class Users:
         if resource["userName"].lower() != record.user_name.lower() and self.name_taken(
             resource["userName"], except_id=record.id
         ):
-            raise Conflict(f"userName '{resource['userName']}' is already in use")
+            raise user_name_in_use(resource["userName"])
         self._tx.seat_written(seat.license_state)
         version = record.version + 1
         row = {

@@ -144,8 +144,8 @@ def _json_object(allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object of ``allowed`` fields, through the same size, depth and
     character guards as SCIM bodies (agent.web.json_body). A body declared as something else
     than JSON is a 415, as on /scim (no Content-Type at all is read as JSON)."""
-    ctype = (request.mimetype or "").lower()
-    if ctype and "json" not in ctype:
+    ctype = json_body.refused_media_type()
+    if ctype is not None:
         raise AdminError(415, f"unsupported content type {ctype}; send application/json")
     try:
         raw = json_body.read()

@@ -22,7 +22,7 @@ from flask import current_app, request
 
 from agent.scim.characters import unstorable_in, where_unstorable
 
-__all__ = ["MAX_JSON_DEPTH", "BodyRefused", "parse", "read"]
+__all__ = ["MAX_JSON_DEPTH", "BodyRefused", "parse", "read", "refused_media_type"]
 
 # Real SCIM bodies nest about five levels (PatchOp -> Operations -> operation -> value ->
 # emails -> element); admin bodies two.
@@ -38,6 +38,13 @@ class BodyRefused(Exception):
         self.status = status
         self.detail = detail
         self.scim_type = scim_type
+
+
+def refused_media_type() -> str | None:
+    """The body's declared media type when it is not JSON (a 415 on /scim and /admin alike);
+    None for a JSON type or none declared (some clients omit Content-Type)."""
+    declared = (request.mimetype or "").lower()
+    return declared if declared and "json" not in declared else None
 
 
 def read() -> bytes:

@@ -25,7 +25,7 @@ from agent.scim.resources import (
 from agent.services.provisioning import ListQuery, Provisioning
 from agent.storage.cursor_pages import CursorPage
 from agent.storage.records import Page
-from agent.web import json_body
+from agent.web import early_errors, json_body
 from agent.web.auth import TokenSet, bearer_digest
 from agent.web.db_errors import DETAIL as DATABASE_ERROR
 from agent.web.db_errors import log_database_error
@@ -127,7 +127,7 @@ def _unrouted(err: HTTPException) -> Response | HTTPException:
 def _elsewhere(err: HTTPException) -> Response | HTTPException:
     """Outside /scim/v2 and /admin (whose own handler answers first): JSON that says where the
     service is, rather than Flask's HTML page."""
-    if request.path == "/admin" or request.path.startswith("/admin/"):
+    if early_errors.is_admin(request.path):
         return err
     if err.code == 405:
         resp = jsonify({"error": f"{request.method} is not allowed on {describe(request.path)}"})
@@ -184,8 +184,8 @@ _ID_OF = {"user_id": "User", "group_id": "Group", "name": "ResourceType", "schem
 def _json_body() -> Any:
     """The request body as JSON, or a SCIM error (agent.web.json_body). RFC 7644 §3.12
     defines scimType for 400s only, so 413 and 415 carry none."""
-    ctype = (request.mimetype or "").lower()
-    if ctype and "json" not in ctype:
+    ctype = json_body.refused_media_type()
+    if ctype is not None:
         raise ScimError(415, f"Unsupported content type {ctype}; use {SCIM_JSON}")
     try:
         return json_body.parse(json_body.read())
