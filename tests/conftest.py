@@ -264,3 +264,21 @@ def any_downstream(request, tmp_path):
 
         with running_peer(request.getfixturevalue("scim2_server")) as peer:
             yield peer
+
+
+def bounded_examples(max_examples: int, *, shared_store: bool = False) -> Any:
+    """Hypothesis settings for the property tests: a fixed number of examples, the same ones
+    on every run (derandomized, no example database), no deadline (the host's speed drifts),
+    function-scoped fixtures allowed. ``shared_store``: the examples share one database, so
+    hypothesis must not replay or shrink them (the store's state is not the example's alone)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    extra: dict[str, Any] = {"phases": [Phase.explicit, Phase.generate]} if shared_store else {}
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        **extra,
+    )

@@ -8,7 +8,8 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
-from hypothesis import HealthCheck, Phase, given, settings
+from conftest import bounded_examples
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -18,14 +19,7 @@ from agent.storage.store import Store
 from agent.storage.tables import users
 
 NOW = datetime(2026, 11, 2, tzinfo=UTC)
-BOUNDED = settings(
-    max_examples=20,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    phases=[Phase.explicit, Phase.generate],  # the store's state is not the example's alone
-)
+BOUNDED = bounded_examples(20, shared_store=True)
 _ids = itertools.count()
 
 # Between two pages: create some users, delete users at some positions of the current order.

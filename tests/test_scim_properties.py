@@ -13,21 +13,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import ADMIN_TOKEN, SCIM_TOKEN
-from hypothesis import HealthCheck, given, settings
+from conftest import ADMIN_TOKEN, SCIM_TOKEN, bounded_examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from test_scim_protocol import ENTERPRISE, ERROR, GROUP, PATCH, SCIM_JSON, USER, create
 
 from agent.storage.tables import metadata
 
-BOUNDED = settings(
-    max_examples=100,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+BOUNDED = bounded_examples(100)
 
 # -- strategies ----------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from conftest import bounded_examples
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import insert, select, text
 
@@ -23,14 +24,7 @@ from agent.storage.store import Store
 from agent.storage.tables import users
 
 NOW = datetime(2026, 11, 2, tzinfo=UTC)
-BOUNDED = settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    phases=[Phase.explicit, Phase.generate],  # the store's state is not the example's alone
-)
+BOUNDED = bounded_examples(25, shared_store=True)
 _ids = itertools.count()
 
 
